@@ -1,0 +1,39 @@
+# ecdctr — developer entry points. `make demo` and `make test` create .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-all test-fast java bench bench-features bench-train bench-serving lint-deploy clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v java >/dev/null 2>&1 || $(MAKE) java
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "ecdctr needs Python 3.11, got %s" % sys.version.split()[0]'
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+java:
+	@echo "java not found: installing openjdk-17-jre-headless with apt"
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless
+
+# The main job, end to end on the embedded default (local store, Spark local, TF CPU, Airflow SQLite).
+demo: venv
+	$(BIN)/ecdctr demo
+
+# The whole suite, slow end-to-end tests included (CI runs this).
+test: venv
+	$(BIN)/python -m pytest -q
+
+# Unit tests only: no Spark, no Airflow DB, no S3 server.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache ecdctr-data

@@ -1,0 +1,164 @@
+"""The ``ecdctr`` command line.
+
+Every command takes ``--config FILE``; dated commands take ``--as-of``; machine-readable
+output with ``--json``. Failures print one line ``ecdctr: error: ...`` and exit non-zero.
+Heavy libraries are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from .errors import EcdctrError
+
+log = logging.getLogger("ecdctr")
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Handler] = {}
+
+
+def _settings(args: argparse.Namespace):
+    from .settings import load_settings
+
+    return load_settings(args.config)
+
+
+def _store(args: argparse.Namespace):
+    from .store import open_store
+
+    return open_store(_settings(args).store)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+# ----------------------------------------------------------------------------- config
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .settings import render_settings, settings_dict
+
+    s = _settings(args)
+    _emit(args, settings_dict(s, mask=True), render_settings(s).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------- plan
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .calendar import plan_for
+    from .report import markdown_table
+
+    plan = plan_for(args.as_of, _settings(args).calendar)
+    t, c, a = plan["tpm"], plan["cpm"], plan["actr"]
+    w = lambda d: f"[{d['start']}, {d['end']})"  # noqa: E731
+    rows = [
+        ("TPM", t["logical_date"], f"natural months {', '.join(t['train_months'])}",
+         f"embedding set {t['embedding_set']} = months {', '.join(t['snapshot_months'])}"),
+        ("CPM", c["logical_date"], f"natural {w(c['train_window'])}, eval {w(c['eval_window'])}",
+         f"consumes set {c['embedding_set']} (months {', '.join(c['embedding_months'])}); "
+         f"checkpoint W={c['checkpoint_id']}"),
+        ("A-CTR", a["logical_date"], f"ad {w(a['train_window'])}, holdout {w(a['holdout_window'])}",
+         f"CPM W={a['cpm_checkpoint']}" + (f" (fallback W={a['cpm_fallback']})" if a["cpm_fallback"] else
+                                          " (no fallback: previous CPM too stale)")
+         + f"; set {a['embedding_set']}"),
+    ]
+    _emit(args, plan, f"Plan as of {plan['as_of']}\n\n" + markdown_table(("tier", "logical date", "data", "uses / produces"), rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import artifacts, delta, paths
+    from .report import markdown_table
+
+    store = _store(args)
+    arts = [artifacts.lineage(m) | {"prefix": p} for p, m in artifacts.list_artifacts(store)]
+    tables = []
+    for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
+        paths.complete_features(d) for d in paths.DOMAINS
+    ]:
+        info = delta.describe(store, key)
+        if info:
+            tables.append(info)
+    data = {"store": store.root, "tables": tables, "artifacts": arts}
+    lines = [f"Store {store.root}", ""]
+    if tables:
+        lines += ["Delta tables", markdown_table(("table", "version", "partitions", "first dt", "last dt"),
+                  [(t["table"], t["version"], t["partitions"], t["first_dt"], t["last_dt"]) for t in tables]), ""]
+    if arts:
+        lines += ["Artifacts", markdown_table(
+            ("kind", "id", "window", "months", "embedding set", "CPM", "A-CTR", "metrics"),
+            [(a["kind"], a["id"], f"[{a['window']['start']}, {a['window']['end']})" if a["window"] else None,
+              a["months"], (a["embedding_set"] and f"{a['embedding_set']} ({', '.join(a['embedding_months'])})"),
+              a["cpm_checkpoint"], a["actr_model"],
+              ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
+             for a in arts])]
+    if not tables and not arts:
+        lines.append("(empty: nothing published yet)")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(_settings(args), as_of=args.as_of, days=args.days, json_out=args.json)
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = argparse.ArgumentParser(prog="ecdctr", description="E-CDCTR training pipeline", parents=[common])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cfg = sub.add_parser("config", help="settings", parents=[common])
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the effective settings (secrets masked)", parents=[common, js])
+    show.set_defaults(func=cmd_config_show)
+
+    plan = sub.add_parser("plan", help="windows and artifact ids of all three tiers for a date", parents=[common, js])
+    plan.add_argument("--as-of", required=True, metavar="DATE", help="YYYY-MM-DD")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="tables and published artifacts with their lineage", parents=[common, js])
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
+    demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")
+    demo.add_argument("--days", type=int, default=3, help="A-CTR days to run up to --as-of")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except EcdctrError as exc:
+        print(f"ecdctr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ecdctr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Shared fixtures. Real components only, on 127.0.0.1, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the test session must never reach a real AWS account
+for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_k, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto in server mode on 127.0.0.1: a real S3-compatible HTTP endpoint for the session.
+
+    It runs as its own process: delta-rs holds the GIL during its blocking S3 calls, so an
+    in-process (threaded) server would deadlock against it.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto server did not start on {url}")
+            time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION")}
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"})
+    yield url
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_store_settings(s3_endpoint):
+    """StoreSettings for a fresh bucket on the loopback server."""
+    import boto3
+
+    from ecdctr_pipeline.settings import StoreSettings
+
+    bucket = f"ecdctr-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    return StoreSettings(root=f"s3://{bucket}/pipeline", endpoint_url=s3_endpoint, region="us-east-1",
+                         access_key_id="testing", secret_access_key="testing", allow_http=True)
+
+
+@pytest.fixture
+def local_store_settings(tmp_path):
+    from ecdctr_pipeline.settings import StoreSettings
+
+    return StoreSettings(root=f"file://{tmp_path / 'store'}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store_settings(request):
+    """Run a test on both store back ends."""
+    if request.param == "local":
+        return request.getfixturevalue("local_store_settings")
+    request.applymarker(pytest.mark.integration)
+    return request.getfixturevalue("s3_store_settings")

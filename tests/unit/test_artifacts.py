@@ -1,0 +1,92 @@
+"""Artifact publish/load on the local store (the S3 variants live in tests/integration)."""
+
+import json
+
+import pytest
+
+from ecdctr_pipeline import artifacts, paths
+from ecdctr_pipeline.errors import ArtifactMissingError, CorruptArtifactError
+from ecdctr_pipeline.store import open_store
+
+
+def _manifest(**kw):
+    base = dict(kind="cpm_checkpoint", artifact_id="2026-11-23", logical_date="2026-11-23",
+                data_window={"start": "2026-10-26", "end": "2026-11-23"},
+                inputs=artifacts.Inputs(embedding_set="2026-10", embedding_months=["2026-07", "2026-08", "2026-09"],
+                                        delta_tables={"features/complete/natural": 3}),
+                metrics={"gauc": 0.61})
+    base.update(kw)
+    return artifacts.Manifest(**base)
+
+
+def test_publish_list_load(local_store_settings, tmp_path):
+    store = open_store(local_store_settings)
+    folder = tmp_path / "model"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"pb" * 100)
+    (folder / "variables" / "v.data").write_bytes(b"\x00\x01" * 50)
+    prefix = paths.cpm_checkpoint("2026-11-23")
+    m = artifacts.publish(store, prefix, {"weights": folder, "eval.json": b'{"auc": 0.7}'}, _manifest())
+    assert sorted(f.name for f in m.files) == ["eval.json", "weights/saved_model.pb", "weights/variables/v.data"]
+    assert m.code_version and m.created_at and m.attempt.startswith("a-")
+    listed = artifacts.list_artifacts(store)
+    assert [(p, x.artifact_id) for p, x in listed] == [(prefix, "2026-11-23")]
+    assert artifacts.load_bytes(store, prefix, "eval.json") == b'{"auc": 0.7}'
+    got, dest = artifacts.fetch(store, prefix, tmp_path / "out")
+    assert (dest / "weights/variables/v.data").read_bytes() == b"\x00\x01" * 50
+    lin = artifacts.lineage(got)
+    assert lin["embedding_months"] == ["2026-07", "2026-08", "2026-09"]
+    assert lin["delta_tables"] == {"features/complete/natural": 3}
+
+
+def test_no_manifest_means_absent(local_store_settings):
+    store = open_store(local_store_settings)
+    prefix = paths.tpm_set("2026-10")
+    store.put_bytes(f"{prefix}/a-x/user_2026-07.parquet", b"partial")
+    assert artifacts.find_manifest(store, prefix) is None
+    assert artifacts.list_artifacts(store) == []
+    with pytest.raises(ArtifactMissingError, match="M=2026-10"):
+        artifacts.read_manifest(store, prefix)
+
+
+def test_flipped_byte_detected(local_store_settings):
+    store = open_store(local_store_settings)
+    prefix = paths.actr_model("2026-11-24")
+    m = artifacts.publish(store, prefix, {"eval.json": b"0123456789"}, _manifest(kind="actr_model"))
+    key = f"{prefix}/{m.file('eval.json').key}"
+    data = bytearray(store.get_bytes(key))
+    data[3] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+    with pytest.raises(CorruptArtifactError, match=r"checksum mismatch in .*eval\.json"):
+        artifacts.load_bytes(store, prefix, "eval.json")
+    store.put_bytes(key, b"short")
+    with pytest.raises(CorruptArtifactError, match="size mismatch"):
+        artifacts.verify(store, prefix)
+    store.delete(key)
+    with pytest.raises(CorruptArtifactError, match="missing"):
+        artifacts.verify(store, prefix)
+
+
+def test_republish_replaces_and_collects_old_attempt(local_store_settings):
+    store = open_store(local_store_settings)
+    prefix = paths.tpm_set("2026-10")
+    m1 = artifacts.publish(store, prefix, {"a.bin": b"one"}, _manifest(kind="tpm_embedding_set", artifact_id="2026-10"))
+    store.put_bytes(f"{prefix}/a-crashed-writer/a.bin", b"orphan")
+    m2 = artifacts.publish(store, prefix, {"a.bin": b"two"}, _manifest(kind="tpm_embedding_set", artifact_id="2026-10"))
+    assert m1.attempt != m2.attempt
+    assert artifacts.load_bytes(store, prefix, "a.bin") == b"two"
+    children = set(store.iter_children(prefix))
+    assert children == {m2.attempt, "MANIFEST.json"}
+
+
+def test_invalid_manifest_is_an_error_naming_the_path(local_store_settings):
+    store = open_store(local_store_settings)
+    prefix = paths.cpm_checkpoint("2026-11-23")
+    store.put_bytes(paths.manifest_key(prefix), json.dumps({"kind": "cpm_checkpoint"}).encode())
+    with pytest.raises(CorruptArtifactError, match="W=2026-11-23/MANIFEST.json"):
+        artifacts.read_manifest(store, prefix)
+
+
+def test_manifest_file_lookup_names_missing():
+    with pytest.raises(ArtifactMissingError, match="no file 'x'"):
+        _manifest().file("x")

@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+from ecdctr_pipeline.cli import main
+
+
+def test_plan_json_issue_example(capsys, monkeypatch):
+    monkeypatch.delenv("ECDCTR_CONFIG", raising=False)
+    assert main(["plan", "--as-of", "2026-11-23", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cpm"]["window"] == {"start": "2026-10-26", "end": "2026-11-23"}
+    assert out["cpm"]["embedding_set"] == "2026-10"
+    assert out["cpm"]["embedding_months"] == ["2026-07", "2026-08", "2026-09"]
+    assert out["actr"]["cpm_checkpoint"] == "2026-11-23"
+    assert out["tpm"]["embedding_set"] == "2026-11"
+
+
+def test_plan_table(capsys):
+    assert main(["plan", "--as-of", "2026-11-25"]) == 0
+    out = capsys.readouterr().out
+    assert "| A-CTR" in out and "no fallback" in out
+
+
+def test_bad_date_is_one_line_nonzero(capsys):
+    assert main(["plan", "--as-of", "2026-02-30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ecdctr: error: invalid as-of date '2026-02-30': expected YYYY-MM-DD"
+
+
+def test_config_show_masks_and_rejects(capsys, monkeypatch):
+    monkeypatch.setenv("ECDCTR_ALERTS__WEBHOOK_URL", "https://hooks.example/very-secret")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "very-secret" not in out and "webhook_url: '**********'" in out
+    monkeypatch.setenv("ECDCTR_CALENDAR__CPM_WINDOW_DAYS", "0")
+    assert main(["config", "show", "--json"]) == 2
+    assert "calendar.cpm_window_days" in capsys.readouterr().err
+
+
+def test_status_on_empty_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path}/store")
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["artifacts"] == []
+
+
+def test_console_script_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.cli", "plan", "--as-of", "2026-11-24"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "2026-11-23" in r.stdout

@@ -1,0 +1,88 @@
+import pytest
+
+from ecdctr_pipeline.errors import ConfigError
+from ecdctr_pipeline.settings import Settings, env_overrides, load_settings, render_settings, settings_dict
+
+
+def test_embedded_default_needs_no_file():
+    s = load_settings(environ={})
+    assert s.store.root == "file://./ecdctr-data"
+    assert s.calendar.cpm_window_days == 28
+    assert s.cpm.embedding_dim == 16 and s.cpm.learning_rate == 5e-4
+    assert s.actr.transfer_policy == "all_but_bn"
+
+
+def test_yaml_then_env_override(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("cpm:\n  learning_rate: 0.01\n  batch_size: 64\nstore:\n  root: s3://bucket/x\n")
+    s = load_settings(f, environ={"ECDCTR_CPM__LEARNING_RATE": "0.002", "ECDCTR_TPM__HIDDEN_UNITS": "[8, 4]"})
+    assert s.cpm.learning_rate == 0.002  # env wins over the file
+    assert s.cpm.batch_size == 64  # file value kept
+    assert s.tpm.hidden_units == [8, 4]
+    assert s.store.root == "s3://bucket/x"
+
+
+def test_short_store_variable():
+    assert load_settings(environ={"ECDCTR_STORE": "s3://b/p"}).store.root == "s3://b/p"
+
+
+def test_config_env_variable_names_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("actr:\n  epochs: 3\n")
+    assert load_settings(environ={"ECDCTR_CONFIG": str(f)}).actr.epochs == 3
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    pytest.param("cpm:\n  learning_rat: 0.1\n", "cpm.learning_rat", id="unknown-key"),
+    pytest.param("nosection:\n  a: 1\n", "nosection", id="unknown-section"),
+    pytest.param("cpm:\n  batch_size: lots\n", "cpm.batch_size", id="wrong-type"),
+    pytest.param("calendar:\n  cpm_window_days: 0\n", "calendar.cpm_window_days", id="zero-window"),
+    pytest.param("actr:\n  transfer_policy: some\n", "actr.transfer_policy", id="bad-literal"),
+    pytest.param("store:\n  root: hdfs://x\n", "store.root", id="bad-root"),
+    pytest.param("calendar:\n  actr_window_days: 40\n", "calendar", id="actr-longer-than-cpm"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, yaml_text, key):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(f, environ={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert f"invalid setting {key}" in msg
+
+
+def test_bad_env_key_named():
+    with pytest.raises(ConfigError, match="ECDCTR_NOPE"):
+        load_settings(environ={"ECDCTR_NOPE": "1"})
+    with pytest.raises(ConfigError, match="cpm.epochs"):
+        load_settings(environ={"ECDCTR_CPM__EPOCHS": "-1"})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "none.yaml", environ={})
+    f = tmp_path / "bad.yaml"
+    f.write_text("cpm: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(f, environ={})
+
+
+def test_secrets_masked():
+    s = load_settings(environ={"ECDCTR_ALERTS__WEBHOOK_URL": "https://hooks.example/T0/secret-token",
+                               "ECDCTR_ALERTS__SMTP_PASSWORD": "hunter2",
+                               "ECDCTR_STORE__SECRET_ACCESS_KEY": "AKIAVERYSECRET"})
+    text = render_settings(s)
+    for secret in ("secret-token", "hunter2", "AKIAVERYSECRET"):
+        assert secret not in text
+        assert secret not in repr(s)
+    assert settings_dict(s, mask=False)["alerts"]["smtp_password"] == "hunter2"
+    assert "**********" in text
+
+
+def test_env_overrides_parse_yaml_scalars():
+    tree = env_overrides({"ECDCTR_CPM__EPOCHS": "3", "ECDCTR_SPARK__MASTER": "spark://h:7077", "OTHER": "x"})
+    assert tree == {"cpm": {"epochs": 3}, "spark": {"master": "spark://h:7077"}}
+
+
+def test_every_section_present():
+    assert set(Settings.model_fields) >= {"store", "spark", "calendar", "tpm", "cpm", "actr", "quality", "alerts", "serving"}
