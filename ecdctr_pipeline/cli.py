@@ -105,6 +105,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- data
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .calendar import parse_date
+    from .report import markdown_table
+    from .simulate import simulate
+
+    start, end = parse_date(args.start, what="--start"), parse_date(args.end, what="--end")
+    summary = simulate(_store(args), start, end, args.scale, args.seed,
+                       domains=tuple(args.domain or ("natural", "ad")))
+    rows = [(d, v["days"], v["rows"], v["ctr"], v["version"]) for d, v in summary.items()]
+    _emit(args, summary, markdown_table(("domain", "days", "rows", "CTR", "table version"), rows))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .calendar import UTC
+    from .ingest import ingest
+
+    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    r = ingest(_store(args), args.domain, args.input, now=now)
+    data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version}
+    _emit(args, data, f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: "
+                      f"{len(r.partitions)} partition(s) {r.partitions[0]} .. {r.partitions[-1]}, version {r.version}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -134,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="tables and published artifacts with their lineage", parents=[common, js])
     status.set_defaults(func=cmd_status)
+
+    sim = sub.add_parser("simulate", help="generate both domains into raw/ (seeded)", parents=[common, js])
+    sim.add_argument("--start", required=True, metavar="DATE")
+    sim.add_argument("--end", required=True, metavar="DATE", help="inclusive")
+    sim.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--domain", action="append", choices=["natural", "ad"],
+                     help="only this domain (repeatable; default both)")
+    sim.set_defaults(func=cmd_simulate, domain=None)
+
+    ing = sub.add_parser("ingest", help="load Parquet/CSV impressions into raw/<domain>", parents=[common, js])
+    ing.add_argument("--domain", required=True, choices=["natural", "ad"])
+    ing.add_argument("--input", required=True, metavar="PATH", help="a .parquet/.csv file or a folder of them")
+    ing.add_argument("--now", metavar="TIMESTAMP", help="reject events after this instant (default: the clock)")
+    ing.set_defaults(func=cmd_ingest)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")
