@@ -1,0 +1,126 @@
+"""Ingest validates everything before writing; each bad-input class leaves the table unchanged."""
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from ecdctr_pipeline import delta
+from ecdctr_pipeline.cli import main
+from ecdctr_pipeline.ingest import IngestError, ingest, validate
+from ecdctr_pipeline.schema import RAW_COLUMNS
+from ecdctr_pipeline.store import open_store
+
+NOW = dt.datetime(2026, 11, 27, 12, tzinfo=dt.timezone.utc)
+
+
+def rows(n=6, day="2026-11-20"):
+    out = []
+    for i in range(n):
+        out.append({"event_time": f"{day}T0{i}:00:00Z", "user_id": str(i % 3), "item_id": str(10 + i),
+                    "category_id": "1", "click": str(i % 2), "user_age": "2", "user_gender": "1", "user_city": "5",
+                    "item_brand": "7", "item_price": "3", "hour": str(i), "weekday": "4", "position": "0",
+                    "device": "1"})
+    return out
+
+
+def write_csv(path, records):
+    cols = list(records[0].keys())
+    table = pa.table({c: [r[c] for r in records] for c in cols})
+    pcsv.write_csv(table, path)
+    return path
+
+
+@pytest.fixture
+def store_with_day(local_store_settings, tmp_path):
+    store = open_store(local_store_settings)
+    ingest(store, "natural", write_csv(tmp_path / "good.csv", rows()), now=NOW)
+    return store
+
+
+def _bad(records, **change):
+    out = [dict(r) for r in records]
+    for idx_col, value in change.items():
+        idx, col = idx_col.split("__")
+        out[int(idx.lstrip("r"))][col] = value
+    return out
+
+
+@pytest.mark.parametrize("mutate, message", [
+    pytest.param(lambda r: [{k: v for k, v in x.items() if k != "user_city"} for x in r],
+                 "missing column(s) user_city", id="missing-column"),
+    pytest.param(lambda r: [dict(x, extra="1") for x in r], "unexpected column(s) extra", id="extra-column"),
+    pytest.param(lambda r: _bad(r, r2__item_id="abc"), "column item_id: 1 row(s) not an integer", id="wrong-type"),
+    pytest.param(lambda r: _bad(r, r1__user_id=""), "column user_id: 1 row(s) null", id="null-id"),
+    pytest.param(lambda r: _bad(r, r3__click="2"), "column click: 1 row(s) outside {0,1}", id="click-range"),
+    pytest.param(lambda r: _bad(r, r0__event_time="yesterday"), "column event_time: 1 row(s) not an ISO-8601",
+                 id="unparseable-time"),
+    pytest.param(lambda r: _bad(r, r4__event_time="2027-01-01T00:00:00Z"), "event_time: 1 row(s) in the future",
+                 id="future-time"),
+    pytest.param(lambda r: r + [dict(r[2])], "1 row(s) duplicate an earlier impression", id="duplicate"),
+    pytest.param(lambda r: _bad(r, r5__hour="24"), "column hour: 1 row(s) outside the vocabulary 0..23",
+                 id="out-of-vocabulary"),
+    pytest.param(lambda r: _bad(r, r5__position="300"), "column position: 1 row(s) out of range for int8",
+                 id="overflow"),
+])
+def test_bad_input_rejected_table_unchanged(store_with_day, tmp_path, mutate, message, capsys):
+    before = delta.version(store_with_day, "raw/natural")
+    snapshot = delta.read(store_with_day, "raw/natural")[0]
+    path = write_csv(tmp_path / "bad.csv", mutate(rows(day="2026-11-21")))
+    with pytest.raises(IngestError) as exc:
+        ingest(store_with_day, "natural", path, now=NOW)
+    msg = str(exc.value)
+    assert message in msg and "\n" not in msg
+    assert delta.version(store_with_day, "raw/natural") == before
+    assert delta.read(store_with_day, "raw/natural")[0].equals(snapshot)
+
+
+def test_error_names_example_rows(tmp_path):
+    recs = _bad(rows(), r3__click="7")
+    path = write_csv(tmp_path / "x.csv", recs)
+    from ecdctr_pipeline.ingest import read_input
+
+    table, labels = read_input(path)
+    with pytest.raises(IngestError, match=r"e\.g\. x\.csv:5 \(click=7\)"):
+        validate(table, labels, now=NOW, domain="ad")
+
+
+def test_reingest_replaces_day_without_duplicates(store_with_day, tmp_path):
+    assert delta.read(store_with_day, "raw/natural")[0].num_rows == 6
+    ingest(store_with_day, "natural", write_csv(tmp_path / "again.csv", rows()), now=NOW)
+    assert delta.read(store_with_day, "raw/natural")[0].num_rows == 6
+    ingest(store_with_day, "natural", write_csv(tmp_path / "next.csv", rows(4, "2026-11-21")), now=NOW)
+    table = delta.read(store_with_day, "raw/natural")[0]
+    assert table.num_rows == 10 and sorted(set(table["dt"].to_pylist())) == ["2026-11-20", "2026-11-21"]
+
+
+def test_parquet_folder_typed_and_naive_timestamps_are_utc(local_store_settings, tmp_path):
+    store = open_store(local_store_settings)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    recs = rows(4)
+    table = pa.table({
+        "event_time": pa.array([dt.datetime(2026, 11, 20, i) for i in range(4)], pa.timestamp("ms")),
+        **{c.name: pa.array([int(r[c.name]) for r in recs], pa.int64()) for c in RAW_COLUMNS if c.name != "event_time"},
+    })
+    pq.write_table(table.slice(0, 2), folder / "a.parquet")
+    pq.write_table(table.slice(2), folder / "b.parquet")
+    r = ingest(store, "ad", folder, now=NOW)
+    assert (r.rows, r.files, r.partitions) == (4, 2, ("2026-11-20",))
+    got = delta.read(store, "raw/ad")[0]
+    assert got.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
+    assert got.schema.field("click").type == pa.int8()
+    assert got["event_time"][0].as_py() == dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+
+
+def test_cli_ingest_bad_input_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path}/store")
+    path = write_csv(tmp_path / "bad.csv", _bad(rows(), r1__click="-1"))
+    assert main(["ingest", "--domain", "ad", "--input", str(path), "--now", "2026-11-27T00:00:00"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecdctr: error: ad input rejected: column click")
+    assert not (tmp_path / "store" / "raw").exists()
+    assert main(["ingest", "--domain", "ad", "--input", str(tmp_path / "nope")]) == 2
+    assert "input path not found" in capsys.readouterr().err
