@@ -135,6 +135,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from . import extract
+
+    settings = _settings(args)
+    if args.what == "tpm":
+        r = extract.extract_tpm(settings, args.as_of, force=args.force)
+    else:
+        r = extract.extract_complete(settings, args.domain, args.as_of, force=args.force)
+    w = r.window
+    text = (f"{r.table}: {'unchanged (already built from raw version %d)' % r.raw_version if r.skipped else '%d rows' % r.rows}"
+            f" for [{w['start']}, {w['end']}) ({r.partitions} partitions), table version {r.version}, {r.seconds:.1f} s")
+    _emit(args, r.to_dict(), text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -179,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--input", required=True, metavar="PATH", help="a .parquet/.csv file or a folder of them")
     ing.add_argument("--now", metavar="TIMESTAMP", help="reject events after this instant (default: the clock)")
     ing.set_defaults(func=cmd_ingest)
+
+    ext = sub.add_parser("extract", help="Spark feature extraction into Delta", parents=[common])
+    ext_sub = ext.add_subparsers(dest="what", required=True, metavar="TABLE")
+    et = ext_sub.add_parser("tpm", help="features/tpm for the TPM run of a month", parents=[common, js])
+    et.add_argument("--as-of", required=True, metavar="MONTH", help="YYYY-MM or YYYY-MM-01")
+    ec = ext_sub.add_parser("complete", help="features/complete/<domain> for the plan's window", parents=[common, js])
+    ec.add_argument("--domain", required=True, choices=["natural", "ad"])
+    ec.add_argument("--as-of", required=True, metavar="DATE")
+    for e in (et, ec):
+        e.add_argument("--force", action="store_true", help="recompute even if built from the same raw version")
+        e.set_defaults(func=cmd_extract)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")

@@ -182,3 +182,96 @@ def describe(store: ArtifactStore, key: str) -> dict | None:
         "first_dt": parts[0] if parts else None,
         "last_dt": parts[-1] if parts else None,
     }
+
+
+# ------------------------------------------------------------------ files written by Spark
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet data file already written (by Spark) for one partition."""
+
+    local_path: str  # where it lies now (a local file)
+    partition: str  # its dt value
+    num_records: int
+
+
+def commit_files(
+    store: ArtifactStore,
+    key: str,
+    files: Sequence[DataFile],
+    schema: pa.Schema,
+    *,
+    replace_partitions: Sequence[str],
+    txn: tuple[str, int] | None,
+    run_tag: str,
+    partition_column: str = PARTITION_COLUMN,
+    max_commit_retries: int = 25,
+) -> WriteResult:
+    """Place Parquet files in the table and commit them in one Delta transaction.
+
+    Files go to ``<table>/<col>=<value>/<run_tag>-<n>.parquet`` (a rename on ``file://``, an
+    upload on ``s3://``), then one commit adds them and removes every file of
+    ``replace_partitions``; with ``txn`` a retried run whose transaction is already in the
+    log commits nothing. Placed files that no commit references are invisible to readers.
+    """
+    import json
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    from deltalake import CommitProperties, Schema, Transaction
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    current = _open(store, key)
+    if txn is not None and current is not None:
+        done = current.transaction_version(txn[0])
+        if done is not None and done >= txn[1]:
+            return WriteResult(key, current.version(), 0, tuple(sorted(replace_partitions)), True)
+    stray = sorted({f.partition for f in files} - set(replace_partitions))
+    if stray:
+        raise DeltaError(f"files for partitions {stray} outside the partitions being replaced in {key}")
+    actions = []
+    now_ms = int(time.time() * 1000)
+    for i, f in enumerate(sorted(files, key=lambda x: (x.partition, x.local_path))):
+        rel = f"{partition_column}={f.partition}/{run_tag}-{i:05d}.parquet"
+        size = os.path.getsize(f.local_path)
+        if isinstance(store, LocalStore):
+            dest = Path(table_uri(store, key)) / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f.local_path, dest)
+        else:
+            store.upload_file(Path(f.local_path), f"{key}/{rel}")
+        actions.append(AddAction(rel, size, {partition_column: f.partition}, now_ms, True,
+                                 json.dumps({"numRecords": f.num_records})))
+    props = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])] if txn else None,
+                             max_commit_retries=max_commit_retries)
+    delta_schema = Schema.from_arrow(schema)
+    try:
+        if current is None:
+            create_table_with_add_actions(table_uri(store, key), delta_schema, actions, mode="append",
+                                          partition_by=[partition_column],
+                                          storage_options=store.storage_options() or None,
+                                          commit_properties=props)
+        else:
+            current.create_write_transaction(
+                actions, mode="overwrite", schema=delta_schema, partition_by=[partition_column],
+                partition_filters=[(partition_column, "in", sorted(replace_partitions))],
+                commit_properties=props)
+    except Exception as exc:
+        msg = " ".join(str(exc).split())[:400]
+        raise DeltaError(f"commit to {store.uri(key)} failed: {msg}") from None
+    t = _open(store, key)
+    return WriteResult(key, t.version(), sum(f.num_records for f in files), tuple(sorted(replace_partitions)), False)
+
+
+def file_uris(store: ArtifactStore, key: str, partitions: Sequence[str],
+              partition_column: str = PARTITION_COLUMN) -> list[str]:
+    """Data files of the latest snapshot holding ``partitions``."""
+    t = _open(store, key)
+    if t is None:
+        raise DeltaError(f"Delta table not found: {store.uri(key)}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return t.file_uris(partition_filters=[(partition_column, "in", sorted(set(partitions)))])

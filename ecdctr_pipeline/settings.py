@@ -59,6 +59,10 @@ class SparkSettings(_Section):
     app_name: str = "ecdctr"
     driver_memory: str = "2g"
     shuffle_partitions: int = Field(4, gt=0)
+    # "stage": Spark reads/writes local Parquet and the driver moves it to/from the store
+    # (works everywhere); "s3a": Spark reads and writes s3a:// itself (needs hadoop-aws on
+    # the classpath, as in docker/spark); the driver still commits through delta-rs.
+    s3_access: Literal["stage", "s3a"] = "stage"
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
 
@@ -96,6 +100,7 @@ class CalendarSettings(_Section):
 
 class FeatureSettings(_Section):
     max_seq_len: int = Field(50, gt=0)  # last N clicked items/categories before the impression
+    history_days: int = Field(28, gt=0)  # how far back the behaviour sequence looks
     counter_windows_days: list[int] = Field(default_factory=lambda: [7, 28])
 
     @model_validator(mode="after")

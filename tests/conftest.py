@@ -93,3 +93,14 @@ def any_store_settings(request):
         return request.getfixturevalue("local_store_settings")
     request.applymarker(pytest.mark.integration)
     return request.getfixturevalue("s3_store_settings")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (2 cores) for the test session."""
+    from ecdctr_pipeline.settings import Settings, SparkSettings
+    from ecdctr_pipeline.spark import get_spark
+
+    session = get_spark(Settings(spark=SparkSettings(master="local[2]", shuffle_partitions=2)))
+    yield session
+    session.stop()

@@ -1,0 +1,188 @@
+"""Feature extraction runs: raw Delta → Spark → Parquet → one delta-rs commit.
+
+``extract_tpm`` builds ``features/tpm`` for the months a TPM run trains on;
+``extract_complete`` builds ``features/complete/{domain}`` for the window the plan names
+(natural: the CPM window of the latest Monday ≤ DATE; ad: the A-CTR window of DATE,
+holdout included). Each commit replaces exactly the window's ``dt`` partitions and carries
+the app transaction ``(extract:..., raw table version)``: re-running on unchanged raw data
+commits nothing; after raw data changed it recomputes and replaces.
+
+Every day of the window must have raw data (else a one-line error naming the day). The
+history before the window (behaviour sequences, counters) must be complete from the raw
+table's first day on: days before that first day are before history began and count as
+empty; a gap after it is an error naming the day.
+
+Store access: on ``file://`` Spark reads the table's files and writes next to it; on
+``s3://`` with ``spark.s3_access=stage`` the driver downloads the raw files, Spark writes
+local Parquet and the driver uploads it before committing; with ``s3a`` (the production
+image with hadoop-aws) Spark reads ``s3a://`` directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import calendar, delta, paths
+from .errors import EcdctrError
+from .schema import PARTITION, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema
+from .settings import Settings
+from .store import ArtifactStore, LocalStore, open_store, scratch_dir
+
+log = logging.getLogger(__name__)
+
+
+class MissingDataError(EcdctrError):
+    """A day a run needs has no raw data."""
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    table: str
+    window: dict
+    rows: int
+    partitions: int
+    version: int
+    raw_version: int
+    skipped: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spark_raw_schema():
+    from pyspark.sql import types as T
+
+    m = {"int8": T.ByteType(), "int16": T.ShortType(), "int32": T.IntegerType(), "int64": T.LongType()}
+    fields = []
+    for c in RAW_COLUMNS:
+        t = T.TimestampType() if c.role == "time" else m[str(c.type)]
+        fields.append(T.StructField(c.name, t, True))
+    return T.StructType(fields)
+
+
+def needed_days(store: ArtifactStore, domain: str, window: calendar.Window, history_days: int,
+                *, who: str) -> list[str]:
+    """Raw ``dt`` values to read: the window's (all required) and the history before it."""
+    table = paths.raw_table(domain)
+    present = set(delta.partitions(store, table))
+    if not present:
+        raise MissingDataError(f"{who}: no raw data at all in {table} ({store.uri(table)})")
+    for day in window.partitions():
+        if day not in present:
+            raise MissingDataError(f"{who}: no raw data for {day} in {table} (window {window})")
+    first = min(present)
+    history = calendar.lookback(window.start, history_days).partitions() if history_days else []
+    for day in history:
+        if day >= first and day not in present:
+            raise MissingDataError(f"{who}: no raw data for {day} in {table} (history before window {window})")
+    return [d for d in history + window.partitions() if d in present]
+
+
+def _input_paths(store: ArtifactStore, settings: Settings, table: str, days: list[str], scratch: Path) -> list[str]:
+    uris = delta.file_uris(store, table, days)
+    if isinstance(store, LocalStore):
+        return uris
+    if settings.spark.s3_access == "s3a":
+        return ["s3a://" + u[len("s3://"):] for u in uris]
+    local = []
+    root = store.uri(table) + "/"
+    for i, u in enumerate(uris):
+        dest = scratch / "in" / f"{i:06d}.parquet"
+        store.download_file(f"{table}/{u[len(root):]}", dest)
+        local.append(str(dest))
+    return local
+
+
+def _written_files(out_dir: Path) -> list[delta.DataFile]:
+    import pyarrow.parquet as pq
+
+    files = []
+    for f in sorted(out_dir.glob(f"{PARTITION}=*/*.parquet")):
+        files.append(delta.DataFile(str(f), f.parent.name.split("=", 1)[1], pq.read_metadata(f).num_rows))
+    return files
+
+
+def _run(settings: Settings, *, domain: str, out_table: str, window: calendar.Window, history_days: int,
+         app_id: str, build, schema, force: bool, who: str, spark=None) -> ExtractResult:
+    t0 = time.perf_counter()
+    store = open_store(settings.store)
+    raw_table = paths.raw_table(domain)
+    days = needed_days(store, domain, window, history_days, who=who)
+    raw_version = delta.version(store, raw_table)
+    txn_version = raw_version + 1  # app transaction versions start at 1
+    if force:
+        done = delta.committed_txn_version(store, out_table, app_id) or 0
+        txn_version = max(txn_version, done + 1)
+    done = delta.committed_txn_version(store, out_table, app_id)
+    if done is not None and done >= txn_version:
+        log.info("%s: %s already built from raw version %s; nothing to do", who, out_table, raw_version)
+        return ExtractResult(out_table, window.to_dict(), 0, window.days, delta.version(store, out_table),
+                             raw_version, True, round(time.perf_counter() - t0, 3))
+    scratch = scratch_dir(settings.store, prefix="ecdctr-extract-")
+    try:
+        from .spark import get_spark
+
+        spark = spark or get_spark(settings)
+        inputs = _input_paths(store, settings, raw_table, days, scratch)
+        log.info("%s: reading %d raw file(s) for %d day(s) of %s", who, len(inputs), len(days), raw_table)
+        raw = spark.read.schema(spark_raw_schema()).parquet(*inputs)
+        out = build(raw).repartition(PARTITION)
+        out_dir = scratch / "out"
+        out.write.mode("overwrite").partitionBy(PARTITION).parquet(str(out_dir))
+        files = _written_files(out_dir)
+        missing = sorted(set(window.partitions()) - {f.partition for f in files})
+        if missing:
+            raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
+        res = delta.commit_files(store, out_table, files, schema, replace_partitions=window.partitions(),
+                                 txn=(app_id, txn_version), run_tag=f"part-{uuid.uuid4().hex[:12]}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    secs = round(time.perf_counter() - t0, 3)
+    log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, res.rows, window.days, out_table,
+             res.version, secs)
+    return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
+                         res.skipped, secs)
+
+
+def extract_tpm(settings: Settings, month: str | calendar.Month, *, force: bool = False, spark=None) -> ExtractResult:
+    from .features import tpm_features
+
+    plan = calendar.tpm_plan(month, settings.calendar)
+    return _run(settings, domain="natural", out_table=paths.tpm_features(), window=plan.data_window,
+                history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}", build=tpm_features,
+                schema=tpm_feature_schema(), force=force, who=f"extract tpm {plan.month}", spark=spark)
+
+
+def complete_window(settings: Settings, domain: str, as_of: str | dt.date) -> calendar.Window:
+    day = calendar.parse_date(as_of, what="--as-of")
+    if domain == "natural":
+        return calendar.cpm_plan(calendar.monday_on_or_before(day), settings.calendar).window
+    if domain == "ad":
+        return calendar.actr_plan(day, settings.calendar).window
+    raise EcdctrError(f"unknown domain {domain!r}: expected natural or ad")
+
+
+def extract_complete(settings: Settings, domain: str, as_of: str | dt.date, *, force: bool = False,
+                     spark=None) -> ExtractResult:
+    from .features import complete_features
+
+    f = settings.features
+    window = complete_window(settings, domain, as_of)
+    history = max(f.history_days, max(f.counter_windows_days))
+
+    def build(raw):
+        return complete_features(raw, window.start.isoformat(), window.end.isoformat(),
+                                 max_seq_len=f.max_seq_len, history_days=f.history_days,
+                                 counter_windows_days=f.counter_windows_days)
+
+    return _run(settings, domain=domain, out_table=paths.complete_features(domain), window=window,
+                history_days=history, app_id=f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}",
+                build=build, schema=complete_feature_schema(f.counter_windows_days), force=force,
+                who=f"extract complete {domain} {as_of}", spark=spark)
