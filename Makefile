@@ -35,5 +35,11 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
+# Benchmarks print a table with ratios against a reference measured in the same run.
+bench: bench-features
+
+bench-features: venv
+	$(BIN)/python benchmarks/bench_features.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache ecdctr-data

@@ -150,6 +150,45 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- training
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import training
+
+    settings = _settings(args)
+    if args.tier == "tpm":
+        r = training.train_tpm(settings, args.as_of, force=args.force)
+    elif args.tier == "cpm":
+        r = training.train_cpm(settings, args.as_of, force=args.force)
+    else:
+        r = training.train_actr(settings, args.as_of, force=args.force, policy=args.policy)
+    m = r.metrics
+    if r.skipped:
+        text = f"{r.tier} {r.logical_date}: already published at {r.artifact} (use --force to retrain)"
+    else:
+        text = f"{r.tier} {r.logical_date}: published {r.artifact} in {r.seconds:.1f} s"
+    if "gauc" in m:
+        text += f"; GAUC {m['gauc']:.4f} (coverage {m['gauc_coverage']:.2f}), log loss {m['logloss']:.4f}"
+    if r.tier == "actr":
+        text += f"; {'BLESSED' if r.extra.get('blessed') else 'REJECTED'}"
+    _emit(args, r.to_dict(), text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .report import markdown_table
+    from .training import evaluate_day
+
+    r = evaluate_day(_settings(args), args.as_of)
+    rows = [(name, m["gauc"], m["gauc_coverage"], m["auc"], m["logloss"], m["impressions"])
+            for name, m in (("A-CTR (E-CDCTR)", r["actr"]), ("Target-only", r["target_only"]))]
+    text = (f"Holdout [{r['holdout']['start']}, {r['holdout']['end']}) — CPM W={r['cpm_checkpoint']}, "
+            f"embedding set {r['embedding_set']}\n\n"
+            + markdown_table(("model", "GAUC", "coverage", "AUC", "log loss", "impressions"), rows)
+            + f"\n\nGAUC lift of E-CDCTR over Target-only: {r['gauc_lift']:+.4f}")
+    _emit(args, r, text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -205,6 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
     for e in (et, ec):
         e.add_argument("--force", action="store_true", help="recompute even if built from the same raw version")
         e.set_defaults(func=cmd_extract)
+
+    tr = sub.add_parser("train", help="train and publish one tier for a logical date", parents=[common])
+    tr_sub = tr.add_subparsers(dest="tier", required=True, metavar="TIER")
+    for tier, meta, hlp in (("tpm", "YYYY-MM-01", "TPM month by month → embedding set M"),
+                            ("cpm", "MONDAY", "CPM checkpoint for Monday W"),
+                            ("actr", "DATE", "A-CTR fine-tuned from the plan's CPM, gated on the holdout")):
+        t = tr_sub.add_parser(tier, help=hlp, parents=[common, js])
+        t.add_argument("--as-of", required=True, metavar=meta)
+        t.add_argument("--force", action="store_true", help="retrain even if the artifact exists")
+        if tier == "actr":
+            t.add_argument("--policy", choices=["all_but_bn", "embeddings", "mlp_without_bn", "all"],
+                           help="transfer policy (default: actr.transfer_policy)")
+        t.set_defaults(func=cmd_train, policy=None)
+
+    ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout", parents=[common, js])
+    ev.add_argument("--as-of", required=True, metavar="DATE")
+    ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")

@@ -102,11 +102,17 @@ class FeatureSettings(_Section):
     max_seq_len: int = Field(50, gt=0)  # last N clicked items/categories before the impression
     history_days: int = Field(28, gt=0)  # how far back the behaviour sequence looks
     counter_windows_days: list[int] = Field(default_factory=lambda: [7, 28])
+    # embedding rows of the complete model's id features (ids are bucketed as id mod n)
+    hash_buckets: dict[Literal["user_id", "item_id", "category_id", "item_brand"], int] = Field(
+        default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000, "item_brand": 1_000})
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSettings":
         if not self.counter_windows_days or any(d <= 0 for d in self.counter_windows_days):
             raise ValueError("counter_windows_days must be a non-empty list of positive days")
+        missing = {"user_id", "item_id", "category_id", "item_brand"} - set(self.hash_buckets)
+        if missing or any(v <= 0 for v in self.hash_buckets.values()):
+            raise ValueError(f"hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
         return self
 
 
@@ -114,25 +120,31 @@ class TPMSettings(_Section):
     embedding_dim: int = Field(16, gt=0)
     hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
     learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(1024, gt=0)
+    batch_size: int = Field(2048, gt=0)
     epochs_per_month: int = Field(1, gt=0)
+    seed: int = 0
 
 
 class CPMSettings(_Section):
+    """The complete model (shared by CPM and A-CTR) and the CPM's training."""
+
     embedding_dim: int = Field(16, gt=0)
     hidden_units: list[int] = Field(default_factory=lambda: [200, 80])
-    cross_layers: int = Field(2, ge=0)
+    cross_layers: int = Field(2, ge=1)
     attention_units: list[int] = Field(default_factory=lambda: [36])
+    dropout: float = Field(0.0, ge=0, lt=1)
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(1024, gt=0)
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(2, gt=0)
+    seed: int = 0
 
 
 class ACTRSettings(_Section):
     transfer_policy: Literal["all_but_bn", "embeddings", "mlp_without_bn", "all"] = "all_but_bn"
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(512, gt=0)
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(2, gt=0)
+    seed: int = 0
     bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
     cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)
 

@@ -6,7 +6,9 @@ domain is drawn from ``(seed, domain, day)``, so the same seed gives identical t
 sub-range regenerates the same rows. Properties, each with the knob of :class:`Scale` that
 sets it:
 
-* **natural ≥ 5× the ad volume** — ``natural_per_day`` / ``ad_per_day`` (8× at every scale).
+* **natural ≥ 5× the ad volume** — ``natural_per_day`` / ``ad_per_day`` (6× at every scale).
+* **sessions** — a user's impressions of a day come in sessions of about ``session_natural``
+  / ``session_ad`` impressions, so per-user metrics (GAUC) see several impressions per user.
 * **lower ad CTR** — ``natural_bias`` > ``ad_bias`` (logit offsets of the click model).
 * **shared users** — both domains draw impressions from the same user pool.
 * **ad items ⊂ items** — ``ad_item_fraction`` of the items carry ads; ad impressions only
@@ -56,7 +58,7 @@ class Scale:
     latent_dim: int = 8
     ad_item_fraction: float = 0.3
     natural_bias: float = -2.5
-    ad_bias: float = -3.8
+    ad_bias: float = -3.1
     affinity: float = 1.2
     drift: float = 0.7
     drift_period_months: float = 7.0
@@ -64,14 +66,16 @@ class Scale:
     item_spread: float = 0.6
     exposure_focus: float = 1.5
     profile_signal: float = 0.8
+    session_natural: float = 8.0  # mean impressions per user session
+    session_ad: float = 6.0
     chunk_rows: int = 1_000_000  # rows per Delta commit (bounds memory)
 
 
 SCALES: dict[str, Scale] = {
-    "tiny": Scale(n_users=300, n_items=240, n_categories=8, natural_per_day=400, ad_per_day=50, n_brands=40),
-    "small": Scale(n_users=3000, n_items=2000, n_categories=24, natural_per_day=4000, ad_per_day=500, n_brands=200),
-    "medium": Scale(n_users=60_000, n_items=20_000, n_categories=64, natural_per_day=40_000, ad_per_day=5_000),
-    "large": Scale(n_users=500_000, n_items=100_000, n_categories=128, natural_per_day=400_000, ad_per_day=50_000,
+    "tiny": Scale(n_users=300, n_items=240, n_categories=8, natural_per_day=960, ad_per_day=160, n_brands=40),
+    "small": Scale(n_users=1500, n_items=1500, n_categories=24, natural_per_day=9000, ad_per_day=1500, n_brands=200),
+    "medium": Scale(n_users=60_000, n_items=20_000, n_categories=64, natural_per_day=36_000, ad_per_day=6_000),
+    "large": Scale(n_users=500_000, n_items=100_000, n_categories=128, natural_per_day=360_000, ad_per_day=60_000,
                    n_brands=5000),
 }
 
@@ -184,9 +188,13 @@ class World:
         rng = np.random.default_rng([self.seed, code, (day - EPOCH).days])
         mean = s.natural_per_day if domain == "natural" else s.ad_per_day
         mean *= 1.1 if day.weekday() >= 5 else 1.0
-        n = int(rng.poisson(mean))
+        n_target = int(rng.poisson(mean))
+        sess = s.session_natural if domain == "natural" else s.session_ad
+        n_sessions = max(1, int(round(n_target / sess)))
         weights = np.where(self.away(day), 0.0, self.activity)
-        users = rng.choice(s.n_users, size=n, p=weights / weights.sum())
+        session_users = rng.choice(s.n_users, size=n_sessions, p=weights / weights.sum())
+        users = np.repeat(session_users, 1 + rng.poisson(sess - 1, size=n_sessions))
+        n = len(users)
         item, match = self._exposure(domain, users, self.month_index(day), rng)
         position = np.minimum(19, rng.geometric(0.25, size=n) - 1).astype(np.int8)
         device = rng.choice(4, size=n, p=[0.55, 0.3, 0.1, 0.05]).astype(np.int8)

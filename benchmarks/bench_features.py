@@ -1,0 +1,101 @@
+"""make bench-features: complete-feature extraction, Spark local[*] vs DuckDB SQL, same Parquet.
+
+Simulates the natural domain at the chosen scale for one CPM window plus its history,
+then times the complete features (sequences + counters, written as Parquet) with each
+engine. Prints medians, rows/s and the ratio Spark/DuckDB (target: Spark within 3x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import save, timed  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--scale", default="medium")
+    p.add_argument("--monday", default="2026-11-23")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+
+    import duckdb
+
+    from ecdctr_pipeline import calendar, delta, paths
+    from ecdctr_pipeline.extract import spark_raw_schema
+    from ecdctr_pipeline.features import complete_features
+    from ecdctr_pipeline.features_duckdb import complete_features_sql
+    from ecdctr_pipeline.report import markdown_table
+    from ecdctr_pipeline.settings import Settings, StoreSettings
+    from ecdctr_pipeline.simulate import simulate
+    from ecdctr_pipeline.spark import get_spark
+    from ecdctr_pipeline.store import open_store
+
+    work = Path(tempfile.mkdtemp(prefix="ecdctr-bench-features-"))
+    try:
+        settings = Settings(store=StoreSettings(root=f"file://{work / 'store'}"))
+        f = settings.features
+        plan = calendar.cpm_plan(args.monday, settings.calendar)
+        history = max(f.history_days, max(f.counter_windows_days))
+        start = plan.window.start - dt.timedelta(days=history)
+        store = open_store(settings.store)
+        print(f"simulating {args.scale} natural {start} .. {plan.window.end - dt.timedelta(days=1)}", file=sys.stderr)
+        simulate(store, start, plan.window.end - dt.timedelta(days=1), args.scale, seed=1, domains=("natural",))
+        files = delta.file_uris(store, paths.raw_table("natural"),
+                                calendar.Window(start, plan.window.end).partitions())
+        n_in = delta.read(store, paths.raw_table("natural"))[0].num_rows
+        kw = dict(max_seq_len=f.max_seq_len, history_days=f.history_days, counter_windows_days=f.counter_windows_days)
+        s, e = plan.window.start.isoformat(), plan.window.end.isoformat()
+
+        spark = get_spark(settings)
+        raw = spark.read.schema(spark_raw_schema()).parquet(*files)
+
+        def run_spark():
+            out = work / "spark-out"
+            complete_features(raw, s, e, **kw).write.mode("overwrite").partitionBy("dt").parquet(str(out))
+
+        con = duckdb.connect()
+        con.execute(f"SET threads TO {spark.sparkContext.defaultParallelism}")
+        file_list = ", ".join(f"'{x}'" for x in files)
+        sql = complete_features_sql(f"read_parquet([{file_list}])", s, e, **kw)
+
+        def run_duckdb():
+            out = work / "duck-out"
+            shutil.rmtree(out, ignore_errors=True)
+            con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet, PARTITION_BY (dt))")
+
+        n_out = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        print("warm-up runs", file=sys.stderr)
+        run_spark()
+        run_duckdb()
+        print(f"timing {args.repeat} runs each", file=sys.stderr)
+        t_duck, _ = timed(run_duckdb, args.repeat)
+        t_spark, _ = timed(run_spark, args.repeat)
+        cores = spark.sparkContext.defaultParallelism
+        rows = [
+            ("DuckDB SQL (reference)", n_in, n_out, t_duck, f"{n_out / t_duck:,.0f}", "1.00"),
+            (f"Spark {settings.spark.master} ({cores} cores)", n_in, n_out, t_spark, f"{n_out / t_spark:,.0f}",
+             f"{t_spark / t_duck:.2f}"),
+        ]
+        table = markdown_table(("engine", "input rows", "output rows", "median s", "output rows/s",
+                                "time ratio vs DuckDB"), rows)
+        text = (f"Complete-feature extraction, scale {args.scale}, CPM window {plan.window} + {history} days of "
+                f"history, median of {args.repeat}\n\n{table}\n\nTarget: Spark within 3x of DuckDB "
+                f"({'met' if t_spark / t_duck <= 3 else 'NOT met'}).")
+        print(text)
+        print(f"\nsaved to {save('features', text)}", file=sys.stderr)
+        spark.stop()
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
