@@ -99,6 +99,9 @@ class CalendarSettings(_Section):
 
 
 class FeatureSettings(_Section):
+    # "spark": the Spark jobs (scales out; the default); "duckdb": the same features computed by
+    # DuckDB SQL in-process (single machine), committed through the same delta-rs path
+    engine: Literal["spark", "duckdb"] = "spark"
     max_seq_len: int = Field(50, gt=0)  # last N clicked items/categories before the impression
     history_days: int = Field(28, gt=0)  # how far back the behaviour sequence looks
     counter_windows_days: list[int] = Field(default_factory=lambda: [7, 28])

@@ -90,7 +90,7 @@ def _fit(model, arrays, *, batch_size: int, epochs: int, seed: int, label: str) 
     ds = make_dataset(arrays, batch_size, shuffle=True, seed=seed)
     n_batches = -(-len(arrays["click"]) // batch_size)
     log.info("%s: %d rows, %d batches x %d epoch(s)", label, len(arrays["click"]), n_batches, epochs)
-    hist = model.fit(ds, epochs=epochs, verbose=2 if n_batches > 20 else 0)
+    hist = model.fit(ds, epochs=epochs, shuffle=False, verbose=2 if n_batches > 20 else 0)
     return {k: float(v[-1]) for k, v in hist.history.items()}
 
 

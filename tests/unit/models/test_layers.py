@@ -1,0 +1,134 @@
+"""Every layer: a hand-computed case, a bad argument, a config round trip, save → load → same output."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ecdctr_pipeline.layers import (  # noqa: E402
+    CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash,
+    SequenceMask, TargetAttention,
+)
+
+
+def roundtrip(layer, inputs, tmp_path, **call_kw):
+    """Wrap in a functional model, save, load, compare; also rebuild from config."""
+    if isinstance(inputs, list):
+        ins = [keras.Input(shape=x.shape[1:], dtype=str(x.dtype)) for x in inputs]
+    else:
+        ins = keras.Input(shape=inputs.shape[1:], dtype=str(inputs.dtype))
+    model = keras.Model(ins, layer(ins, **call_kw))
+    want = model.predict(inputs, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    got = keras.models.load_model(path).predict(inputs, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0)
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    return want
+
+
+def test_modulo_hash(tmp_path):
+    ids = np.array([[0], [7], [-1], [123456789012]], dtype="int64")
+    out = roundtrip(ModuloHash(5, name="h"), ids, tmp_path)
+    assert out.ravel().tolist() == [0, 2, 4, 123456789012 % 5]
+    with pytest.raises(ValueError, match="Received: num_buckets=0"):
+        ModuloHash(0)
+
+
+def test_frozen_id_lookup(tmp_path):
+    layer = FrozenIdLookup(3, name="lk")
+    layer.set_vocabulary(np.array([5, 9, 40]))
+    ids = np.array([[9], [5], [6], [40], [41], [-3]], dtype="int64")
+    assert roundtrip(layer, ids, tmp_path).ravel().tolist() == [2, 1, 0, 3, 0, 0]
+    with pytest.raises(ValueError, match="sorted and unique"):
+        FrozenIdLookup(2).set_vocabulary(np.array([3, 3]))
+    with pytest.raises(ValueError, match="Received: vocab_size=0"):
+        FrozenIdLookup(0)
+
+
+def test_sequence_mask(tmp_path):
+    out = roundtrip(SequenceMask(4, name="m"), np.array([[0], [2], [9]], dtype="int64"), tmp_path)
+    assert out.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    with pytest.raises(ValueError):
+        SequenceMask(0)
+
+
+def test_target_attention_hand_computed(tmp_path):
+    layer = TargetAttention([2], name="att")
+    q = np.array([[1.0, 0.0]], "float32")
+    k = np.array([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]], "float32")
+    m = np.array([[1.0, 1.0, 0.0]], "float32")  # the third step is padding
+    layer.build([q.shape, k.shape, m.shape])
+    layer.hidden[0].set_weights([np.zeros((8, 2), "float32"), np.zeros(2, "float32")])  # hidden = sigmoid(0) = .5
+    layer.score.set_weights([np.ones((2, 1), "float32"), np.zeros(1, "float32")])  # score = 1.0 for every step
+    out = roundtrip(layer, [q, k, m], tmp_path)
+    np.testing.assert_allclose(out, [[1.0, 1.0]], atol=1e-6)  # 1*[1,0] + 1*[0,1]; padded step ignored
+    with pytest.raises(ValueError, match="Received"):
+        TargetAttention([])
+
+
+def test_cross_network_hand_computed(tmp_path):
+    layer = CrossNetwork(1, name="cross")
+    x = np.array([[1.0, 2.0]], "float32")
+    layer.build(x.shape)
+    layer.dense[0].set_weights([np.eye(2, dtype="float32"), np.array([1.0, 0.0], "float32")])
+    # x1 = x0 * (W x0 + b) + x0 = [1,2]*[2,2] + [1,2] = [3, 6]
+    np.testing.assert_allclose(roundtrip(layer, x, tmp_path), [[3.0, 6.0]])
+    with pytest.raises(ValueError, match="Received: num_layers=0"):
+        CrossNetwork(0)
+
+
+def test_mlp_block_training_flag_and_numbers(tmp_path):
+    layer = MLPBlock([2], activation="linear", name="mlp")
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], "float32")
+    layer.build(x.shape)
+    layer.dense[0].set_weights([np.eye(2, dtype="float32"), np.zeros(2, "float32")])
+    # inference: BN uses moving stats (0, 1) -> x / sqrt(1 + eps)
+    np.testing.assert_allclose(layer(x, training=False), x / np.sqrt(1 + 1e-3), rtol=1e-5)
+    # training: batch stats -> (x - mean) / sqrt(var + eps), mean [2,3], var [1,1]
+    np.testing.assert_allclose(layer(x, training=True), [[-1, -1], [1, 1]] / np.sqrt(1 + 1e-3), rtol=1e-5)
+    roundtrip(MLPBlock([3, 2], name="mlp2"), x, tmp_path)
+    with pytest.raises(ValueError, match="Received: dropout=1.5"):
+        MLPBlock([2], dropout=1.5)
+
+
+def test_historical_block(tmp_path):
+    layer = HistoricalEmbedding(2, 4, 3, name="hist_user")
+    same = np.tile(np.arange(4, dtype="float32"), (3, 1))  # three identical monthly vectors
+    other = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    layer.set_tables(np.array([10, 20]), np.stack([same, other]))
+    ids = np.array([[10], [20], [99]], dtype="int64")
+    out = roundtrip(layer, ids, tmp_path)
+    # identical tokens: attention weights are uniform over equal values, so the pooled vector is
+    # the attention's output projection of the value projection of that one vector
+    att = layer.attention
+    v = same[0] @ att._value_dense.kernel.numpy().reshape(4, -1) + att._value_dense.bias.numpy().reshape(-1)
+    expected = v @ att._output_dense.kernel.numpy().reshape(-1, 4) + att._output_dense.bias.numpy()
+    np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-5)
+    # unknown id -> the defined vector: the attention over three zero tokens
+    zero_out = keras.ops.convert_to_numpy(layer.pooled(np.zeros((1, 3, 4), "float32")))[0]
+    np.testing.assert_allclose(out[2], zero_out, atol=1e-6)
+    assert not np.allclose(out[1], out[2])
+    # the frozen table is not trainable; the attention is
+    assert all(not w.trainable for w in (layer.table, layer.lookup.keys))
+    assert layer.attention.trainable_weights
+    with pytest.raises(ValueError, match="Received: shape"):
+        layer.set_tables(np.array([1, 2]), np.zeros((2, 2, 4)))
+
+
+def test_merged_table_matches_block(tmp_path):
+    rng = np.random.default_rng(1)
+    layer = HistoricalEmbedding(50, 8, 3, name="hist_item")
+    layer.set_tables(np.arange(0, 100, 2), rng.normal(size=(50, 3, 8)))
+    keys, merged = layer.merged_table(batch_size=7)
+    served = MergedHistoricalEmbedding(50, 8, name="merged")
+    served.set_table(keys, merged)
+    ids = rng.integers(-5, 110, size=(300, 1)).astype("int64")
+    np.testing.assert_allclose(served(ids), layer(ids), atol=1e-6)
+    roundtrip(served, ids, tmp_path)
+    with pytest.raises(ValueError, match="Received: dim=0"):
+        MergedHistoricalEmbedding(3, 0)

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+from sklearn.metrics import roc_auc_score
+
+from ecdctr_pipeline.metrics import MetricError, auc, evaluate, gauc, is_blessed, log_loss
+
+
+def brute_force_gauc(y, p, u):
+    num = den = 0.0
+    for user in np.unique(u):
+        m = u == user
+        if 0 < y[m].sum() < m.sum():
+            num += roc_auc_score(y[m], p[m]) * m.sum()
+            den += m.sum()
+    return num / den, den / len(y)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(20, 400), users=st.integers(1, 30), ties=st.booleans())
+def test_gauc_equals_brute_force(seed, n, users, ties):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, users, n)
+    y = (rng.random(n) < 0.3).astype(int)
+    p = rng.random(n)
+    if ties:
+        p = np.round(p, 1)
+    try:
+        want, cov = brute_force_gauc(y, p, u)
+    except ZeroDivisionError:
+        with pytest.raises(MetricError, match="coverage is zero"):
+            gauc(y, p, u)
+        return
+    got = gauc(y, p, u)
+    assert got.gauc == pytest.approx(want, abs=1e-12)
+    assert got.coverage == pytest.approx(cov, abs=1e-12)
+
+
+def test_single_class_users_skipped_and_coverage():
+    y = np.array([1, 0, 1, 1, 0, 0])
+    p = np.array([0.9, 0.1, 0.5, 0.6, 0.2, 0.3])
+    u = np.array([1, 1, 2, 2, 3, 3])  # user 2 all clicks, user 3 none: skipped
+    r = gauc(y, p, u)
+    assert (r.gauc, r.coverage, r.users_scored, r.users_total) == (1.0, pytest.approx(1 / 3), 1, 3)
+
+
+def test_auc_and_logloss_match_sklearn():
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(500) < 0.2).astype(int)
+    p = np.clip(rng.random(500), 0.01, 0.99)
+    assert auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert log_loss(y, p) == pytest.approx(sk_log_loss(y, p), abs=1e-9)
+    out = evaluate(y, p, rng.integers(0, 10, 500))
+    assert set(out) >= {"gauc", "gauc_coverage", "auc", "logloss"}
+
+
+def test_bad_inputs():
+    with pytest.raises(MetricError, match="same length"):
+        gauc([1, 0], [0.5], [1, 1])
+    with pytest.raises(MetricError, match="0 or 1"):
+        auc([2, 0], [0.1, 0.2])
+    with pytest.raises(MetricError, match="not finite"):
+        auc([1, 0], [np.nan, 0.2])
+
+
+@pytest.mark.parametrize("cand, base, tol, blessed", [
+    (0.70, None, 0.0, True), (0.70, 0.70, 0.0, True), (0.699, 0.70, 0.002, True),
+    (0.69, 0.70, 0.002, False), (float("nan"), None, 0.0, False),
+])
+def test_is_blessed(cand, base, tol, blessed):
+    assert is_blessed(cand, base, tol) is blessed

@@ -1,0 +1,139 @@
+"""TPM snapshots, CPM refusals, CPM → A-CTR transfer, A-CTR publication and gate."""
+
+import keras
+import numpy as np
+import pytest
+
+from ecdctr_pipeline import artifacts, embedding_sets, paths, training
+from ecdctr_pipeline.errors import OverlapError
+from ecdctr_pipeline.models import build_complete_model
+from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.transfer import POLICIES, TransferError, variable_groups, warm_start
+
+
+def test_tpm_snapshots_equal_month_end_tables_and_differ(pipeline_settings, monkeypatch):
+    captured = {}
+    real_fit = training._fit
+
+    def spy(model, arrays, **kw):  # record the id tables at each month end
+        out = real_fit(model, arrays, **kw)
+        month = kw["label"].rsplit(" ", 1)[-1]
+        captured[month] = {s: model.get_layer(f"tpm_{s}_embedding").embeddings.numpy().copy() for s in ("user", "item")}
+        captured[month]["vocab"] = {
+            "user": model.get_layer("tpm_user_lookup").keys.numpy(), "item": model.get_layer("tpm_item_lookup").keys.numpy()}
+        return out
+
+    monkeypatch.setattr(training, "_fit", spy)
+    r = training.train_tpm(pipeline_settings, "2026-10")
+    assert r.extra["months"] == ["2026-07", "2026-08", "2026-09"]
+    store = open_store(pipeline_settings.store)
+    m = artifacts.read_manifest(store, paths.tpm_set("2026-10"))
+    assert m.params["dim"] == 16 and len(m.files) == 6
+    assert list(captured) == ["2026-04", "2026-05", "2026-06", "2026-07", "2026-08", "2026-09"]
+    prev = None
+    for month in m.months:
+        for side in ("user", "item"):
+            name = embedding_sets.table_name(side, month)
+            ids, vecs = embedding_sets.read_table(artifacts.load_bytes(store, paths.tpm_set("2026-10"), name), name)
+            assert m.row_counts[name.removesuffix(".parquet")] == len(ids)
+            vocab = captured[month]["vocab"][side]
+            rows = np.searchsorted(vocab, ids) + 1
+            np.testing.assert_array_equal(vecs, captured[month][side][rows])  # == the table at month end
+            if side == "user":
+                if prev is not None:
+                    common, a, b = np.intersect1d(prev[0], ids, return_indices=True)
+                    assert len(common) > 10 and not np.allclose(prev[1][a], vecs[b])  # months differ
+                prev = (ids, vecs)
+    # idempotent: a second run leaves the set untouched
+    again = training.train_tpm(pipeline_settings, "2026-10")
+    assert again.skipped and artifacts.read_manifest(store, paths.tpm_set("2026-10")).attempt == m.attempt
+
+
+def test_cpm_refuses_missing_set(pipeline_settings):
+    with pytest.raises(embedding_sets.EmbeddingSetMissing, match=r"embedding set 2026-10 \(months 2026-07, 2026-08, 2026-09\)"):
+        training.train_cpm(pipeline_settings, "2026-11-23")
+    assert artifacts.find_manifest(open_store(pipeline_settings.store), paths.cpm_checkpoint("2026-11-23")) is None
+
+
+def test_cpm_refuses_overlapping_set(pipeline_settings):
+    training.train_tpm(pipeline_settings, "2026-10")
+    store = open_store(pipeline_settings.store)
+    prefix = paths.tpm_set("2026-10")
+    m = artifacts.read_manifest(store, prefix)
+    # a set whose manifest claims a month inside the CPM window must be refused, never trained on
+    bad = m.model_copy(update={"months": ["2026-08", "2026-09", "2026-10"]})
+    store.put_bytes(paths.manifest_key(prefix), bad.to_json())
+    with pytest.raises(OverlapError, match="months 2026-10 are not before the first training month 2026-10"):
+        training.train_cpm(pipeline_settings, "2026-11-23")
+    assert artifacts.find_manifest(store, paths.cpm_checkpoint("2026-11-23")) is None
+
+
+@pytest.fixture
+def cpm_ready(pipeline_settings):
+    training.train_tpm(pipeline_settings, "2026-10")
+    r = training.train_cpm(pipeline_settings, "2026-11-23")
+    assert not r.skipped and 0 < r.metrics["gauc_coverage"] <= 1
+    return pipeline_settings
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_transfer_policies(cpm_ready, policy):
+    store = open_store(cpm_ready.store)
+    cpm = training.load_model(store, paths.cpm_checkpoint("2026-11-23"))
+    hist = embedding_sets.load(store, artifacts.read_manifest(store, paths.tpm_set("2026-10")))
+    keras.utils.set_random_seed(123)
+    target = build_complete_model(cpm_ready.cpm, cpm_ready.features, hist, name="actr")
+    keras.utils.set_random_seed(123)
+    fresh = build_complete_model(cpm_ready.cpm, cpm_ready.features, hist, name="actr")
+    report = warm_start(target, cpm, policy)
+    groups = variable_groups(target)
+    src = {v.path: v.numpy() for v in cpm.weights}
+    init = {v.path: v.numpy() for v in fresh.weights}
+    keep = POLICIES[policy]
+    assert sorted(report["restored"] + report["reinitialized"]) == sorted(groups)
+    for v in target.weights:
+        if groups[v.path] in keep:
+            np.testing.assert_array_equal(v.numpy(), src[v.path], err_msg=v.path)
+        else:
+            np.testing.assert_array_equal(v.numpy(), init[v.path], err_msg=v.path)
+            assert v.path in report["reinitialized"]
+    bn = [p for p, g in groups.items() if g == "batchnorm"]
+    assert len(bn) == 8  # gamma, beta, moving mean, moving variance of both BatchNorms
+    if policy == "all_but_bn":
+        assert sorted(report["reinitialized"]) == sorted(bn)
+        for v in target.weights:
+            if v.path.endswith(("gamma", "moving_variance")) and v.path in bn:
+                assert np.all(v.numpy() == 1.0)
+            elif v.path in bn:
+                assert np.all(v.numpy() == 0.0)
+        # the CPM's BN had moved away from the fresh values
+        assert any(not np.allclose(src[p], init[p]) for p in bn)
+
+
+def test_transfer_rejects_mismatch(cpm_ready):
+    store = open_store(cpm_ready.store)
+    cpm = training.load_model(store, paths.cpm_checkpoint("2026-11-23"))
+    target_only = build_complete_model(cpm_ready.cpm, cpm_ready.features, None)
+    other = cpm_ready.model_copy(update={"cpm": cpm_ready.cpm.model_copy(update={"hidden_units": [8, 4]})})
+    hist = embedding_sets.load(store, artifacts.read_manifest(store, paths.tpm_set("2026-10")))
+    with pytest.raises(TransferError, match="shape"):
+        warm_start(build_complete_model(other.cpm, other.features, hist), cpm, "all_but_bn")
+    with pytest.raises(TransferError, match="unknown transfer policy"):
+        warm_start(target_only, cpm, "most")
+
+
+def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
+    r = training.train_actr(cpm_ready, "2026-11-24")
+    store = open_store(cpm_ready.store)
+    m = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    assert m.inputs.cpm_checkpoint == "2026-11-23" and m.inputs.embedding_set == "2026-10"
+    assert m.inputs.embedding_months == ["2026-07", "2026-08", "2026-09"]
+    assert m.inputs.delta_tables == {"features/complete/ad": 0}
+    ws = m.extra["warm_start"]
+    assert ws["policy"] == "all_but_bn" and ws["reinitialized_groups"] == ["batchnorm"]
+    assert len(ws["reinitialized"]) == 8 and all("/bn_" in p for p in ws["reinitialized"])
+    assert m.extra["blessed"] is True and m.extra["gate"]["baseline"] is None  # first model: nothing served
+    assert r.metrics["gauc_coverage"] > 0 and {f.name for f in m.files} == {"model.keras", "eval.json"}
+    # the model reloads and scores
+    model = training.load_model(store, paths.actr_model("2026-11-24"))
+    assert model.name == "actr"
