@@ -139,23 +139,35 @@ def publish(
     manifest: Manifest,
     *,
     on_file: Callable[[str], None] | None = None,
+    flat: bool = False,
+    last: tuple[str, ...] = (),
 ) -> Manifest:
     """Publish ``files`` under ``prefix`` atomically, the manifest last.
 
     Returns the manifest as written (with file entries, attempt id, code version).
     Older attempts of the same artifact are removed only after the new manifest is in
     place, so a reader holding the previous manifest never sees a mix.
+
+    ``flat=True`` writes the files directly under ``prefix`` (no attempt folder) for readers
+    that need a fixed layout, such as TF Serving's ``<model>/<version>/saved_model.pb``; it
+    is for artifacts that are never overwritten (a new serving version gets a new number).
+    Names in ``last`` are written after all others (e.g. ``saved_model.pb``, which TF Serving
+    polls for), just before the manifest.
     """
     attempt = new_attempt_id()
+    if flat and find_manifest(store, prefix) is not None:
+        raise ValueError(f"flat artifacts are never overwritten: {store.uri(prefix)} exists")
     entries: list[FileEntry] = []
-    for name, src in _expand(files):
-        key = f"{attempt}/{name}"
+    ordered = sorted(_expand(files), key=lambda nf: nf[0] in last)
+    for name, src in ordered:
+        key = name if flat else f"{attempt}/{name}"
+        full = f"{prefix.rstrip('/')}/{key}"
         if isinstance(src, bytes):
-            store.put_bytes(paths.artifact_file(prefix, attempt, name), src)
+            store.put_bytes(full, src)
             entries.append(FileEntry(name=name, key=key, size=len(src), sha256=hashlib.sha256(src).hexdigest()))
         else:
             digest, size = _sha256_file(src)
-            store.upload_file(src, paths.artifact_file(prefix, attempt, name))
+            store.upload_file(src, full)
             entries.append(FileEntry(name=name, key=key, size=size, sha256=digest))
         if on_file:
             on_file(name)
@@ -169,7 +181,8 @@ def publish(
         }
     )
     store.put_bytes(paths.manifest_key(prefix), final.to_json())
-    garbage_collect(store, prefix, keep=attempt)
+    if not flat:
+        garbage_collect(store, prefix, keep=attempt)
     return final
 
 

@@ -189,6 +189,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .experiments import run_experiments
+
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    r = run_experiments(_settings(args), seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
+                        out_dir=Path(args.out))
+    _emit(args, r, f"{r['table']}\n\nGAUC lift {r['gauc_lift_mean']:+.4f} (min per seed {r['gauc_lift_min']:+.4f}); "
+                   f"report {r['markdown']}, plot {r['png']} ({r['seconds']:.0f} s)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -261,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout", parents=[common, js])
     ev.add_argument("--as-of", required=True, metavar="DATE")
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("experiments", help="E-CDCTR vs Target-only over seeds (Markdown + PNG)",
+                        parents=[common, js])
+    ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    ex.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
+    ex.add_argument("--days", type=int, default=3, help="A-CTR days per seed")
+    ex.add_argument("--out", default="reports/experiments", help="folder for the Markdown report and PNG")
+    ex.set_defaults(func=cmd_experiments)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")

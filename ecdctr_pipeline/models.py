@@ -19,7 +19,8 @@ import numpy as np
 
 from .inputs import FeatureLayout
 from .layers import (
-    CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask, TargetAttention,
+    CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask,
+    TargetAttention,
 )
 from .schema import RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN
 from .settings import CPMSettings, FeatureSettings, TPMSettings
@@ -102,9 +103,23 @@ def complete_inputs(layout: FeatureLayout) -> dict:
     return inputs
 
 
+@dataclass(frozen=True)
+class MergedTables:
+    """Historical vectors folded into one table per side (serving): sorted ids, ``(n+1, d)``, row 0 unknown."""
+
+    user_ids: np.ndarray
+    user_merged: np.ndarray
+    item_ids: np.ndarray
+    item_merged: np.ndarray
+
+
 def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: HistoricalTables | None,
-                         name: str = "complete") -> keras.Model:
-    """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs)."""
+                         name: str = "complete", merged: MergedTables | None = None) -> keras.Model:
+    """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
+
+    With ``merged`` the two historical blocks are replaced by single lookups into the merged
+    tables (the serving form); every other layer keeps its name and shape.
+    """
     layout = FeatureLayout("complete", features.max_seq_len, tuple(features.counter_windows_days))
     inputs = complete_inputs(layout)
     d = cfg.embedding_dim
@@ -127,7 +142,12 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
     parts = [u, it, c, interest]
     parts += _embed_categorical(inputs, layout.categorical, d, features)
     parts.append(keras.layers.Concatenate(name="counters")([inputs[n] for n in layout.dense]))
-    if hist is not None:
+    if merged is not None:
+        d_h = merged.user_merged.shape[1]
+        hu = MergedHistoricalEmbedding(len(merged.user_ids), d_h, name="hist_user")
+        hi = MergedHistoricalEmbedding(len(merged.item_ids), d_h, name="hist_item")
+        parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
+    elif hist is not None:
         hu = HistoricalEmbedding(len(hist.user_ids), hist.dim, len(hist.months), name="hist_user")
         hi = HistoricalEmbedding(len(hist.item_ids), hist.dim, len(hist.months), name="hist_item")
         parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
@@ -136,7 +156,10 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
     x = MLPBlock(cfg.hidden_units, dropout=cfg.dropout, name="mlp")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
     model = keras.Model(inputs, out, name=name)
-    if hist is not None:
+    if merged is not None:
+        model.get_layer("hist_user").set_table(merged.user_ids, merged.user_merged)
+        model.get_layer("hist_item").set_table(merged.item_ids, merged.item_merged)
+    elif hist is not None:
         model.get_layer("hist_user").set_tables(hist.user_ids, hist.user_vectors)
         model.get_layer("hist_item").set_tables(hist.item_ids, hist.item_vectors)
     return model

@@ -284,9 +284,11 @@ def _ad_data(settings: Settings, store: ArtifactStore, plan: calendar.ACTRPlan, 
 def served_baseline(store: ArtifactStore, before: dt.date) -> tuple[str, artifacts.Manifest] | None:
     """The model the blessing gate compares with: the latest serving version's A-CTR model, else the
     latest blessed A-CTR model before ``before``."""
-    versions = artifacts.list_artifacts(store, "serving_version")
-    if versions:
-        _, m = max(versions, key=lambda pm: int(pm[1].artifact_id))
+    from .serving import read_served
+
+    served = read_served(store).get("version")
+    m = artifacts.find_manifest(store, paths.serving_version(served)) if served else None
+    if m is not None:
         if m.inputs.actr_model:
             prefix = paths.actr_model(m.inputs.actr_model)
             am = artifacts.find_manifest(store, prefix)
