@@ -202,6 +202,47 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- serving
+def cmd_export(args: argparse.Namespace) -> int:
+    from .serving import export_version
+
+    r = export_version(_settings(args), args.as_of, force=args.force)
+    if r["skipped"]:
+        text = f"A-CTR {r['actr_model']} is already exported as version {r['version']} (served: {r['served']})"
+    else:
+        text = (f"exported A-CTR {r['actr_model']} as serving version {r['version']} (now served; "
+                f"max |Δp| vs training graph {r['equivalence_max_abs_diff']:.1e}, {r['seconds']:.1f} s)")
+    _emit(args, r, text)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .serving import rollback
+
+    state = rollback(_settings(args))
+    _emit(args, state, f"serving version {state['version']} ({state['history'][-1]['reason']})")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .serving_client import GrpcScorer, LocalScorer, RestScorer, read_rows
+
+    settings = _settings(args)
+    rows = read_rows(args.input)
+    sv = settings.serving
+    if args.model:
+        scorer = LocalScorer(args.model)
+    elif args.rest:
+        scorer = RestScorer(args.rest, sv.model_name, version=args.version, timeout_s=sv.request_timeout_s,
+                            retries=sv.retries)
+    else:
+        scorer = GrpcScorer(args.target or sv.grpc_target, sv.model_name, version=args.version,
+                            timeout_s=sv.request_timeout_s, retries=sv.retries)
+    scores = scorer.predict(rows)
+    _emit(args, {"ctr": scores.tolist()}, "\n".join(f"{p:.6f}" for p in scores))
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -283,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--days", type=int, default=3, help="A-CTR days per seed")
     ex.add_argument("--out", default="reports/experiments", help="folder for the Markdown report and PNG")
     ex.set_defaults(func=cmd_experiments)
+
+    exp = sub.add_parser("export", help="export a blessed A-CTR model as the next TF Serving version",
+                         parents=[common, js])
+    exp.add_argument("--as-of", required=True, metavar="DATE")
+    exp.add_argument("--force", action="store_true", help="export again as a new version")
+    exp.set_defaults(func=cmd_export)
+    rb = sub.add_parser("rollback", help="serve the previous serving version", parents=[common, js])
+    rb.set_defaults(func=cmd_rollback)
+    sc = sub.add_parser("score", help="score rows with TF Serving (gRPC/REST) or a local SavedModel",
+                        parents=[common, js])
+    sc.add_argument("--input", required=True, metavar="ROWS", help="rows.json or rows.parquet")
+    where = sc.add_mutually_exclusive_group()
+    where.add_argument("--target", metavar="HOST:PORT", help="gRPC PredictionService (default serving.grpc_target)")
+    where.add_argument("--rest", metavar="URL", help="REST endpoint, e.g. http://host:8501")
+    where.add_argument("--model", metavar="PATH", help="a SavedModel folder: score locally, no server")
+    sc.add_argument("--version", type=int, help="model version (default: what the server serves)")
+    sc.set_defaults(func=cmd_score)
 
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")

@@ -138,7 +138,7 @@ class CPMSettings(_Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(1024, gt=0)
-    epochs: int = Field(2, gt=0)
+    epochs: int = Field(3, gt=0)
     seed: int = 0
 
 
@@ -146,7 +146,7 @@ class ACTRSettings(_Section):
     transfer_policy: Literal["all_but_bn", "embeddings", "mlp_without_bn", "all"] = "all_but_bn"
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(512, gt=0)
-    epochs: int = Field(2, gt=0)
+    epochs: int = Field(4, gt=0)
     seed: int = 0
     bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
     cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)

@@ -73,7 +73,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale(n_users=300, n_items=240, n_categories=8, natural_per_day=960, ad_per_day=160, n_brands=40),
-    "small": Scale(n_users=1500, n_items=1500, n_categories=24, natural_per_day=9000, ad_per_day=1500, n_brands=200),
+    "small": Scale(n_users=6000, n_items=1500, n_categories=24, natural_per_day=9000, ad_per_day=1500, n_brands=200),
     "medium": Scale(n_users=60_000, n_items=20_000, n_categories=64, natural_per_day=36_000, ad_per_day=6_000),
     "large": Scale(n_users=500_000, n_items=100_000, n_categories=128, natural_per_day=360_000, ad_per_day=60_000,
                    n_brands=5000),

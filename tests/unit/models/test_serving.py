@@ -1,0 +1,239 @@
+"""Serving: merged-table equivalence, the SavedModel and its warm-up file, export/rollback, clients."""
+
+import json
+import shutil
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ecdctr_pipeline import artifacts, calendar, paths, serving, training
+from ecdctr_pipeline.inputs import FeatureLayout, to_arrays
+from ecdctr_pipeline.serving_client import GrpcScorer, LocalScorer, RestScorer, ServingError, read_rows
+from ecdctr_pipeline.store import open_store
+
+from .conftest import tiny_settings
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_pipeline_store, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("served") / "store"
+    shutil.copytree(tiny_pipeline_store, dest)
+    s = tiny_settings(f"file://{dest}")
+    training.train_tpm(s, "2026-10")
+    training.train_cpm(s, "2026-11-23")
+    r = training.train_actr(s, "2026-11-24")
+    assert r.extra["blessed"]
+    return s
+
+
+def _ad_table(s):
+    store = open_store(s.store)
+    plan = calendar.actr_plan("2026-11-24", s.calendar)
+    f = s.features
+    layout = FeatureLayout("complete", f.max_seq_len, tuple(f.counter_windows_days))
+    table, _ = training.read_features(store, paths.complete_features("ad"), plan.window, layout, who="test")
+    return table, layout
+
+
+def test_merged_serving_model_equals_training_graph_on_10k_rows(trained, tmp_path):
+    s = trained
+    store = open_store(s.store)
+    actr = training.load_model(store, paths.actr_model("2026-11-24"))
+    table, layout = _ad_table(s)
+    rng = np.random.default_rng(0)
+    t = table.take(pa.array(rng.integers(0, table.num_rows, 10_000)))
+    users = np.asarray(t["user_id"]).copy()
+    items = np.asarray(t["item_id"]).copy()
+    unknown_u = rng.random(10_000) < 0.2
+    unknown_i = rng.random(10_000) < 0.2
+    users[unknown_u] = 10**12 + np.arange(unknown_u.sum())
+    items[unknown_i] = 10**12 + np.arange(unknown_i.sum())
+    t = t.set_column(t.schema.get_field_index("user_id"), "user_id", pa.array(users))
+    t = t.set_column(t.schema.get_field_index("item_id"), "item_id", pa.array(items))
+    want = training.predict(actr, to_arrays(t, layout))
+    path = serving.export_saved_model(serving.build_serving_model(actr, s), s, tmp_path / "1")
+    got = LocalScorer(path).predict(serving.raw_rows(t, s))
+    assert unknown_u.sum() > 1000 and unknown_i.sum() > 1000
+    assert np.max(np.abs(got - want)) <= 1e-5
+    assert np.std(want) > 1e-3  # the model discriminates: the comparison is not between constants
+
+
+def test_export_version_signature_warmup_and_lineage(trained):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    s = trained
+    store = open_store(s.store)
+    r = serving.export_version(s, "2026-11-24")
+    assert r["version"] == 1 and not r["skipped"] and r["equivalence_max_abs_diff"] <= 1e-5
+    m = artifacts.read_manifest(store, paths.serving_version(1))
+    assert m.inputs.actr_model == "2026-11-24" and m.inputs.cpm_checkpoint == "2026-11-23"
+    assert m.inputs.embedding_set == "2026-10" and m.inputs.embedding_months == ["2026-07", "2026-08", "2026-09"]
+    local = store.local_path(paths.serving_version(1))
+    assert (local / "saved_model.pb").is_file()  # flat TF Serving layout
+    loaded = tf.saved_model.load(str(local))
+    sig = loaded.signatures["serving_default"]
+    spec = serving.serving_input_spec(s)
+    got = {k: (v.dtype.name, tuple(v.shape)) for k, v in sig.structured_input_signature[1].items()}
+    assert got == spec
+    assert list(sig.structured_outputs) == ["ctr"]
+    records = list(tf.data.TFRecordDataset(str(local / serving.WARMUP)))
+    assert len(records) == 5
+    for rec in records:
+        log = prediction_log_pb2.PredictionLog.FromString(rec.numpy())
+        assert log.predict_log.request.model_spec.name == "actr"
+        assert set(log.predict_log.request.inputs) == set(spec)
+    config = store.get_bytes(serving.MODEL_CONFIG).decode()
+    assert "versions: 1" in config and 'name: "actr"' in config
+    # idempotent for the date
+    assert serving.export_version(s, "2026-11-24")["skipped"]
+
+
+def test_export_refuses_rejected_and_rollback(trained):
+    s = trained
+    store = open_store(s.store)
+    serving.export_version(s, "2026-11-24")
+    second = serving.export_version(s, "2026-11-24", force=True)
+    assert second["version"] == 2 and serving.read_served(store)["version"] == 2
+    state = serving.rollback(s)
+    assert state["version"] == 1 and "versions: 1" in store.get_bytes(serving.MODEL_CONFIG).decode()
+    with pytest.raises(Exception, match="no published serving version older than 1"):
+        serving.rollback(s)
+    prefix = paths.actr_model("2026-11-24")
+    m = artifacts.read_manifest(store, prefix)
+    rejected = m.model_copy(update={"extra": {**m.extra, "blessed": False,
+                                              "gate": {"candidate_gauc": 0.51, "tolerance": 0.002,
+                                                       "baseline": {"model": "2026-11-23", "gauc": 0.6}}}})
+    store.put_bytes(paths.manifest_key(prefix), rejected.to_json())
+    with pytest.raises(serving.ExportRefused, match="rejected by its gate: GAUC 0.51 vs served model 2026-11-23"):
+        serving.export_version(s, "2026-11-24", force=True)
+    store.put_bytes(paths.manifest_key(prefix), m.to_json())
+
+
+# --------------------------------------------------------------------------- clients
+def _servicer_base():
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    return prediction_service_pb2_grpc.PredictionServiceServicer
+
+
+class _PredictionService(_servicer_base()):
+    """A stand-in for TF Serving: the TF Serving binary cannot be installed here, so this small
+    server implements the same gRPC PredictionService by running the exported SavedModel."""
+
+    def __init__(self, model_path, model_name="actr", version=1):
+        self.scorer = LocalScorer(model_path)
+        self.model_name, self.version = model_name, version
+
+    def Predict(self, request, context):
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        if request.model_spec.name != self.model_name or (
+                request.model_spec.HasField("version") and request.model_spec.version.value != self.version):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request.model_spec}")
+        rows = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        try:
+            out = self.scorer.predict(rows)
+        except ServingError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        resp = predict_pb2.PredictResponse()
+        resp.outputs["ctr"].CopyFrom(tf.make_tensor_proto(out))
+        return resp
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    s = trained
+    store = open_store(s.store)
+    actr = training.load_model(store, paths.actr_model("2026-11-24"))
+    path = serving.export_saved_model(serving.build_serving_model(actr, s), s, tmp_path_factory.mktemp("sm") / "1")
+    table, layout = _ad_table(s)
+    rows = serving.raw_rows(table.slice(0, 64), s)
+    return path, rows, training.predict(actr, to_arrays(table.slice(0, 64), layout))
+
+
+@pytest.fixture(scope="module")
+def grpc_server(exported):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(exported[0]), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_grpc_client_scores_and_reports_errors(grpc_server, exported):
+    _, rows, want = exported
+    scorer = GrpcScorer(grpc_server, "actr", timeout_s=30)
+    np.testing.assert_allclose(scorer.predict(rows), want, atol=1e-5)
+    with pytest.raises(ServingError, match="model other not found"):
+        GrpcScorer(grpc_server, "other", timeout_s=30).predict(rows)
+    with pytest.raises(ServingError, match="model actr version 9 not found"):
+        GrpcScorer(grpc_server, "actr", version=9, timeout_s=30).predict(rows)
+    bad = {k: v for k, v in rows.items() if k != "hour"}
+    with pytest.raises(ServingError, match="signature mismatch.*missing input\\(s\\) hour"):
+        scorer.predict(bad)
+
+
+def test_grpc_client_retries_then_reports_unavailable():
+    from tests.conftest import free_port
+
+    scorer = GrpcScorer(f"127.0.0.1:{free_port()}", retries=2, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(ServingError, match="unavailable after 3 attempt"):
+        scorer.predict({"user_id": np.array([1])})
+
+
+def test_rest_client(exported):
+    path, rows, want = exported
+    scorer = LocalScorer(path)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            if not self.path.startswith("/v1/models/actr"):
+                self.send_response(404)
+                self.end_headers()
+                self.wfile.write(b'{"error": "Servable not found"}')
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = scorer.predict({k: np.asarray(v) for k, v in body["inputs"].items()})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(json.dumps({"outputs": out.tolist()}).encode())
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}"
+        np.testing.assert_allclose(RestScorer(url, timeout_s=30).predict(rows), want, atol=1e-5)
+        with pytest.raises(ServingError, match="model nope not found"):
+            RestScorer(url, "nope", timeout_s=30).predict(rows)
+    finally:
+        httpd.shutdown()
+
+
+def test_read_rows_json_and_parquet(exported, tmp_path):
+    _, rows, _ = exported
+    cols = {k: v[:3].tolist() for k, v in rows.items()}
+    (tmp_path / "r.json").write_text(json.dumps([{k: cols[k][i] for k in cols} for i in range(3)]))
+    back = read_rows(tmp_path / "r.json")
+    assert set(back) == set(rows) and back["hist_item_ids"].shape == rows["hist_item_ids"][:3].shape
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({k: (list(map(list, v[:3])) if v.ndim == 2 else v[:3]) for k, v in rows.items()}),
+                   tmp_path / "r.parquet")
+    assert np.array_equal(read_rows(tmp_path / "r.parquet")["hist_item_ids"], rows["hist_item_ids"][:3])
+    (tmp_path / "r.txt").write_text("x")
+    with pytest.raises(ServingError, match="unsupported input"):
+        read_rows(tmp_path / "r.txt")
