@@ -36,10 +36,16 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
 # Benchmarks print a table with ratios against a reference measured in the same run.
-bench: bench-features
+bench: bench-features bench-train bench-serving
 
 bench-features: venv
 	$(BIN)/python benchmarks/bench_features.py
+
+bench-train: venv
+	$(BIN)/python benchmarks/bench_train.py
+
+bench-serving: venv
+	$(BIN)/python benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache ecdctr-data

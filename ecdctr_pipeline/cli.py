@@ -202,6 +202,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- quality
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .quality import summary_text, validate
+
+    r = validate(_settings(args), args.table, args.as_of)
+    _emit(args, r, summary_text(r))
+    return 0 if r["success"] else 1
+
+
 # ----------------------------------------------------------------------------- serving
 def cmd_export(args: argparse.Namespace) -> int:
     from .serving import export_version
@@ -324,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--days", type=int, default=3, help="A-CTR days per seed")
     ex.add_argument("--out", default="reports/experiments", help="folder for the Markdown report and PNG")
     ex.set_defaults(func=cmd_experiments)
+
+    va = sub.add_parser("validate", help="run a data-quality suite on one day (non-zero on failure)",
+                        parents=[common, js])
+    va.add_argument("--table", required=True,
+                    choices=["raw/natural", "raw/ad", "features/tpm", "features/complete/natural",
+                             "features/complete/ad", "tpm_set"])
+    va.add_argument("--as-of", required=True, metavar="DATE", help="the partition's day (tpm_set: its month)")
+    va.set_defaults(func=cmd_validate)
 
     exp = sub.add_parser("export", help="export a blessed A-CTR model as the next TF Serving version",
                          parents=[common, js])

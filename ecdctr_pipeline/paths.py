@@ -86,7 +86,9 @@ def serving_version(version: int) -> str:
 
 
 def quality_result(table: str, day: dt.date | str) -> str:
-    return f"{QUALITY}/{table.strip('/')}/{_iso(day)}"
+    """Validation results of ``table`` for a day (or a month ``YYYY-MM`` for embedding sets)."""
+    key = str(day) if re.fullmatch(r"\d{4}-\d{2}", str(day)) else _iso(day)
+    return f"{QUALITY}/{table.strip('/')}/{key}"
 
 
 def manifest_key(prefix: str) -> str:
