@@ -14,7 +14,9 @@ Keys are relative to the store root (``ECDCTR_STORE``: ``file://./ecdctr-data`` 
     │   ├── cpm/checkpoints/W=YYYY-MM-DD/           MANIFEST.json + <attempt>/weights ...
     │   └── actr/models/D=YYYY-MM-DD/               MANIFEST.json + <attempt>/model, eval.json
     ├── serving/actr/<int version>/                 SavedModel for TF Serving (+ warm-up)
-    └── quality/<table>/<dt>/                       validation results
+    ├── serving/models.config, serving/served.json  TF Serving model config; the served version
+    ├── reports/actr/D=YYYY-MM-DD/evaluation.json   A-CTR vs Target-only on the holdout
+    └── quality/<table>/<dt>/result.json            validation results
 
 An artifact is a folder with a ``MANIFEST.json``. The files of one publish go under a fresh
 ``<attempt>`` sub-folder and the manifest, written last, names them; a reader that finds no
@@ -89,6 +91,11 @@ def quality_result(table: str, day: dt.date | str) -> str:
     """Validation results of ``table`` for a day (or a month ``YYYY-MM`` for embedding sets)."""
     key = str(day) if re.fullmatch(r"\d{4}-\d{2}", str(day)) else _iso(day)
     return f"{QUALITY}/{table.strip('/')}/{key}"
+
+
+def evaluation_report(day: dt.date | str) -> str:
+    """A-CTR vs Target-only on the day's holdout (``ecdctr evaluate``, the A-CTR DAG)."""
+    return f"reports/actr/D={_iso(day)}/evaluation.json"
 
 
 def manifest_key(prefix: str) -> str:

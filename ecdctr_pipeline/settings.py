@@ -195,6 +195,43 @@ class ServingSettings(_Section):
     keep_versions: int = Field(2, ge=1)  # served version + rollback target
 
 
+class KubernetesSettings(_Section):
+    """Production execution: training as GPU pods, Spark steps as spark-submit pods."""
+
+    namespace: str = "ecdctr"
+    service_account: str = "ecdctr"
+    trainer_image: str = "ecdctr/trainer:0.1.0"
+    spark_image: str = "ecdctr/spark:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    gpus: int = Field(1, ge=0)
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict[str, str]] = Field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    trainer_resources: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}})
+    spark_resources: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}})
+    config_map: str = "ecdctr-config"  # mounted at /etc/ecdctr, ECDCTR_CONFIG points at it
+    secret_env: str | None = "ecdctr-secrets"  # optional Secret with ECDCTR_* / AWS_* variables
+
+
+class OrchestrationSettings(_Section):
+    execution: Literal["in_process", "kubernetes"] = "in_process"
+    owner: str = "ml-platform"
+    start_date: str = "2026-01-01"
+    catchup: bool = False
+    retries: int = Field(2, ge=0)
+    retry_delay_s: int = Field(300, gt=0)
+    max_retry_delay_s: int = Field(3600, gt=0)
+    max_active_runs: int = Field(1, gt=0)
+    task_timeout_s: int = Field(4 * 3600, gt=0)
+    sensor_poke_interval_s: int = Field(300, gt=0)
+    sensor_timeout_s: int = Field(12 * 3600, gt=0)
+    sensor_mode: Literal["reschedule", "poke"] = "reschedule"
+    compare_target_only: bool = True  # A-CTR DAG: also train Target-only for the evaluation report
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+
 class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
@@ -206,6 +243,7 @@ class Settings(_Section):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
 
 SECTIONS = tuple(Settings.model_fields)

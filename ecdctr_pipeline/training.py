@@ -394,7 +394,9 @@ def evaluate_day(settings: Settings, day: str | dt.date) -> dict:
     _, holdout, _ = _ad_data(settings, store, plan, f"evaluate {plan.day}")
     actr = _evaluate(load_model(store, prefix, manifest), holdout)
     target = train_target_only(settings, plan.day)
-    return {"day": plan.day.isoformat(), "holdout": plan.holdout_window.to_dict(), "actr": actr,
-            "target_only": target, "gauc_lift": actr["gauc"] - target["gauc"],
-            "blessed": manifest.extra.get("blessed"), "cpm_checkpoint": manifest.inputs.cpm_checkpoint,
-            "embedding_set": manifest.inputs.embedding_set}
+    report = {"day": plan.day.isoformat(), "holdout": plan.holdout_window.to_dict(), "actr": actr,
+              "target_only": target, "gauc_lift": actr["gauc"] - target["gauc"],
+              "blessed": manifest.extra.get("blessed"), "cpm_checkpoint": manifest.inputs.cpm_checkpoint,
+              "embedding_set": manifest.inputs.embedding_set}
+    store.put_bytes(paths.evaluation_report(plan.day), json.dumps(report, indent=2).encode())
+    return report
