@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all test-fast java bench bench-features bench-train bench-serving lint-deploy clean
+TOOLS := .tools-venv
+PY312 ?= $(shell PYENV_VERSION=3.12.1 command -v python3.12 >/dev/null 2>&1 && echo "env PYENV_VERSION=3.12.1 python3.12" || echo python3.12)
+
+.PHONY: venv tools demo test test-fast java bench bench-features bench-train bench-serving lint-deploy clean
 
 venv: $(STAMP)
 
@@ -47,5 +50,17 @@ bench-train: venv
 bench-serving: venv
 	$(BIN)/python benchmarks/bench_serving.py
 
+# Deployment linters (hadolint, Helm's lint via helm-sdkpy, kubernetes-validate) need Python >= 3.12.
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed: requirements-tools.txt
+	@test -x $(TOOLS)/bin/python || $(PY312) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q -r requirements-tools.txt
+	@touch $@
+
+lint-deploy: venv tools
+	$(BIN)/python -m ecdctr_pipeline.orchestration.pods --out build/k8s
+	$(TOOLS)/bin/python scripts/lint_deploy.py --values helm/ecdctr/values-production.yaml --manifests build/k8s
+
 clean:
-	rm -rf $(VENV) .pytest_cache ecdctr-data
+	rm -rf $(VENV) $(TOOLS) .pytest_cache ecdctr-data build reports

@@ -252,11 +252,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .calendar import parse_date
+    from .orchestration.backfill import backfill
+    from .report import markdown_table
+
+    rows = backfill(_settings(args), parse_date(args.from_, what="--from"), parse_date(args.to, what="--to"),
+                    force=args.force, tiers=tuple(args.tiers.split(",")))
+    failed = [r for r in rows if r.status.startswith("FAILED")]
+    table = markdown_table(("tier", "logical date", "status", "seconds", "detail"),
+                           [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.detail) for r in rows])
+    _emit(args, [asdict(r) for r in rows], table + f"\n\n{len(rows)} run(s), {len(failed)} failed")
+    return 1 if failed else 0
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(_settings(args), as_of=args.as_of, days=args.days, json_out=args.json)
+    return run_demo(_settings(args), as_of=args.as_of, days=args.days, json_out=args.json, scale=args.scale,
+                    seed=args.seed, out_dir=args.out)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -359,9 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--version", type=int, help="model version (default: what the server serves)")
     sc.set_defaults(func=cmd_score)
 
+    bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",
+                        parents=[common, js])
+    bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
+    bf.add_argument("--to", required=True, metavar="DATE", help="inclusive")
+    bf.add_argument("--force", action="store_true", help="rerun dates whose artifacts exist")
+    bf.add_argument("--tiers", default="tpm,cpm,actr", help="comma-separated subset of tpm,cpm,actr")
+    bf.set_defaults(func=cmd_backfill)
+
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
-    demo.add_argument("--as-of", default="2026-11-23", metavar="DATE", help="last day of the demo calendar")
+    demo.add_argument("--as-of", default="2026-11-25", metavar="DATE", help="last A-CTR day of the demo calendar")
     demo.add_argument("--days", type=int, default=3, help="A-CTR days to run up to --as-of")
+    demo.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="reports/demo", help="folder for the Markdown report and PNG")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -8,7 +8,16 @@ import uuid
 
 import pytest
 
+import tempfile
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Airflow reads AIRFLOW_HOME when first imported: give the session a private one (SQLite)
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ecdctr-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dags")
+os.environ.pop("ECDCTR_CONFIG", None)
+for _k in [k for k in os.environ if k.startswith("ECDCTR_")]:
+    os.environ.pop(_k)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # the test session must never reach a real AWS account
 for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):

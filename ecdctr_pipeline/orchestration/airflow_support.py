@@ -116,7 +116,16 @@ def step(task_id: str, s: Settings, *, kind: str, command: list[str], call: str,
     fn = getattr(tasks, call)
 
     def run(ds=None):
-        return fn(*args, ds)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ..errors import ArtifactMissingError, EcdctrError
+
+        try:
+            return fn(*args, ds)
+        except (ArtifactMissingError, OSError):
+            raise  # may resolve itself: let Airflow retry
+        except EcdctrError as exc:  # a gate, a calendar or lineage violation: retrying cannot help
+            raise AirflowFailException(str(exc)) from None
 
     run.__name__ = task_id
     return task(task_id=task_id, outlets=outlets or [])(run)()

@@ -1,0 +1,110 @@
+"""Deployment files checked by real tools: hadolint, Helm's lint (helm-sdkpy), kubernetes-validate.
+No Docker engine or cluster runs here; everything else about the images and chart is checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecdctr_pipeline.orchestration import commands
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS_PY = ROOT / ".tools-venv" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def lint_deploy():
+    r = subprocess.run(["make", "-s", "lint-deploy"], cwd=ROOT, capture_output=True, text=True)
+    return r
+
+
+def test_make_lint_deploy_passes(lint_deploy):
+    assert lint_deploy.returncode == 0, lint_deploy.stdout[-3000:] + lint_deploy.stderr[-3000:]
+    assert "lint-deploy: ok (0 problem(s))" in lint_deploy.stdout
+
+
+def test_wrong_value_type_is_rejected_by_the_schema(lint_deploy, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("serving:\n  replicas: two\n")
+    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--values", str(bad)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "helm lint (" in r.stdout and "values.yaml" in r.stdout
+
+
+def test_a_bad_pod_spec_fails_kubernetes_validation(lint_deploy, tmp_path):
+    pod = json.loads((ROOT / "build/k8s/pod-train-actr.json").read_text())
+    pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = [1]
+    (tmp_path / "pod.json").write_text(json.dumps(pod))
+    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--manifests", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "did not validate" in r.stdout
+
+
+def test_training_pod_requests_a_gpu(lint_deploy):
+    pod = json.loads((ROOT / "build/k8s/pod-train-actr.json").read_text())
+    c = pod["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert [c["command"][0], *c["args"]] == commands.train_command("actr", "{{ ds }}")
+    assert pod["spec"]["serviceAccountName"] == "ecdctr" and pod["spec"]["tolerations"]
+
+
+def _instruction(dockerfile: Path, name: str) -> str:
+    lines = [ln for ln in dockerfile.read_text().splitlines() if ln.startswith(name + " ")]
+    assert lines, f"{dockerfile} has no {name}"
+    return lines[-1][len(name) + 1:]
+
+
+def test_image_entry_points_match_the_dag_commands():
+    trainer = json.loads(_instruction(ROOT / "docker/trainer/Dockerfile", "ENTRYPOINT"))
+    spark = json.loads(_instruction(ROOT / "docker/spark/Dockerfile", "ENTRYPOINT"))
+    assert trainer == commands.TRAINER_ENTRYPOINT == commands.train_command("cpm", "x")[:1]
+    assert spark == commands.SPARK_ENTRYPOINT == commands.spark_command("extract_tpm", "m", [])[:1]
+    assert "COPY spark_jobs /opt/ecdctr/spark_jobs" in (ROOT / "docker/spark/Dockerfile").read_text()
+    assert commands.SPARK_JOBS_DIR == "/opt/ecdctr/spark_jobs"
+    for job in ("extract_tpm", "extract_complete"):
+        assert (ROOT / "spark_jobs" / f"{job}.py").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^ecdctr = "ecdctr_pipeline\.cli:main"$', pyproject, re.M)
+    airflow_reqs = (ROOT / "docker/airflow/requirements.txt").read_text().lower()
+    assert "tensorflow" not in airflow_reqs and "pyspark" not in airflow_reqs  # DAG parsing stays light
+    lock = {ln.split("==")[0].lower(): ln for ln in (ROOT / "requirements.lock").read_text().splitlines() if "==" in ln}
+    for line in airflow_reqs.splitlines():
+        if "==" in line and not line.startswith("#"):
+            name = re.sub(r"\[.*\]", "", line.split("==")[0])
+            assert lock[name].split("==")[1] == line.split("==")[1], line  # same pins as the lock
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if isinstance(d, list):
+            d = next(x for x in d if x.get("name") == part)["value"]
+        else:
+            d = d[part]
+    return d
+
+
+def test_airflow_values_match_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- airflow-values -->"):readme.index("<!-- /airflow-values -->")]
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", section, re.M)
+    assert len(rows) >= 6
+    values = yaml.safe_load((ROOT / "helm/airflow-values.yaml").read_text())
+    for key, want in rows:
+        assert str(_get(values, key)) == want, key
+
+
+def test_compose_uses_the_settings_names():
+    compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
+    env = compose["x-ecdctr-env"]
+    from ecdctr_pipeline.settings import load_settings
+
+    s = load_settings(environ={k: v for k, v in env.items() if k.startswith("ECDCTR_") and "${" not in v})
+    assert s.store.root == "s3://ecdctr/pipeline" and s.store.allow_http
+    assert {"airflow", "minio", "serving"} <= set(compose["services"])
+    assert compose["services"]["serving"]["environment"]["MODEL_CONFIG"].endswith("/serving/models.config")
