@@ -15,7 +15,7 @@ from ecdctr_pipeline.inputs import FeatureLayout, to_arrays
 from ecdctr_pipeline.serving_client import GrpcScorer, LocalScorer, RestScorer, ServingError, read_rows
 from ecdctr_pipeline.store import open_store
 
-from .conftest import tiny_settings
+from tests.conftest import tiny_settings
 
 
 @pytest.fixture(scope="module")
