@@ -41,13 +41,14 @@ def dag_kwargs(s: Settings) -> dict[str, Any]:
 
 
 def asset(s: Settings, prefix: str, name: str):
-    """An Airflow Asset for a family of artifacts (lineage; runs add the id in the event extra)."""
+    """An Airflow Asset for a family of artifacts (for lineage in the Airflow UI).
+
+    Named, not addressed by the store URI: the same Airflow metadata database keeps one asset
+    per family even when the store root changes (Airflow marks an asset whose name is reused
+    with another URI inactive and fails the task). The store prefix is in the asset's extra."""
     from airflow.sdk import Asset
 
-    from ..store import open_store
-
-    return Asset(name=name, uri=open_store(s.store).uri(prefix) if s.store.root.startswith("s3://")
-                 else "file://" + open_store(s.store).uri(prefix)[len("file://"):])
+    return Asset(name=name, uri=f"ecdctr://{prefix}", extra={"store_prefix": prefix})
 
 
 ASSETS = {"tpm": (paths.TPM_SETS, "ecdctr_tpm_embedding_sets"), "cpm": (paths.CPM_CHECKPOINTS, "ecdctr_cpm_checkpoints"),
