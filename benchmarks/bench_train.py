@@ -54,12 +54,15 @@ def bench_training(repeat: int) -> list[tuple]:
                                 rng.normal(size=(1500, 3, 16)).astype("float32"))
         bs = s.actr.batch_size
 
+        epochs = s.actr.epochs
+
         def pipeline_epoch(model):
+            # what the trainer does: read the Delta snapshot once, then `epochs` passes of tf.data
             table, _ = delta.read(store, paths.complete_features("ad"), partitions=plan.train_window.partitions(),
                                   columns=list(layout.columns))
             arrays = to_arrays(table, layout)
-            model.fit(make_dataset(arrays, bs, shuffle=True), epochs=1, verbose=0, shuffle=False)
-            return len(arrays["click"])
+            model.fit(make_dataset(arrays, bs, shuffle=True), epochs=epochs, verbose=0, shuffle=False)
+            return len(arrays["click"]) * epochs
 
         table, _ = delta.read(store, paths.complete_features("ad"), partitions=plan.train_window.partitions())
         arrays = to_arrays(table, layout)
@@ -68,8 +71,8 @@ def bench_training(repeat: int) -> list[tuple]:
 
         def memory_epoch(model):
             ds = tf.data.Dataset.from_tensors(one).repeat(-(-n // bs))
-            model.fit(ds, epochs=1, verbose=0, shuffle=False)
-            return (-(-n // bs)) * bs
+            model.fit(ds, epochs=epochs, verbose=0, shuffle=False)
+            return (-(-n // bs)) * bs * epochs
 
         out = []
         for name, fn in (("in-memory tensors (reference)", memory_epoch), ("Delta → tf.data pipeline", pipeline_epoch)):
@@ -121,18 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--gauc-rows", type=int, default=10_000_000)
     p.add_argument("--gauc-users", type=int, default=200_000)
+    p.add_argument("--skip-gauc", action="store_true", help="only the training throughput")
     args = p.parse_args(argv)
     from ecdctr_pipeline.report import markdown_table
 
     train = bench_training(args.repeat)
     ref = train[0][2]
-    t1 = markdown_table(("feed", "rows/epoch", "median samples/s", "ratio vs in-memory"),
+    t1 = markdown_table(("feed", "rows per run", "median samples/s", "ratio vs in-memory"),
                         [(name, n, f"{r:,.0f}", f"{r / ref:.2f}") for name, n, r in train])
+    if args.skip_gauc:
+        text = (f"A-CTR training on CPU, small ad window (one run = one Delta read + actr.epochs passes), median of "
+                f"{args.repeat} runs\n\n{t1}\n\nTarget: pipeline/in-memory >= 0.9 "
+                f"({'met' if train[1][2] / ref >= 0.9 else 'NOT met'}).")
+        print(text)
+        save("train", text)
+        return 0
     print("timing GAUC", file=sys.stderr)
     g = bench_gauc(args.gauc_rows, args.gauc_users, args.repeat)
     t2 = markdown_table(("GAUC implementation", "rows", "seconds", "speed-up vs sklearn loop"),
                         [(name, n, f"{t:.2f}", f"{g[0][2] / t:.1f}x") for name, n, t in g])
-    text = (f"A-CTR training on CPU, small ad window, median of {args.repeat} epochs\n\n{t1}\n\n"
+    text = (f"A-CTR training on CPU, small ad window (one run = one Delta read + actr.epochs passes), median of "
+            f"{args.repeat} runs\n\n{t1}\n\n"
             f"Target: pipeline/in-memory >= 0.9 ({'met' if train[1][2] / ref >= 0.9 else 'NOT met'}).\n\n"
             f"GAUC on {args.gauc_rows:,} rows / {args.gauc_users:,} users (median of {args.repeat}; the sklearn "
             f"loop once)\n\n{t2}\n\nTarget: >= 20x ({'met' if g[0][2] / g[1][2] >= 20 else 'NOT met'}).")
