@@ -156,3 +156,27 @@ def pipeline_settings(tiny_pipeline_store, tmp_path):
     dest = tmp_path / "store"
     shutil.copytree(tiny_pipeline_store, dest)
     return tiny_settings(f"file://{dest}")
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A loopback HTTP receiver for alert webhooks: (base URL, list of received JSON bodies)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}", received
+    httpd.shutdown()

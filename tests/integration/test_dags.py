@@ -200,22 +200,9 @@ def test_actr_sensor_times_out_without_a_usable_cpm(bag, tiny_env, caplog):
 
 
 @pytest.fixture
-def webhook():
-    received = []
-
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/hook", received
-    httpd.shutdown()
+def webhook(webhook_receiver):
+    base, received = webhook_receiver
+    return f"{base}/hook", received
 
 
 def test_failing_gate_stops_before_training_with_one_alert(bag, tiny_env, webhook):

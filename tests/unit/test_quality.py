@@ -3,8 +3,6 @@ a clean simulated day passes every suite; alerts reach real receivers on 127.0.0
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pyarrow as pa
@@ -168,22 +166,9 @@ def test_sequence_length_and_embedding_coverage(tmp_path):
 
 # --------------------------------------------------------------------------- alerts
 @pytest.fixture
-def webhook():
-    received = []
-
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/hooks/secret-token-123", received
-    httpd.shutdown()
+def webhook(webhook_receiver):
+    base, received = webhook_receiver
+    return f"{base}/hooks/secret-token-123", received
 
 
 @pytest.fixture
