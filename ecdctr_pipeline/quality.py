@@ -154,14 +154,13 @@ def build_checks(table: str, settings: Settings, *, trailing_mean: float | None,
 
 # ------------------------------------------------------------------ data
 def _day_frame(store: ArtifactStore, table: str, day: str):
+    """The day's partition as pandas; an empty frame when the table or the day is missing."""
     import pandas as pd
-    import pyarrow as pa
 
     if not delta.exists(store, table) or day not in delta.partitions(store, table):
-        schema = None
-        return pd.DataFrame(), schema
+        return pd.DataFrame()
     t, _ = delta.read(store, table, partitions=[day])
-    return t.to_pandas(types_mapper=None), t.schema
+    return t.to_pandas()
 
 
 def _trailing_mean(store: ArtifactStore, table: str, day: dt.date) -> float | None:
@@ -202,7 +201,7 @@ def prepare(settings: Settings, store: ArtifactStore, table: str, as_of: str):
                                             "_vector_finite": np.isfinite(vecs).all(axis=1)}))
         return pd.concat(frames, ignore_index=True), None, notes, []
     day = calendar.parse_date(as_of, what="--as-of")
-    df, _schema = _day_frame(store, table, day.isoformat())
+    df = _day_frame(store, table, day.isoformat())
     trailing = _trailing_mean(store, table, day)
     extra: list[str] = []
     if df.empty:

@@ -117,11 +117,6 @@ def build_serving_model(actr_model, settings: Settings, batch_size: int = 65536)
     return served
 
 
-def unmerged_serving_model(actr_model):
-    """The training-time graph (3 lookups + attention per side), for benchmarks."""
-    return actr_model
-
-
 def export_saved_model(model, settings: Settings, path: Path) -> Path:
     """Write ``model`` as a TF Serving SavedModel with a raw-column ``serving_default``."""
     import tensorflow as tf
