@@ -7,11 +7,16 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
 TOOLS := .tools-venv
-PY312 ?= $(shell PYENV_VERSION=3.12.1 command -v python3.12 >/dev/null 2>&1 && echo "env PYENV_VERSION=3.12.1 python3.12" || echo python3.12)
+# Pinned JVM jars for Spark (Delta connector, hadoop-aws + AWS SDK bundle): jvm/pom.xml, jvm/jars.sha256
+JARS := jvm/jars
+JARS_STAMP := $(JARS)/.verified
+# The real Helm CLI, built from the Go module proxy at a pinned version
+HELM_VERSION := v3.22.0
+HELM := .tools/bin/helm
 
-.PHONY: venv tools demo test test-fast java bench bench-features bench-train bench-serving lint-deploy clean
+.PHONY: venv jars tools helm demo test test-fast java bench bench-features bench-train bench-serving lint-deploy clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(JARS_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v java >/dev/null 2>&1 || $(MAKE) java
@@ -21,6 +26,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
+
+# Resolve the pinned jars with Maven (checksums from Maven Central enforced, -C), then check
+# them against the SHA-256s committed in jvm/jars.sha256. Nothing is downloaded at run time.
+jars: $(JARS_STAMP)
+
+$(JARS_STAMP): jvm/pom.xml jvm/jars.sha256
+	@command -v mvn >/dev/null 2>&1 || { echo "mvn not found: installing maven with apt"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven; }
+	rm -rf $(JARS) && mkdir -p $(JARS)
+	mvn -B -q -C -f jvm/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(JARS)
+	cd $(JARS) && sha256sum --quiet --strict -c ../jars.sha256
+	@test "$$(ls $(JARS)/*.jar | wc -l)" = "$$(grep -c '\.jar$$' jvm/jars.sha256)" || { echo "jvm/jars holds jars not listed in jvm/jars.sha256"; exit 1; }
+	@touch $@
 
 java:
 	@echo "java not found: installing openjdk-17-jre-headless with apt"
@@ -50,17 +67,26 @@ bench-train: venv
 bench-serving: venv
 	$(BIN)/python benchmarks/bench_serving.py
 
-# Deployment linters (hadolint, Helm's lint via helm-sdkpy, kubernetes-validate) need Python >= 3.12.
-tools: $(TOOLS)/.installed
+# Deployment linters (hadolint, kubernetes-validate, yamllint) in their own small venv (Python 3.11).
+tools: $(TOOLS)/.installed helm
 
 $(TOOLS)/.installed: requirements-tools.txt
-	@test -x $(TOOLS)/bin/python || $(PY312) -m venv $(TOOLS)
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install -q -r requirements-tools.txt
 	@touch $@
 
+# helm built with `go install` (module checksums verified against the Go checksum database).
+helm: $(HELM)
+
+$(HELM):
+	@command -v go >/dev/null 2>&1 || { echo "go not found: installing golang with apt"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang; }
+	@echo "building helm $(HELM_VERSION) from the Go module proxy (a few minutes, once)"
+	GOBIN=$(CURDIR)/.tools/bin CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@$(HELM) version --short
+
 lint-deploy: venv tools
 	$(BIN)/python -m ecdctr_pipeline.orchestration.pods --out build/k8s
-	$(TOOLS)/bin/python scripts/lint_deploy.py --values helm/ecdctr/values-production.yaml --manifests build/k8s
+	$(TOOLS)/bin/python scripts/lint_deploy.py --helm $(HELM) --values helm/ecdctr/values-production.yaml --manifests build/k8s
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache ecdctr-data build reports
+	rm -rf $(VENV) $(TOOLS) .tools $(JARS) .pytest_cache ecdctr-data build reports

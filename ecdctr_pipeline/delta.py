@@ -1,4 +1,9 @@
-"""Delta Lake helpers on delta-rs (``deltalake``): the only writer of ``_delta_log``.
+"""Delta Lake helpers on delta-rs (``deltalake``), the Python side's reader and writer.
+
+Who writes which table: delta-rs writes ``raw/*`` (ingest, simulator) and, with
+``features.engine: duckdb``, the feature tables; Spark writes the feature tables natively
+through delta-spark (``extract.py``). Both keep to the protocol
+:data:`ecdctr_pipeline.spark.DELTA_PROTOCOL` and each reads what the other wrote.
 
 * :func:`write` creates a table, appends to it, or replaces exactly the ``dt`` partitions the
   data covers (a re-run of a day replaces that day, never duplicates it);
@@ -12,12 +17,21 @@ Works on ``file://`` and ``s3://`` roots through :class:`~ecdctr_pipeline.store.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import pyarrow as pa
 
+from . import paths
 from .errors import DeltaError
 from .store import ArtifactStore, LocalStore
 
@@ -184,84 +198,71 @@ def describe(store: ArtifactStore, key: str) -> dict | None:
     }
 
 
-# ------------------------------------------------------------------ files written by Spark
-@dataclass(frozen=True)
-class DataFile:
-    """A Parquet data file already written (by Spark) for one partition."""
-
-    local_path: str  # where it lies now (a local file)
-    partition: str  # its dt value
-    num_records: int
+# ------------------------------------------------------------------ one writer at a time
+class WriterBusyError(DeltaError):
+    """Another writer holds the lease of the table."""
 
 
-def commit_files(
-    store: ArtifactStore,
-    key: str,
-    files: Sequence[DataFile],
-    schema: pa.Schema,
-    *,
-    replace_partitions: Sequence[str],
-    txn: tuple[str, int] | None,
-    run_tag: str,
-    partition_column: str = PARTITION_COLUMN,
-    max_commit_retries: int = 25,
-) -> WriteResult:
-    """Place Parquet files in the table and commit them in one Delta transaction.
+@contextmanager
+def writer_lease(store: ArtifactStore, table: str, *, owner: str, ttl_s: int,
+                 clock: Callable[[], float] = time.time) -> Iterator[None]:
+    """Hold the writer lease of ``table`` while the block runs.
 
-    Files go to ``<table>/<col>=<value>/<run_tag>-<n>.parquet`` (a rename on ``file://``, an
-    upload on ``s3://``), then one commit adds them and removes every file of
-    ``replace_partitions``; with ``txn`` a retried run whose transaction is already in the
-    log commits nothing. Placed files that no commit references are invisible to readers.
+    Delta-Spark commits to S3 through its single-driver log store: two drivers committing
+    the same version at once could overwrite each other's log entry. So every Spark writer
+    of a table first creates ``leases/<table>.json`` with an atomic create-if-absent (S3
+    conditional write, ``O_EXCL``-style link locally); a second writer fails at once with a
+    one-line :class:`WriterBusyError` naming the holder, and commits nothing. The holder
+    renews the lease every ``ttl_s / 3`` seconds; a writer that died leaves a lease that
+    expires after ``ttl_s`` and is then replaced.
     """
-    import json
-    import os
-    import shutil
-    import time
-    from pathlib import Path
+    key = paths.writer_lease(table)
+    token = uuid.uuid4().hex
 
-    from deltalake import CommitProperties, Schema, Transaction
-    from deltalake.transaction import AddAction, create_table_with_add_actions
+    def body() -> bytes:
+        now = clock()
+        return json.dumps({"owner": owner, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "renewed": now, "expires": now + ttl_s}).encode()
 
-    current = _open(store, key)
-    if txn is not None and current is not None:
-        done = current.transaction_version(txn[0])
-        if done is not None and done >= txn[1]:
-            return WriteResult(key, current.version(), 0, tuple(sorted(replace_partitions)), True)
-    stray = sorted({f.partition for f in files} - set(replace_partitions))
-    if stray:
-        raise DeltaError(f"files for partitions {stray} outside the partitions being replaced in {key}")
-    actions = []
-    now_ms = int(time.time() * 1000)
-    for i, f in enumerate(sorted(files, key=lambda x: (x.partition, x.local_path))):
-        rel = f"{partition_column}={f.partition}/{run_tag}-{i:05d}.parquet"
-        size = os.path.getsize(f.local_path)
-        if isinstance(store, LocalStore):
-            dest = Path(table_uri(store, key)) / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(f.local_path, dest)
-        else:
-            store.upload_file(Path(f.local_path), f"{key}/{rel}")
-        actions.append(AddAction(rel, size, {partition_column: f.partition}, now_ms, True,
-                                 json.dumps({"numRecords": f.num_records})))
-    props = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])] if txn else None,
-                             max_commit_retries=max_commit_retries)
-    delta_schema = Schema.from_arrow(schema)
+    def holder() -> dict | None:
+        try:
+            return json.loads(store.get_bytes(key))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"owner": "?", "expires": 0}  # unreadable: treat as expired
+
+    if not store.put_if_absent(key, body()):
+        cur = holder()
+        if cur is not None and cur.get("expires", 0) > clock():
+            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
+            raise WriterBusyError(f"{store.uri(table)} is being written by {cur.get('owner')} (pid {cur.get('pid')} "
+                                  f"on {cur.get('host')}, lease renewed {since}); retry when it is done")
+        if cur is not None:
+            log.warning("writer lease of %s held by %s expired: taking it over", table, cur.get("owner"))
+            store.delete(key)
+        if not store.put_if_absent(key, body()):
+            raise WriterBusyError(f"{store.uri(table)}: another writer took the lease first; retry when it is done")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            cur = holder()
+            if cur is None or cur.get("token") != token:
+                log.error("writer lease of %s was lost", table)
+                return
+            store.put_bytes(key, body())
+
+    thread = threading.Thread(target=renew, name=f"lease-{table}", daemon=True)
+    thread.start()
     try:
-        if current is None:
-            create_table_with_add_actions(table_uri(store, key), delta_schema, actions, mode="append",
-                                          partition_by=[partition_column],
-                                          storage_options=store.storage_options() or None,
-                                          commit_properties=props)
-        else:
-            current.create_write_transaction(
-                actions, mode="overwrite", schema=delta_schema, partition_by=[partition_column],
-                partition_filters=[(partition_column, "in", sorted(replace_partitions))],
-                commit_properties=props)
-    except Exception as exc:
-        msg = " ".join(str(exc).split())[:400]
-        raise DeltaError(f"commit to {store.uri(key)} failed: {msg}") from None
-    t = _open(store, key)
-    return WriteResult(key, t.version(), sum(f.num_records for f in files), tuple(sorted(replace_partitions)), False)
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        cur = holder()
+        if cur is not None and cur.get("token") == token:
+            store.delete(key)
 
 
 def file_uris(store: ArtifactStore, key: str, partitions: Sequence[str],

@@ -1,4 +1,4 @@
-"""Feature extraction runs: raw Delta → Spark → Parquet → one delta-rs commit.
+"""Feature extraction runs: raw Delta → features Delta, by Spark (delta-spark) or DuckDB.
 
 ``extract_tpm`` builds ``features/tpm`` for the months a TPM run trains on;
 ``extract_complete`` builds ``features/complete/{domain}`` for the window the plan names
@@ -12,31 +12,29 @@ history before the window (behaviour sequences, counters) must be complete from 
 table's first day on: days before that first day are before history began and count as
 empty; a gap after it is an error naming the day.
 
-Engines (``features.engine``): ``spark`` (default) runs the Spark jobs; ``duckdb`` computes
-the same features with DuckDB SQL in-process (a single-machine alternative, also used by the
-fast tests); both commit through delta-rs the same way.
+Engines (``features.engine``):
 
-Store access: on ``file://`` Spark reads the table's files and writes next to it; on
-``s3://`` with ``spark.s3_access=stage`` the driver downloads the raw files, Spark writes
-local Parquet and the driver uploads it before committing; with ``s3a`` (the production
-image with hadoop-aws) Spark reads ``s3a://`` directly.
+* ``spark`` (default): Spark reads the raw table at the exact version checked here
+  (``versionAsOf``) and writes the features natively with delta-spark — ``replaceWhere`` on
+  the window's days, ``txnAppId``/``txnVersion`` for idempotent retries — on ``file://`` or,
+  for ``s3://`` stores, on ``s3a://`` from every executor. Nothing is staged on the driver.
+  A writer holds the table's lease (:func:`ecdctr_pipeline.delta.writer_lease`) while it writes.
+* ``duckdb``: the same features with DuckDB SQL in-process (a single-machine alternative,
+  also used by the fast tests), written by delta-rs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from . import calendar, delta, paths
 from .errors import EcdctrError
 from .schema import PARTITION, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema
 from .settings import Settings
-from .store import ArtifactStore, LocalStore, open_store, scratch_dir
+from .store import ArtifactStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -89,28 +87,67 @@ def needed_days(store: ArtifactStore, domain: str, window: calendar.Window, hist
     return [d for d in history + window.partitions() if d in present]
 
 
-def _input_paths(store: ArtifactStore, settings: Settings, table: str, days: list[str], scratch: Path) -> list[str]:
-    uris = delta.file_uris(store, table, days)
-    if isinstance(store, LocalStore):
-        return uris
-    if settings.spark.s3_access == "s3a":
-        return ["s3a://" + u[len("s3://"):] for u in uris]
-    local = []
-    root = store.uri(table) + "/"
-    for i, u in enumerate(uris):
-        dest = scratch / "in" / f"{i:06d}.parquet"
-        store.download_file(f"{table}/{u[len(root):]}", dest)
-        local.append(str(dest))
-    return local
+def spark_schema(schema):
+    """The Spark type of each column of an Arrow schema (the feature tables' contract)."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    def conv(t):
+        if pa.types.is_int8(t):
+            return T.ByteType()
+        if pa.types.is_int16(t):
+            return T.ShortType()
+        if pa.types.is_int32(t):
+            return T.IntegerType()
+        if pa.types.is_int64(t):
+            return T.LongType()
+        if pa.types.is_float32(t):
+            return T.FloatType()
+        if pa.types.is_float64(t):
+            return T.DoubleType()
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return T.StringType()
+        if pa.types.is_timestamp(t):
+            return T.TimestampType()
+        if pa.types.is_list(t):
+            return T.ArrayType(conv(t.value_type), True)
+        raise EcdctrError(f"no Spark type for Arrow type {t}")
+
+    return T.StructType([T.StructField(f.name, conv(f.type), True) for f in schema])
 
 
-def _written_files(out_dir: Path) -> list[delta.DataFile]:
-    import pyarrow.parquet as pq
+def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, raw_version: int, days: list[str],
+               build, schema, out_table: str, window: calendar.Window, txn: tuple[str, int], who: str):
+    """Spark reads raw at ``raw_version`` and writes the window's partitions with delta-spark.
 
-    files = []
-    for f in sorted(out_dir.glob(f"{PARTITION}=*/*.parquet")):
-        files.append(delta.DataFile(str(f), f.parent.name.split("=", 1)[1], pq.read_metadata(f).num_rows))
-    return files
+    Returns ``(rows, version, skipped)``.
+    """
+    from pyspark.sql import functions as F
+
+    from .spark import configure_store, get_spark
+
+    if spark is None:
+        spark = get_spark(settings)
+    else:
+        configure_store(spark, settings.store)
+    raw = (spark.read.format("delta").option("versionAsOf", raw_version).load(store.spark_uri(raw_table))
+           .where(F.col(PARTITION).isin(days)).drop(PARTITION))
+    target = spark_schema(schema)
+    out = build(raw).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in target.fields])
+    before = delta.version(store, out_table)
+    predicate = f"{PARTITION} >= '{window.start}' AND {PARTITION} < '{window.end}'"
+    log.info("%s: reading %s v%d (%d day(s)), writing %s", who, raw_table, raw_version, len(days), out_table)
+    with delta.writer_lease(store, out_table, owner=f"{txn[0]}@{txn[1]}", ttl_s=settings.spark.writer_lease_s):
+        (out.repartition(PARTITION).write.format("delta").mode("overwrite")
+         .option("replaceWhere", predicate).option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+         .partitionBy(PARTITION).save(store.spark_uri(out_table)))
+    after = delta.version(store, out_table)
+    if after == before:  # Delta skipped the write: this app transaction is already in the log
+        return 0, after, True
+    from delta.tables import DeltaTable
+
+    metrics = DeltaTable.forPath(spark, store.spark_uri(out_table)).history(1).collect()[0]["operationMetrics"]
+    return int(metrics.get("numOutputRows", 0)), after, False
 
 
 def _run_duckdb(store: ArtifactStore, raw_table: str, days: list[str], sql_for, schema, out_table: str,
@@ -132,6 +169,11 @@ def _run(settings: Settings, *, domain: str, out_table: str, window: calendar.Wi
          app_id: str, build, schema, force: bool, who: str, spark=None, sql_for=None) -> ExtractResult:
     t0 = time.perf_counter()
     store = open_store(settings.store)
+    store.check_access()
+    if settings.features.engine == "spark":
+        from .spark import check_jars
+
+        check_jars(settings)
     raw_table = paths.raw_table(domain)
     days = needed_days(store, domain, window, history_days, who=who)
     raw_version = delta.version(store, raw_table)
@@ -149,30 +191,11 @@ def _run(settings: Settings, *, domain: str, out_table: str, window: calendar.Wi
         secs = round(time.perf_counter() - t0, 3)
         return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
                              res.skipped, secs)
-    scratch = scratch_dir(settings.store, prefix="ecdctr-extract-")
-    try:
-        from .spark import get_spark
-
-        spark = spark or get_spark(settings)
-        inputs = _input_paths(store, settings, raw_table, days, scratch)
-        log.info("%s: reading %d raw file(s) for %d day(s) of %s", who, len(inputs), len(days), raw_table)
-        raw = spark.read.schema(spark_raw_schema()).parquet(*inputs)
-        out = build(raw).repartition(PARTITION)
-        out_dir = scratch / "out"
-        out.write.mode("overwrite").partitionBy(PARTITION).parquet(str(out_dir))
-        files = _written_files(out_dir)
-        missing = sorted(set(window.partitions()) - {f.partition for f in files})
-        if missing:
-            raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
-        res = delta.commit_files(store, out_table, files, schema, replace_partitions=window.partitions(),
-                                 txn=(app_id, txn_version), run_tag=f"part-{uuid.uuid4().hex[:12]}")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    rows, version, skipped = _run_spark(settings, spark, store, raw_table, raw_version, days, build, schema,
+                                        out_table, window, (app_id, txn_version), who)
     secs = round(time.perf_counter() - t0, 3)
-    log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, res.rows, window.days, out_table,
-             res.version, secs)
-    return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
-                         res.skipped, secs)
+    log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, rows, window.days, out_table, version, secs)
+    return ExtractResult(out_table, window.to_dict(), rows, window.days, version, raw_version, skipped, secs)
 
 
 def extract_tpm(settings: Settings, month: str | calendar.Month, *, force: bool = False, spark=None) -> ExtractResult:

@@ -16,6 +16,7 @@ Keys are relative to the store root (``ECDCTR_STORE``: ``file://./ecdctr-data`` 
     ├── serving/actr/<int version>/                 SavedModel for TF Serving (+ warm-up)
     ├── serving/models.config, serving/served.json  TF Serving model config; the served version
     ├── reports/actr/D=YYYY-MM-DD/evaluation.json   A-CTR vs Target-only on the holdout
+    ├── leases/<table>.json                         the writer lease of a Delta table (see delta.py)
     └── quality/<table>/<dt>/result.json            validation results
 
 An artifact is a folder with a ``MANIFEST.json``. The files of one publish go under a fresh
@@ -51,6 +52,11 @@ def _check_domain(domain: str) -> str:
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}: expected one of {', '.join(DOMAINS)}")
     return domain
+
+
+def writer_lease(table: str) -> str:
+    """The lease object a writer of Delta table ``table`` holds while it writes."""
+    return f"leases/{table.strip('/')}.json"
 
 
 def raw_table(domain: str) -> str:

@@ -59,10 +59,13 @@ class SparkSettings(_Section):
     app_name: str = "ecdctr"
     driver_memory: str = "2g"
     shuffle_partitions: int = Field(4, gt=0)
-    # "stage": Spark reads/writes local Parquet and the driver moves it to/from the store
-    # (works everywhere); "s3a": Spark reads and writes s3a:// itself (needs hadoop-aws on
-    # the classpath, as in docker/spark); the driver still commits through delta-rs.
-    s3_access: Literal["stage", "s3a"] = "stage"
+    # Folder of the pinned JVM jars (delta-spark, hadoop-aws, AWS SDK bundle; jvm/pom.xml).
+    # None = the checkout's jvm/jars (made by `make jars`); "" = already on Spark's classpath
+    # (the docker/spark image bakes them into /opt/spark/jars).
+    jars_dir: str | None = None
+    # A writer holds a lease on a feature table while it writes it; an older lease than this
+    # is taken to belong to a writer that died (Delta-Spark's S3 log store is single-driver).
+    writer_lease_s: int = Field(6 * 3600, gt=0)
     extra_conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -52,6 +52,17 @@ class ArtifactStore(abc.ABC):
     def storage_options(self) -> dict[str, str]:
         """Options for delta-rs / pyarrow for URIs under this root."""
 
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist, atomically; False when it already did."""
+
+    @abc.abstractmethod
+    def spark_uri(self, key: str = "") -> str:
+        """The URI Spark (Hadoop file systems) uses for ``key``: ``file:///...`` or ``s3a://...``."""
+
+    def check_access(self) -> None:
+        """Raise a one-line :class:`StoreError` when the root cannot be reached or written."""
+
     # -- derived ----------------------------------------------------------------------
     def uri(self, key: str = "") -> str:
         return f"{self.root.rstrip('/')}/{key.lstrip('/')}" if key else self.root.rstrip("/")
@@ -150,6 +161,29 @@ class LocalStore(ArtifactStore):
 
     def storage_options(self) -> dict[str, str]:
         return {}
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, dest)  # atomic, and fails when dest exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def spark_uri(self, key: str = "") -> str:
+        return (self.path(key) if key else self.base).as_uri()
+
+    def check_access(self) -> None:
+        probe = self.base
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise StoreError(f"store.root: {self.root} is not writable ({probe})")
 
     def local_path(self, key: str = "") -> Path:
         return self.path(key) if key else self.base
@@ -256,6 +290,39 @@ class S3Store(ArtifactStore):
         # path-style addressing works with every S3-compatible server
         opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
         return opts
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                               "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def spark_uri(self, key: str = "") -> str:
+        return f"s3a://{self.bucket}/{self._key(key)}" if key else f"s3a://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def check_access(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        endpoint = self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"store.root: bucket {self.bucket!r} does not exist at {endpoint}") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreError(f"store credentials (store.access_key_id / AWS_ACCESS_KEY_ID) were refused "
+                                 f"for bucket {self.bucket!r} at {endpoint} ({code})") from None
+            raise StoreError(f"store.root: cannot access bucket {self.bucket!r} at {endpoint} ({code})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"store.endpoint_url: cannot reach {endpoint} "
+                             f"({type(exc).__name__})") from None
 
 
 def open_store(settings: StoreSettings) -> ArtifactStore:

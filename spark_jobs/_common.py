@@ -22,17 +22,9 @@ def run_job(argv: list[str] | None, description: str, add_args: Callable[[argpar
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
-        spark = None
-        try:  # under spark-submit the master comes from spark-submit, not from settings
-            from pyspark import SparkConf
-
-            if SparkConf().contains("spark.master"):
-                from pyspark.sql import SparkSession
-
-                spark = SparkSession.builder.getOrCreate()
-        except Exception:  # noqa: BLE001 - no JVM yet: get_spark starts one from settings
-            spark = None
-        result = body(settings, args, spark)
+        # the extraction starts its session through ecdctr_pipeline.spark.get_spark, which
+        # reuses spark-submit's context (its master) and adds the Delta/s3a configuration
+        result = body(settings, args, None)
         print(json.dumps(result.to_dict()))
         return 0
     except EcdctrError as exc:
