@@ -144,10 +144,8 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
     after = delta.version(store, out_table)
     if after == before:  # Delta skipped the write: this app transaction is already in the log
         return 0, after, True
-    from delta.tables import DeltaTable
-
-    metrics = DeltaTable.forPath(spark, store.spark_uri(out_table)).history(1).collect()[0]["operationMetrics"]
-    return int(metrics.get("numOutputRows", 0)), after, False
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{store.spark_uri(out_table)}` LIMIT 1").collect()[0]
+    return int((last["operationMetrics"] or {}).get("numOutputRows", 0)), after, False
 
 
 def _run_duckdb(store: ArtifactStore, raw_table: str, days: list[str], sql_for, schema, out_table: str,

@@ -60,8 +60,8 @@ class SparkSettings(_Section):
     driver_memory: str = "2g"
     shuffle_partitions: int = Field(4, gt=0)
     # Folder of the pinned JVM jars (delta-spark, hadoop-aws, AWS SDK bundle; jvm/pom.xml).
-    # None = the checkout's jvm/jars (made by `make jars`); "" = already on Spark's classpath
-    # (the docker/spark image bakes them into /opt/spark/jars).
+    # None = the checkout's jvm/jars (made by `make jars`); "classpath" = already on Spark's
+    # class path (the docker/spark image bakes them into /opt/spark/jars).
     jars_dir: str | None = None
     # A writer holds a lease on a feature table while it writes it; an older lease than this
     # is taken to belong to a writer that died (Delta-Spark's S3 log store is single-driver).

@@ -34,7 +34,7 @@ _CHECKOUT_JARS = Path(__file__).resolve().parent.parent / "jvm" / "jars"
 def jars_dir(settings: Settings) -> Path | None:
     """The folder of pinned jars to add to the class path (None: already on it)."""
     d = settings.spark.jars_dir
-    if d == "":
+    if d == "classpath":
         return None
     return Path(d).expanduser().resolve() if d is not None else _CHECKOUT_JARS
 

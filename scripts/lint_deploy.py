@@ -1,9 +1,10 @@
-"""Deployment checks with real tools (run by `make lint-deploy` from .tools-venv, Python 3.12):
+"""Deployment checks with real tools (run by `make lint-deploy` from .tools-venv):
 
 * hadolint on every docker/*/Dockerfile (rules ignored only in .hadolint.yaml, each with a reason);
-* Helm's own lint (helm-sdkpy) of helm/ecdctr with its default values and with every extra
-  values file given (it renders the templates and checks values.schema.json);
-* kubernetes-validate on the Kubernetes manifests given (the pod specs the operators build).
+* the real Helm CLI (`make helm`): `helm lint --strict` of helm/ecdctr with its default values
+  and with every extra values file given (values.schema.json is enforced), then
+  `helm template` of each, the rendered manifests validated by kubernetes-validate --strict;
+* kubernetes-validate --strict on the Kubernetes manifests given (the pod specs the operators build).
 
 Exit status 1 and one line per problem on failure.
 """
@@ -11,15 +12,10 @@ Exit status 1 and one line per problem on failure.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,36 +31,24 @@ def hadolint() -> list[str]:
     return problems
 
 
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def helm_lint(values_file: Path | None) -> list[str]:
-    import helm_sdkpy
-
+def helm_check(helm: str, values_file: Path | None, rendered_dir: Path) -> tuple[list[str], Path | None]:
+    """`helm lint --strict` and `helm template` with ``values_file``; the rendered manifests' path."""
     chart = ROOT / "helm" / "ecdctr"
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "ecdctr"
-        shutil.copytree(chart, target)
-        label = "default values"
-        if values_file is not None:
-            merged = _deep_merge(yaml.safe_load((chart / "values.yaml").read_text()),
-                                 yaml.safe_load(Path(values_file).read_text()) or {})
-            (target / "values.yaml").write_text(yaml.safe_dump(merged))
-            label = str(values_file)
-        result = asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(target)))
+    label = "default values" if values_file is None else str(values_file)
+    extra = [] if values_file is None else ["-f", str(values_file)]
     problems = []
-    for m in result.get("Messages") or []:
-        if m.get("Severity", 0) >= 2:  # 1 info, 2 warning, 4 error
-            err = m.get("Err") or {}
-            problems.append(f"helm lint ({label}): severity {m['Severity']} in {m.get('Path')}: "
-                            f"{json.dumps(err) if err else 'see helm lint'}")
-    for e in result.get("Errors") or []:
-        problems.append(f"helm lint ({label}): {e}")
-    return problems
+    r = subprocess.run([helm, "lint", "--strict", str(chart), *extra], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems += [f"helm lint ({label}): {ln.strip()}" for ln in (r.stdout + r.stderr).splitlines()
+                     if ln.strip().startswith(("[ERROR]", "[WARNING]", "Error"))] or [f"helm lint ({label}) failed"]
+    r = subprocess.run([helm, "template", "ecdctr", str(chart), "--namespace", "ecdctr", *extra],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return problems + [f"helm template ({label}): {' '.join(r.stderr.split())[:400]}"], None
+    rendered_dir.mkdir(parents=True, exist_ok=True)
+    out = rendered_dir / ("chart-default.yaml" if values_file is None else f"chart-{Path(values_file).stem}.yaml")
+    out.write_text(r.stdout)
+    return problems, out
 
 
 def kube_validate(manifests: list[Path]) -> list[str]:
@@ -82,13 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--values", action="append", default=[], help="extra values files to lint the chart with")
     p.add_argument("--manifests", help="a folder of Kubernetes manifests (.json/.yaml) to validate")
     p.add_argument("--skip-hadolint", action="store_true")
+    p.add_argument("--helm", default=str(ROOT / ".tools" / "bin" / "helm"), help="the helm binary (`make helm`)")
+    p.add_argument("--rendered", default=str(ROOT / "build" / "helm"), help="where `helm template` output goes")
     args = p.parse_args(argv)
     problems: list[str] = []
+    if not Path(args.helm).is_file():
+        print(f"lint-deploy: helm not found at {args.helm} (run `make helm`)")
+        return 1
     if not args.skip_hadolint:
         problems += hadolint()
-    problems += helm_lint(None)
-    for v in args.values:
-        problems += helm_lint(Path(v))
+    rendered = []
+    for v in [None, *[Path(x) for x in args.values]]:
+        found, out = helm_check(args.helm, v, Path(args.rendered))
+        problems += found
+        if out is not None:
+            rendered.append(out)
+    problems += kube_validate(rendered)
     if args.manifests:
         files = sorted(Path(args.manifests).glob("*.json")) + sorted(Path(args.manifests).glob("*.yaml"))
         if not files:

@@ -1,4 +1,4 @@
-"""Deployment files checked by real tools: hadolint, Helm's lint (helm-sdkpy), kubernetes-validate.
+"""Deployment files checked by real tools: hadolint, the Helm CLI (lint + template), kubernetes-validate.
 No Docker engine or cluster runs here; everything else about the images and chart is checked."""
 
 from __future__ import annotations
@@ -32,17 +32,41 @@ def test_make_lint_deploy_passes(lint_deploy):
 def test_wrong_value_type_is_rejected_by_the_schema(lint_deploy, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("serving:\n  replicas: two\n")
-    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--values", str(bad)],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 1 and "helm lint (" in r.stdout and "values.yaml" in r.stdout
+    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--values", str(bad),
+                        "--rendered", str(tmp_path / "rendered")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout
+    assert "helm lint (" in r.stdout and "/serving/replicas" in r.stdout and "want integer" in r.stdout
+
+
+@pytest.mark.parametrize("name", ["chart-default.yaml", "chart-values-production.yaml"])
+def test_rendered_chart_is_valid_and_its_settings_load(lint_deploy, name, tmp_path):
+    from ecdctr_pipeline.settings import load_settings
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "build/helm" / name).read_text()) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"ConfigMap", "Deployment", "Service", "ServiceAccount"} <= kinds
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    (tmp_path / "config.yaml").write_text(cm["data"]["config.yaml"])
+    s = load_settings(tmp_path / "config.yaml", environ={})
+    assert s.spark.jars_dir == "classpath" and s.spark.master.startswith("k8s://")  # jars baked into the image
+
+
+def test_a_bad_rendered_manifest_fails_kubernetes_validation(lint_deploy, tmp_path):
+    docs = [d for d in yaml.safe_load_all((ROOT / "build/helm/chart-default.yaml").read_text()) if d]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    dep["spec"]["replicas"] = "two"
+    (tmp_path / "dep.yaml").write_text(yaml.safe_dump(dep))
+    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--manifests", str(tmp_path),
+                        "--rendered", str(tmp_path / "rendered")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "did not validate" in r.stdout
 
 
 def test_a_bad_pod_spec_fails_kubernetes_validation(lint_deploy, tmp_path):
     pod = json.loads((ROOT / "build/k8s/pod-train-actr.json").read_text())
     pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = [1]
     (tmp_path / "pod.json").write_text(json.dumps(pod))
-    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--manifests", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--manifests", str(tmp_path),
+                        "--rendered", str(tmp_path / "rendered")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "did not validate" in r.stdout
 
 
@@ -65,7 +89,12 @@ def test_image_entry_points_match_the_dag_commands():
     spark = json.loads(_instruction(ROOT / "docker/spark/Dockerfile", "ENTRYPOINT"))
     assert trainer == commands.TRAINER_ENTRYPOINT == commands.train_command("cpm", "x")[:1]
     assert spark == commands.SPARK_ENTRYPOINT == commands.spark_command("extract_tpm", "m", [])[:1]
-    assert "COPY spark_jobs /opt/ecdctr/spark_jobs" in (ROOT / "docker/spark/Dockerfile").read_text()
+    spark_df = (ROOT / "docker/spark/Dockerfile").read_text()
+    assert "COPY spark_jobs /opt/ecdctr/spark_jobs" in spark_df
+    # the image bakes in the same pinned jars (checked against jvm/jars.sha256) for the pinned pyspark
+    assert "COPY jvm/pom.xml jvm/jars.sha256" in spark_df and "sha256sum --strict -c ../jars.sha256" in spark_df
+    pyspark = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.lock").read_text(), re.M).group(1)
+    assert f"ARG SPARK_VERSION={pyspark}" in spark_df
     assert commands.SPARK_JOBS_DIR == "/opt/ecdctr/spark_jobs"
     for job in ("extract_tpm", "extract_complete"):
         assert (ROOT / "spark_jobs" / f"{job}.py").is_file()
