@@ -79,15 +79,7 @@ def s3_endpoint():
 @pytest.fixture
 def s3_store_settings(s3_endpoint):
     """StoreSettings for a fresh bucket on the loopback server."""
-    import boto3
-
-    from ecdctr_pipeline.settings import StoreSettings
-
-    bucket = f"ecdctr-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-    return StoreSettings(root=f"s3://{bucket}/pipeline", endpoint_url=s3_endpoint, region="us-east-1",
-                         access_key_id="testing", secret_access_key="testing", allow_http=True)
+    return new_bucket(s3_endpoint)
 
 
 @pytest.fixture
@@ -108,13 +100,35 @@ def any_store_settings(request):
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local Spark session (2 cores) for the test session."""
+    """One local Spark session (2 cores, delta-spark and s3a) for the test session."""
     from ecdctr_pipeline.settings import Settings, SparkSettings
     from ecdctr_pipeline.spark import get_spark
 
     session = get_spark(Settings(spark=SparkSettings(master="local[2]", shuffle_partitions=2)))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster():
+    """A Spark standalone master and two 1-core workers on 127.0.0.1 (the pinned pyspark)."""
+    from ecdctr_pipeline.spark_standalone import StandaloneCluster
+
+    with StandaloneCluster(workers=2, cores_per_worker=1, worker_memory="1g") as cluster:
+        yield cluster
+
+
+def new_bucket(s3_endpoint: str, prefix: str = "ecdctr"):
+    """StoreSettings for a fresh bucket on the loopback S3 server."""
+    import boto3
+
+    from ecdctr_pipeline.settings import StoreSettings
+
+    bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    return StoreSettings(root=f"s3://{bucket}/pipeline", endpoint_url=s3_endpoint, region="us-east-1",
+                         access_key_id="testing", secret_access_key="testing", allow_http=True)
 
 
 # ------------------------------------------------------------------ a tiny pipeline store (DuckDB features)

@@ -1,0 +1,141 @@
+"""The production extraction path: spark-submit to a standalone cluster (master + 2 workers on
+127.0.0.1), the store on the loopback S3 server through s3a, Delta written by delta-spark."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import threading
+
+import pytest
+from deltalake import DeltaTable
+
+from ecdctr_pipeline import delta, paths
+from ecdctr_pipeline.extract import complete_window, extract_complete
+from ecdctr_pipeline.settings import Settings, SparkSettings
+from ecdctr_pipeline.simulate import simulate
+from ecdctr_pipeline.spark import DELTA_PROTOCOL
+from ecdctr_pipeline.store import open_store
+from tests.conftest import new_bucket
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
+
+KEYS = ["user_id", "item_id", "event_time"]
+
+
+def _settings(store_settings) -> Settings:
+    return Settings(store=store_settings, spark=SparkSettings(master="local[2]", shuffle_partitions=2,
+                                                              driver_memory="1g"))
+
+
+def _submit_env(store_settings) -> dict[str, str]:
+    """How a pod is configured: settings through ECDCTR_* variables (keys never on argv)."""
+    return {"ECDCTR_STORE": store_settings.root, "ECDCTR_STORE__ENDPOINT_URL": store_settings.endpoint_url,
+            "ECDCTR_STORE__ALLOW_HTTP": "true", "ECDCTR_STORE__ACCESS_KEY_ID": "testing",
+            "ECDCTR_STORE__SECRET_ACCESS_KEY": "testing", "ECDCTR_SPARK__SHUFFLE_PARTITIONS": "2",
+            "ECDCTR_SPARK__DRIVER_MEMORY": "1g"}
+
+
+def _result(stdout: str) -> dict:
+    """The job's JSON result line (Spark may print other lines around it)."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith('{"table"')]
+    assert lines, stdout[-2000:]
+    return json.loads(lines[-1])
+
+
+def _sorted(table):
+    return table.sort_by([(k, "ascending") for k in KEYS])
+
+
+@pytest.fixture(scope="module")
+def two_buckets(s3_endpoint):
+    """The same seeded ad log in two buckets: one for the cluster, one for local[2]."""
+    out = []
+    for _ in range(2):
+        s = new_bucket(s3_endpoint)
+        simulate(open_store(s), dt.date(2026, 9, 20), dt.date(2026, 11, 25), "tiny", seed=4, domains=("ad",),
+                 progress=False)
+        out.append(s)
+    return out
+
+
+def test_cluster_on_s3a_equals_local_row_for_row(spark_cluster, spark, two_buckets):
+    on_cluster, on_local = two_buckets
+    r = spark_cluster.submit("extract_complete", ["--domain", "ad", "--as-of", "2026-11-24"], _settings(on_cluster),
+                             env=_submit_env(on_cluster))
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = _result(r.stdout)
+    assert result["rows"] > 0 and not result["skipped"]
+    # the cluster's executors ran the tasks (not the driver): the master saw the application
+    apps = spark_cluster.status()["completedapps"]
+    assert any(a["name"] == "ecdctr" for a in apps)
+
+    extract_complete(_settings(on_local), "ad", "2026-11-24", spark=spark)
+    table = paths.complete_features("ad")
+    got_cluster = _sorted(delta.read(open_store(on_cluster), table)[0])
+    got_local = _sorted(delta.read(open_store(on_local), table)[0])
+    assert got_cluster.num_rows == result["rows"] == got_local.num_rows
+    assert got_cluster.equals(got_local)
+    for s in two_buckets:
+        dtab = DeltaTable(open_store(s).uri(table), storage_options=open_store(s).storage_options())
+        p = dtab.protocol()
+        assert (p.min_reader_version, p.min_writer_version) == DELTA_PROTOCOL and not p.writer_features
+        assert not open_store(s).exists(paths.writer_lease(table))  # the lease was released
+
+    # a rerun on the cluster is a no-op through Delta's txnAppId/txnVersion
+    v = delta.version(open_store(on_cluster), table)
+    r2 = spark_cluster.submit("extract_complete", ["--domain", "ad", "--as-of", "2026-11-24"],
+                              _settings(on_cluster), env=_submit_env(on_cluster))
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert _result(r2.stdout)["skipped"]
+    assert delta.version(open_store(on_cluster), table) == v
+
+
+def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_endpoint):
+    s = new_bucket(s3_endpoint)
+    store = open_store(s)
+    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 25), "tiny", seed=5, domains=("ad",), progress=False)
+    days = ["2026-11-24", "2026-11-25"]
+    week = {"ECDCTR_CALENDAR__ACTR_WINDOW_DAYS": "7"}  # a shorter window: the same code, less data
+    results: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(day):  # one core each, so both drivers and their executors run at once
+        results[day] = spark_cluster.submit("extract_complete", ["--domain", "ad", "--as-of", day], _settings(s),
+                                            env={**_submit_env(s), **week, "ECDCTR_SPARK__EXTRA_CONF": "{spark.cores.max: '1'}"})
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in days]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    landed = [d for d in days if results[d].returncode == 0]
+    settings = _settings(s).model_copy(update={"calendar": _settings(s).calendar.model_copy(
+        update={"actr_window_days": 7})})
+    for d in days:
+        if d not in landed:  # the loser fails at once, in one line, naming the holder of the lease
+            # (spark-submit merges the Python driver's stderr into stdout, next to the JVM's logs)
+            out = results[d].stdout + results[d].stderr
+            errs = [ln[ln.index("ecdctr: error: "):] for ln in out.splitlines() if "ecdctr: error: " in ln]
+            assert len(errs) == 1 and "is being written by ecdctr:extract:complete:ad" in errs[0], \
+                out[-2000:]
+            assert results[d].returncode == 2
+    assert landed, {d: r.stderr[-1500:] for d, r in results.items()}
+
+    table = paths.complete_features("ad")
+    dtab = DeltaTable(store.uri(table), storage_options=store.storage_options())
+    history = dtab.history()
+    assert sorted(h["version"] for h in history) == list(range(len(landed)))  # one commit per writer, none torn
+    for d in landed:
+        w = complete_window(settings, "ad", d)
+        assert dtab.transaction_version(f"ecdctr:extract:complete:ad:{w.start}:{w.end}") is not None
+    # nothing lost: every day of the landed windows holds exactly one feature row per raw impression
+    want = sorted({p for d in landed for p in complete_window(settings, "ad", d).partitions()})
+    got = delta.read(store, table)[0]
+    assert sorted(set(got["dt"].to_pylist())) == want
+    raw = delta.read(store, paths.raw_table("ad"), partitions=want)[0]
+    assert got.num_rows == raw.num_rows
+    assert got.group_by("dt").aggregate([("dt", "count")]).sort_by("dt").equals(
+        raw.group_by("dt").aggregate([("dt", "count")]).sort_by("dt"))
+    assert not store.exists(paths.writer_lease(table))
+
