@@ -84,6 +84,8 @@ def spark_conf(settings: Settings, *, include_master_settings: bool = True) -> d
         "spark.databricks.delta.properties.defaults.minReaderVersion": str(DELTA_PROTOCOL[0]),
         "spark.databricks.delta.properties.defaults.minWriterVersion": str(DELTA_PROTOCOL[1]),
         "spark.databricks.delta.snapshotPartitions": str(s.shuffle_partitions),
+        # VACUUM lists files with this many tasks (default 10000: minutes on a small cluster)
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(max(s.shuffle_partitions, 8)),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # s3a:// is served by hadoop-aws; Delta's log store for it is single-driver (see extract.py)
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
