@@ -40,6 +40,17 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
+def spark_submit(job: str, args: list[str], settings: Settings, *, master: str, env: dict[str, str] | None = None,
+                 extra: list[str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run ``spark_jobs/<job>.py`` with the pinned pyspark's ``spark-submit`` on ``master``."""
+    cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master,
+           "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.driver.memory={settings.spark.driver_memory}",
+           *(extra or []), *submit_conf(settings), str(JOBS_DIR / f"{job}.py"), *args]
+    full_env = dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    full_env.update(env or {})
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout_s)
+
+
 class StandaloneCluster:
     """``with StandaloneCluster(workers=2) as c: c.submit("extract_complete", [...], settings)``."""
 
@@ -95,13 +106,8 @@ class StandaloneCluster:
     def submit(self, job: str, args: list[str], settings: Settings, *, env: dict[str, str] | None = None,
                executor_memory: str = "768m", timeout_s: float = 600) -> subprocess.CompletedProcess:
         """``spark-submit --master spark://... spark_jobs/<job>.py ARGS`` with the session conf."""
-        cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", self.master_url,
-               "--conf", f"spark.executor.memory={executor_memory}", "--conf", f"spark.pyspark.python={sys.executable}",
-               "--conf", f"spark.driver.memory={settings.spark.driver_memory}",
-               *submit_conf(settings), str(JOBS_DIR / f"{job}.py"), *args]
-        full_env = self._env()
-        full_env.update(env or {})
-        return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout_s)
+        return spark_submit(job, args, settings, master=self.master_url, env={**self._env(), **(env or {})},
+                            extra=["--conf", f"spark.executor.memory={executor_memory}"], timeout_s=timeout_s)
 
     def stop(self) -> None:
         for p in self.procs:
