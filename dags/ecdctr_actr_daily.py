@@ -18,7 +18,8 @@ with DAG(dag_id=DAG_ID, schedule=SCHEDULE, tags=TAGS, doc_md=__doc__, **af.dag_k
     extract = af.step("extract_ad_features", S, kind="spark", call="extract_complete", args=("ad",),
                       command=commands.spark_command("extract_complete", S.spark.master,
                                                      ["--domain", "ad", "--as-of", af.TEMPLATE_DS]))
-    gate = af.step("quality_gate", S, kind="local", call="gate_actr", command=[])
+    gate = af.step("quality_gate", S, kind="job", call="gate_actr",
+                   command=commands.gate_command("actr", af.TEMPLATE_DS))
     wait = CPMCheckpointSensor(task_id="wait_for_cpm", mode=O.sensor_mode, poke_interval=O.sensor_poke_interval_s,
                                timeout=max(O.sensor_timeout_s, S.actr.cpm_wait_timeout_s + O.sensor_poke_interval_s),
                                retries=0)

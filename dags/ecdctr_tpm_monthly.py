@@ -14,7 +14,8 @@ S = af.settings()
 with DAG(dag_id=DAG_ID, schedule=SCHEDULE, tags=TAGS, doc_md=__doc__, **af.dag_kwargs(S)):
     extract = af.step("extract_tpm_features", S, kind="spark", call="extract_tpm",
                       command=commands.spark_command("extract_tpm", S.spark.master, ["--as-of", af.TEMPLATE_DS]))
-    gate = af.step("quality_gate", S, kind="local", call="gate_tpm", command=[])
+    gate = af.step("quality_gate", S, kind="job", call="gate_tpm",
+                   command=commands.gate_command("tpm", af.TEMPLATE_DS))
     train = af.step("train_tpm", S, kind="trainer", call="train", args=("tpm",),
                     command=commands.train_command("tpm", af.TEMPLATE_DS), outlets=[af.asset(S, *af.ASSETS["tpm"])])
     extract >> gate >> train

@@ -178,6 +178,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .report import markdown_table
     from .training import evaluate_day
 
+    if args.tier == "cpm":
+        from .orchestration.tasks import evaluate_cpm
+
+        m = evaluate_cpm(args.as_of, settings=_settings(args))
+        _emit(args, m, f"CPM {args.as_of} on its evaluation tail: GAUC {m['gauc']:.4f} "
+                       f"(coverage {m['gauc_coverage']:.2f}), AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}")
+        return 0
     r = evaluate_day(_settings(args), args.as_of)
     rows = [(name, m["gauc"], m["gauc_coverage"], m["auc"], m["logloss"], m["impressions"])
             for name, m in (("A-CTR (E-CDCTR)", r["actr"]), ("Target-only", r["target_only"]))]
@@ -203,6 +210,16 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- quality
+def cmd_gate(args: argparse.Namespace) -> int:
+    """The DAG's quality gate for one tier's run (alerts and raises on failure)."""
+    from .orchestration import tasks
+
+    gate = {"tpm": tasks.gate_tpm, "cpm": tasks.gate_cpm, "actr": tasks.gate_actr}[args.tier]
+    r = gate(args.as_of, settings=_settings(args))
+    _emit(args, r, f"{args.tier} gate {args.as_of}: {r['checks']} check(s) passed")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .quality import summary_text, validate
 
@@ -338,9 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
                            help="transfer policy (default: actr.transfer_policy)")
         t.set_defaults(func=cmd_train, policy=None)
 
-    ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout", parents=[common, js])
+    ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout, or a CPM on its tail",
+                        parents=[common, js])
+    ev.add_argument("--tier", choices=["actr", "cpm"], default="actr",
+                    help="actr (default): A-CTR vs Target-only on DATE's holdout; cpm: the CPM of Monday DATE")
     ev.add_argument("--as-of", required=True, metavar="DATE")
     ev.set_defaults(func=cmd_evaluate)
+
+    ga = sub.add_parser("gate", help="a tier run's data-quality gate (what the DAG's quality_gate runs)",
+                        parents=[common, js])
+    ga.add_argument("tier", choices=["tpm", "cpm", "actr"])
+    ga.add_argument("--as-of", required=True, metavar="DATE", help="the run's logical date")
+    ga.set_defaults(func=cmd_gate)
 
     ex = sub.add_parser("experiments", help="E-CDCTR vs Target-only over seeds (Markdown + PNG)",
                         parents=[common, js])

@@ -92,26 +92,18 @@ def spark_schema(schema):
     import pyarrow as pa
     from pyspark.sql import types as T
 
+    simple = {pa.int8(): T.ByteType(), pa.int16(): T.ShortType(), pa.int32(): T.IntegerType(),
+              pa.int64(): T.LongType(), pa.float32(): T.FloatType(), pa.float64(): T.DoubleType(),
+              pa.string(): T.StringType()}
+
     def conv(t):
-        if pa.types.is_int8(t):
-            return T.ByteType()
-        if pa.types.is_int16(t):
-            return T.ShortType()
-        if pa.types.is_int32(t):
-            return T.IntegerType()
-        if pa.types.is_int64(t):
-            return T.LongType()
-        if pa.types.is_float32(t):
-            return T.FloatType()
-        if pa.types.is_float64(t):
-            return T.DoubleType()
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return T.StringType()
         if pa.types.is_timestamp(t):
             return T.TimestampType()
         if pa.types.is_list(t):
             return T.ArrayType(conv(t.value_type), True)
-        raise EcdctrError(f"no Spark type for Arrow type {t}")
+        if t not in simple:
+            raise EcdctrError(f"no Spark type for Arrow type {t}")
+        return simple[t]
 
     return T.StructType([T.StructField(f.name, conv(f.type), True) for f in schema])
 

@@ -57,7 +57,13 @@ ASSETS = {"tpm": (paths.TPM_SETS, "ecdctr_tpm_embedding_sets"), "cpm": (paths.CP
 
 # ------------------------------------------------------------------ pods
 def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> dict:
-    """The Kubernetes Pod a production step runs in (also validated by the deployment tests)."""
+    """The Kubernetes Pod a production step runs in (also validated by the deployment tests).
+
+    ``kind``: ``trainer`` (trainer image, GPU), ``job`` (trainer image, no GPU: gates and
+    evaluations that read tables and manifests) or ``spark`` (spark-submit in the Spark image).
+    """
+    if kind not in ("trainer", "job", "spark"):
+        raise ValueError(f"unknown step kind {kind!r}: expected trainer, job or spark")
     k = s.orchestration.kubernetes
     trainer = kind == "trainer"
     resources = {sec: dict(v) for sec, v in (k.trainer_resources if trainer else k.spark_resources).items()}
@@ -66,7 +72,7 @@ def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> di
         resources.setdefault("requests", {})["nvidia.com/gpu"] = str(k.gpus)
     container = {
         "name": "base",
-        "image": k.trainer_image if trainer else k.spark_image,
+        "image": k.spark_image if kind == "spark" else k.trainer_image,
         "imagePullPolicy": k.image_pull_policy,
         "command": command[:1],
         "args": command[1:],

@@ -18,8 +18,17 @@ def export_command(as_of: str) -> list[str]:
     return [*TRAINER_ENTRYPOINT, "export", "--as-of", as_of, "--json"]
 
 
-def evaluate_command(as_of: str) -> list[str]:
-    return [*TRAINER_ENTRYPOINT, "evaluate", "--as-of", as_of, "--json"]
+def evaluate_command(as_of: str, tier: str = "actr") -> list[str]:
+    if tier not in ("cpm", "actr"):
+        raise ValueError(f"unknown tier {tier!r}")
+    return [*TRAINER_ENTRYPOINT, "evaluate", "--tier", tier, "--as-of", as_of, "--json"]
+
+
+def gate_command(tier: str, as_of: str) -> list[str]:
+    """The data-quality gate of a tier's run (the DAG's ``quality_gate`` task)."""
+    if tier not in ("tpm", "cpm", "actr"):
+        raise ValueError(f"unknown tier {tier!r}")
+    return [*TRAINER_ENTRYPOINT, "gate", tier, "--as-of", as_of, "--json"]
 
 
 def spark_command(job: str, master: str, args: list[str]) -> list[str]:

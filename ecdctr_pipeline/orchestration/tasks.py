@@ -36,11 +36,11 @@ def extract_complete(domain: str, ds: str) -> dict:
 
 
 # ------------------------------------------------------------------ gates
-def gate_days(table: str, days: list[str], *, dag_id: str, ds: str) -> dict:
+def gate_days(table: str, days: list[str], *, dag_id: str, ds: str, settings=None) -> dict:
     """Validate ``table`` on ``days``; on any failure one alert for the run, then raise."""
     from .. import alerts, quality
 
-    settings = _settings()
+    settings = settings or _settings()
     results = [quality.validate(settings, table, d) for d in days]
     failed = [r for r in results if not r["success"]]
     if failed:
@@ -58,21 +58,26 @@ def gate_days(table: str, days: list[str], *, dag_id: str, ds: str) -> dict:
             "seconds": round(sum(r["seconds"] for r in results), 2)}
 
 
-def gate_tpm(ds: str, dag_id: str = "ecdctr_tpm_monthly") -> dict:
-    plan = calendar.tpm_plan(calendar.Month.of(calendar.parse_date(ds)), _settings().calendar)
-    return gate_days(paths.tpm_features(), plan.train_months[-1].window.partitions(), dag_id=dag_id, ds=ds)
+def gate_tpm(ds: str, dag_id: str = "ecdctr_tpm_monthly", settings=None) -> dict:
+    settings = settings or _settings()
+    plan = calendar.tpm_plan(calendar.Month.of(calendar.parse_date(ds)), settings.calendar)
+    return gate_days(paths.tpm_features(), plan.train_months[-1].window.partitions(), dag_id=dag_id, ds=ds,
+                     settings=settings)
 
 
-def gate_cpm(ds: str, dag_id: str = "ecdctr_cpm_weekly") -> dict:
-    plan = calendar.cpm_plan(ds, _settings().calendar)
-    return gate_days(paths.complete_features("natural"), plan.window.partitions()[-7:], dag_id=dag_id, ds=ds)
+def gate_cpm(ds: str, dag_id: str = "ecdctr_cpm_weekly", settings=None) -> dict:
+    settings = settings or _settings()
+    plan = calendar.cpm_plan(ds, settings.calendar)
+    return gate_days(paths.complete_features("natural"), plan.window.partitions()[-7:], dag_id=dag_id, ds=ds,
+                     settings=settings)
 
 
-def gate_actr(ds: str, dag_id: str = "ecdctr_actr_daily") -> dict:
-    plan = calendar.actr_plan(ds, _settings().calendar)
+def gate_actr(ds: str, dag_id: str = "ecdctr_actr_daily", settings=None) -> dict:
+    settings = settings or _settings()
+    plan = calendar.actr_plan(ds, settings.calendar)
     days = plan.holdout_window.partitions()
-    raw = gate_days(paths.raw_table("ad"), days, dag_id=dag_id, ds=ds)
-    feats = gate_days(paths.complete_features("ad"), days, dag_id=dag_id, ds=ds)
+    raw = gate_days(paths.raw_table("ad"), days, dag_id=dag_id, ds=ds, settings=settings)
+    feats = gate_days(paths.complete_features("ad"), days, dag_id=dag_id, ds=ds, settings=settings)
     return {"tables": [raw["table"], feats["table"]], "days": days, "checks": raw["checks"] + feats["checks"]}
 
 
@@ -148,13 +153,13 @@ def train(tier: str, ds: str) -> dict:
                 "gauc", "gauc_coverage", "auc", "logloss")}, "blessed": r.extra.get("blessed")}
 
 
-def evaluate_cpm(ds: str) -> dict:
+def evaluate_cpm(ds: str, settings=None) -> dict:
     """The CPM's evaluation on its held-out tail, from its manifest (refuses a degenerate model)."""
     from .. import artifacts
     from ..errors import EcdctrError
     from ..store import open_store
 
-    settings = _settings()
+    settings = settings or _settings()
     m = artifacts.read_manifest(open_store(settings.store), paths.cpm_checkpoint(calendar.parse_date(ds)))
     if not m.metrics.get("gauc_coverage"):
         raise EcdctrError(f"CPM {ds}: no GAUC on the evaluation tail (coverage {m.metrics.get('gauc_coverage')})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,54 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     assert "nvidia.com/gpu" not in (spark.full_pod_spec.spec.containers[0].resources.limits or {})
 
 
+def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
+    """What a pod runs is a command the CLI (or spark-submit) accepts, never the image default."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ecdctr_pipeline.cli import build_parser
+    from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
+
+    monkeypatch.setenv("ECDCTR_ORCHESTRATION__EXECUTION", "kubernetes")
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    pods = 0
+    for dag_id in ("ecdctr_tpm_monthly", "ecdctr_cpm_weekly", "ecdctr_actr_daily"):
+        for op in bag.get_dag(dag_id).tasks:
+            if type(op).__name__ != "KubernetesPodOperator":
+                continue
+            pods += 1
+            argv = [a.replace("{{ ds }}", "2026-11-23") for a in op.arguments]
+            assert op.cmds in (["ecdctr"], ["spark-submit"]), f"{dag_id}.{op.task_id}: {op.cmds}"
+            if op.cmds == ["ecdctr"]:
+                args = build_parser().parse_args(argv)  # SystemExit on an argv the CLI rejects
+                assert callable(args.func), f"{dag_id}.{op.task_id}"
+            else:
+                job = next(a for a in argv if a.endswith(".py"))
+                assert (DAGS_FOLDER.parent / "spark_jobs" / job.rsplit("/", 1)[1]).is_file()
+            assert op.full_pod_spec.spec.containers[0].image in ("ecdctr/trainer:0.1.0", "ecdctr/spark:0.1.0")
+    assert pods >= 12
+    gate = bag.get_dag("ecdctr_cpm_weekly").get_task("quality_gate")
+    assert gate.arguments == ["gate", "cpm", "--as-of", "{{ ds }}", "--json"]
+    assert "nvidia.com/gpu" not in (gate.full_pod_spec.spec.containers[0].resources.limits or {})
+    ev = bag.get_dag("ecdctr_cpm_weekly").get_task("evaluate_cpm")
+    assert ev.arguments == ["evaluate", "--tier", "cpm", "--as-of", "{{ ds }}", "--json"]
+
+
+def test_gate_and_cpm_evaluation_commands_run_in_process(tiny_env, capsys):
+    """The argv the gate and evaluate_cpm pods run, through the CLI entry point on the tiny store."""
+    from ecdctr_pipeline.cli import main
+    from ecdctr_pipeline.orchestration import commands
+
+    tiny_env()
+    assert main(commands.gate_command("actr", "2026-11-24")[1:]) == 0
+    printed = capsys.readouterr().out  # Airflow's and GX's log lines may precede the JSON
+    out = json.loads(printed[re.search(r"^\{$", printed, re.M).start():])
+    assert out["tables"] == ["raw/ad", "features/complete/ad"] and out["days"] == ["2026-11-23"] and out["checks"] > 0
+    # no CPM checkpoint in the tiny store: one line naming the missing artifact, non-zero
+    assert main(commands.evaluate_command("2026-11-23", "cpm")[1:]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecdctr: error: ") and "cpm/checkpoints/W=2026-11-23" in err[0]
+
+
 # ------------------------------------------------------------------ sensors (tiny data, DuckDB engine)
 @pytest.fixture
 def tiny_env(tiny_pipeline_store, tmp_path, monkeypatch):
@@ -237,13 +286,14 @@ def test_end_to_end_on_s3_then_idempotent_reruns(bag, s3_store_settings, tmp_pat
     from ecdctr_pipeline.simulate import simulate
 
     st = s3_store_settings
+    # TPM on 4 months (M-4..M-1) instead of 6: the same three snapshot months, a third less data
     cfg = write_config(tmp_path / "config.yaml", {
         "root": st.root, "endpoint_url": st.endpoint_url, "region": st.region, "allow_http": True,
-        "access_key_id": "testing", "secret_access_key": "testing"})
+        "access_key_id": "testing", "secret_access_key": "testing"}, calendar={"tpm_train_months": 4})
     monkeypatch.setenv("ECDCTR_CONFIG", str(cfg))
     s = load_settings()
     store = open_store(s.store)
-    simulate(store, dt.date(2026, 4, 1), dt.date(2026, 11, 23), "tiny", seed=3, progress=False)
+    simulate(store, dt.date(2026, 6, 1), dt.date(2026, 11, 23), "tiny", seed=3, progress=False)
     for tier, day in (("tpm", "2026-10-01"), ("cpm", "2026-11-23"), ("actr", "2026-11-24")):
         o = run(bag, tier, day)
         assert o.state == "success", o
@@ -260,6 +310,7 @@ def test_end_to_end_on_s3_then_idempotent_reruns(bag, s3_store_settings, tmp_pat
     assert run(bag, "actr", "2026-11-24").state == "success"
     after = {p: (m.attempt, [f.sha256 for f in m.files]) for p, m in artifacts.list_artifacts(store)}
     assert after == before
+    assert {t: delta.read(store, t)[0].num_rows for t in rows_before} == rows_before  # no Delta duplicates
     # a forced re-run replaces atomically: a new attempt, the old one collected, no Delta duplicates
     old = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
     training.train_actr(s, "2026-11-24", force=True)
@@ -267,7 +318,3 @@ def test_end_to_end_on_s3_then_idempotent_reruns(bag, s3_store_settings, tmp_pat
     assert new.attempt != old.attempt
     assert set(store.iter_children(paths.actr_model("2026-11-24"))) == {new.attempt, "MANIFEST.json"}
     artifacts.verify(store, paths.actr_model("2026-11-24"))
-    from ecdctr_pipeline import extract
-
-    extract.extract_complete(s, "ad", "2026-11-24", force=True)
-    assert {t: delta.read(store, t)[0].num_rows for t in rows_before} == rows_before
