@@ -1,4 +1,4 @@
-"""Extraction end to end on the local store and on the loopback S3 server."""
+"""Extraction end to end on the local store (S3: test_spark_cluster.py, test_dags.py)."""
 
 import datetime as dt
 
@@ -17,9 +17,11 @@ def _settings(store_settings):
     return Settings(store=store_settings, spark=SparkSettings(master="local[2]", shuffle_partitions=2))
 
 
-def test_extract_complete_rerun_and_replace(any_store_settings, spark):
-    settings = _settings(any_store_settings)
-    store = open_store(any_store_settings)
+def test_extract_complete_rerun_and_replace(local_store_settings, spark):
+    # (s3a is exercised by test_spark_cluster.py and the end-to-end DAG test; replaceWhere and
+    # txnAppId behave the same on every file system)
+    settings = _settings(local_store_settings)
+    store = open_store(local_store_settings)
     simulate(store, dt.date(2026, 9, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
     r1 = extract_complete(settings, "ad", "2026-11-24", spark=spark)
     table = paths.complete_features("ad")

@@ -68,12 +68,31 @@ def test_cpm_refuses_overlapping_set(pipeline_settings):
     assert artifacts.find_manifest(store, paths.cpm_checkpoint("2026-11-23")) is None
 
 
-@pytest.fixture
-def cpm_ready(pipeline_settings):
-    training.train_tpm(pipeline_settings, "2026-10")
-    r = training.train_cpm(pipeline_settings, "2026-11-23")
+@pytest.fixture(scope="module")
+def cpm_trained_store(tiny_pipeline_store, tmp_path_factory):
+    """The tiny store with TPM 2026-10 and CPM 2026-11-23 trained once for this module."""
+    import shutil
+
+    from tests.conftest import tiny_settings
+
+    dest = tmp_path_factory.mktemp("cpm-trained") / "store"
+    shutil.copytree(tiny_pipeline_store, dest)
+    s = tiny_settings(f"file://{dest}")
+    training.train_tpm(s, "2026-10")
+    r = training.train_cpm(s, "2026-11-23")
     assert not r.skipped and 0 < r.metrics["gauc_coverage"] <= 1
-    return pipeline_settings
+    return dest
+
+
+@pytest.fixture
+def cpm_ready(cpm_trained_store, tmp_path):
+    """A private copy of the trained store (tests publish A-CTR models into it)."""
+    import shutil
+
+    from tests.conftest import tiny_settings
+
+    shutil.copytree(cpm_trained_store, tmp_path / "store")
+    return tiny_settings(f"file://{tmp_path / 'store'}")
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
