@@ -14,7 +14,7 @@ JARS_STAMP := $(JARS)/.verified
 HELM_VERSION := v3.22.0
 HELM := .tools/bin/helm
 
-.PHONY: venv jars tools helm demo test test-fast java bench bench-features bench-train bench-serving lint-deploy clean
+.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-serving lint-deploy clean
 
 venv: $(STAMP) $(JARS_STAMP)
 
@@ -43,12 +43,17 @@ java:
 	@echo "java not found: installing openjdk-17-jre-headless with apt"
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless
 
+# Debian's headless Chromium: the scheduler test screenshots the Airflow UI with it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium not found: installing Debian's chromium with apt"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
 # The main job, end to end on the embedded default (local store, Spark local, TF CPU, Airflow SQLite).
 demo: venv
 	$(BIN)/ecdctr demo
 
 # The whole suite, slow end-to-end tests included (CI runs this).
-test: venv
+test: venv chromium
 	$(BIN)/python -m pytest -q
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.

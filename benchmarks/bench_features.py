@@ -3,7 +3,7 @@
 Simulates the natural domain at the chosen scale for one CPM window plus its history, then
 times (1) the complete features written as Parquet in-process, Spark local[*] vs DuckDB SQL
 (target: Spark within 3x), and (2) the whole job as production runs it — ``spark-submit
-spark_jobs/extract_complete.py`` writing Delta with delta-spark — on a standalone master with
+spark_jobs/ecdctr_cli.py extract complete ...`` writing Delta with delta-spark — on a standalone master with
 2 one-core workers vs ``local[2]``, same data (ratio reported, no target on 2 cores).
 """
 
@@ -91,17 +91,20 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         from ecdctr_pipeline.spark_standalone import StandaloneCluster, spark_submit
 
-        job = ["--domain", "natural", "--as-of", args.monday, "--force"]
+        from ecdctr_pipeline.orchestration import steps
+
+        # the CPM DAG's extraction step, rendered for the Monday, forced to recompute each run
+        job = [*steps.render(steps.TIERS["cpm"].step("extract_natural_features").argv, args.monday), "--force"]
         env = {"ECDCTR_STORE": settings.store.root}
 
         def check(r):
             if r.returncode != 0:
                 raise SystemExit(f"spark-submit failed: {(r.stdout + r.stderr)[-1500:]}")
 
-        t_local2, _ = timed(lambda: check(spark_submit("extract_complete", job, settings, master="local[2]",
+        t_local2, _ = timed(lambda: check(spark_submit(job, settings, master="local[2]",
                                                         env=env)), args.repeat)
         with StandaloneCluster(workers=2, cores_per_worker=1, worker_memory="2g") as cluster:
-            t_cluster, _ = timed(lambda: check(cluster.submit("extract_complete", job, settings, env=env,
+            t_cluster, _ = timed(lambda: check(cluster.submit(job, settings, env=env,
                                                               executor_memory="1536m")), args.repeat)
         rows += [
             ("spark-submit local[2] → Delta (reference for the cluster)", n_in, n_out, t_local2,

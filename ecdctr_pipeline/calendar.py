@@ -150,6 +150,21 @@ def parse_date(text: str | dt.date, *, what: str = "date") -> dt.date:
         raise CalendarError(f"invalid {what} {text!r}: expected YYYY-MM-DD") from None
 
 
+def parse_instant(text: str, *, what: str = "timestamp") -> dt.datetime:
+    """Parse an ISO timestamp (UTC when it names no zone)."""
+    try:
+        t = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise CalendarError(f"invalid {what} {text!r}: expected an ISO timestamp such as 2026-11-24T06:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def run_due(day: str | dt.date) -> dt.datetime:
+    """When the run of logical date ``day`` is due: 00:00 UTC that day (the DAGs' cron schedules
+    fire at midnight, and Airflow 3's cron timetable makes that instant the logical date)."""
+    return dt.datetime.combine(parse_date(day), dt.time(), UTC)
+
+
 def monday_on_or_before(day: dt.date) -> dt.date:
     return day - dt.timedelta(days=day.weekday())
 

@@ -34,6 +34,7 @@ def _store(args: argparse.Namespace):
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    args.result = data  # what execute() returns (the XCom of a DAG step)
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -160,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.tier == "cpm":
         r = training.train_cpm(settings, args.as_of, force=args.force)
     else:
-        r = training.train_actr(settings, args.as_of, force=args.force, policy=args.policy)
+        r = training.train_actr(settings, args.as_of, force=args.force, policy=args.policy, cpm=args.cpm)
     m = r.metrics
     if r.skipped:
         text = f"{r.tier} {r.logical_date}: already published at {r.artifact} (use --force to retrain)"
@@ -178,14 +179,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .report import markdown_table
     from .training import evaluate_day
 
+    settings = _settings(args)
     if args.tier == "cpm":
         from .orchestration.tasks import evaluate_cpm
 
-        m = evaluate_cpm(args.as_of, settings=_settings(args))
+        m = evaluate_cpm(args.as_of, settings=settings)
         _emit(args, m, f"CPM {args.as_of} on its evaluation tail: GAUC {m['gauc']:.4f} "
                        f"(coverage {m['gauc_coverage']:.2f}), AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}")
         return 0
-    r = evaluate_day(_settings(args), args.as_of)
+    if not (settings.orchestration.compare_target_only or args.compare):
+        why = "orchestration.compare_target_only is false (pass --compare to evaluate anyway)"
+        _emit(args, {"skipped": why}, f"A-CTR {args.as_of}: no comparison with Target-only: {why}")
+        return 0
+    r = evaluate_day(settings, args.as_of)
     rows = [(name, m["gauc"], m["gauc_coverage"], m["auc"], m["logloss"], m["impressions"])
             for name, m in (("A-CTR (E-CDCTR)", r["actr"]), ("Target-only", r["target_only"]))]
     text = (f"Holdout [{r['holdout']['start']}, {r['holdout']['end']}) — CPM W={r['cpm_checkpoint']}, "
@@ -218,6 +224,42 @@ def cmd_gate(args: argparse.Namespace) -> int:
     r = gate(args.as_of, settings=_settings(args))
     _emit(args, r, f"{args.tier} gate {args.as_of}: {r['checks']} check(s) passed")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """A readiness check a sensor repeats (``embedding-set``, ``cpm``), or the blessing a run's
+    export depends on (``blessed``). Not ready: exit 75 and one line naming what is missing."""
+    import datetime as dt
+
+    from . import artifacts, calendar, paths
+    from .errors import NotReadyError
+    from .orchestration import tasks
+
+    settings = _settings(args)
+    if args.what == "embedding-set":
+        found = tasks.embedding_set_ready(args.as_of, settings=settings)  # OverlapError: fails at once
+        if found is None:
+            raise NotReadyError(tasks.describe_missing_set(args.as_of, settings=settings))
+        _emit(args, found, f"embedding set {found['embedding_set']} (months {', '.join(found['months'])}) is "
+                           f"published: {found['uri']}")
+        return 0
+    if args.what == "cpm":
+        now = calendar.parse_instant(args.now, what="--now") if args.now else dt.datetime.now(calendar.UTC)
+        waited = tasks.waited_since(calendar.run_due(args.as_of), now)
+        found = tasks.cpm_checkpoint_ready(args.as_of, waited, settings=settings)
+        if found is None:
+            raise NotReadyError(tasks.describe_missing_cpm(args.as_of, settings=settings))
+        _emit(args, found, f"A-CTR {args.as_of} uses CPM checkpoint W={found['cpm_checkpoint']}"
+                           + (" (fallback: the week's checkpoint is late)" if found["fallback"] else ""))
+        return 0
+    day = calendar.parse_date(args.as_of, what="--as-of")
+    m = artifacts.read_manifest(_store(args), paths.actr_model(day))
+    blessing = m.extra.get("gate") or {}
+    data = {"actr_model": m.artifact_id, "blessed": bool(m.extra.get("blessed")), "gate": blessing}
+    base = (blessing.get("baseline") or {}).get("gauc")
+    _emit(args, data, f"A-CTR {m.artifact_id}: {'BLESSED' if data['blessed'] else 'REJECTED'} (GAUC "
+                      f"{blessing.get('candidate_gauc')} vs served {base}, tolerance {blessing.get('tolerance')})")
+    return 0 if data["blessed"] else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -353,14 +395,29 @@ def build_parser() -> argparse.ArgumentParser:
         if tier == "actr":
             t.add_argument("--policy", choices=["all_but_bn", "embeddings", "mlp_without_bn", "all"],
                            help="transfer policy (default: actr.transfer_policy)")
-        t.set_defaults(func=cmd_train, policy=None)
+            t.add_argument("--cpm", metavar="MONDAY", help="the CPM checkpoint to fine-tune from, as chosen by "
+                           "`ecdctr check cpm` (the DAG's sensor); must be the plan's or its allowed fallback "
+                           "(default: the plan's, else the fallback)")
+        t.set_defaults(func=cmd_train, policy=None, cpm=None)
 
     ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout, or a CPM on its tail",
                         parents=[common, js])
-    ev.add_argument("--tier", choices=["actr", "cpm"], default="actr",
-                    help="actr (default): A-CTR vs Target-only on DATE's holdout; cpm: the CPM of Monday DATE")
+    ev.add_argument("tier", choices=["actr", "cpm"],
+                    help="actr: A-CTR vs Target-only on DATE's holdout; cpm: the CPM of Monday DATE on its tail")
     ev.add_argument("--as-of", required=True, metavar="DATE")
+    ev.add_argument("--compare", action="store_true",
+                    help="actr: compare with Target-only even when orchestration.compare_target_only is false")
     ev.set_defaults(func=cmd_evaluate)
+
+    ck = sub.add_parser("check", help="what a sensor waits for, or whether a model is blessed (exit 75: not ready)",
+                        parents=[common, js])
+    ck.add_argument("what", choices=["embedding-set", "cpm", "blessed"],
+                    help="embedding-set: the set the CPM of Monday DATE consumes; cpm: the CPM checkpoint A-CTR "
+                         "DATE uses (primary, or the fallback once late); blessed: exit 0 only if A-CTR DATE is "
+                         "blessed")
+    ck.add_argument("--as-of", required=True, metavar="DATE", help="the run's logical date")
+    ck.add_argument("--now", metavar="TIMESTAMP", help="cpm: the instant to measure lateness at (default: the clock)")
+    ck.set_defaults(func=cmd_check)
 
     ga = sub.add_parser("gate", help="a tier run's data-quality gate (what the DAG's quality_gate runs)",
                         parents=[common, js])
@@ -418,6 +475,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reports/demo", help="folder for the Markdown report and PNG")
     demo.set_defaults(func=cmd_demo)
     return p
+
+
+def execute(argv: list[str]) -> tuple[int, Any]:
+    """Run one command in this process: ``(exit status, its JSON-able result)``. Errors raise
+    (:class:`EcdctrError` and its kinds), so a caller can tell retryable ones apart; an argv the
+    parser rejects raises :class:`UsageError`. DAG steps, sensors and ``ecdctr backfill`` run
+    pipeline steps through this, with the argv a pod would get."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        from .errors import UsageError
+
+        msg = (err.getvalue().strip().splitlines() or [f"exit {exc.code}"])[-1]
+        raise UsageError(f"invalid command line `ecdctr {' '.join(argv)}`: {msg}") from None
+    args.result = None
+    rc = args.func(args)
+    return rc, json.loads(json.dumps(args.result, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,16 @@ class ArtifactMissingError(EcdctrError):
     """An artifact has no manifest: it is absent (possibly still being written)."""
 
 
+class NotReadyError(ArtifactMissingError):
+    """What a sensor waits for is not there yet (``ecdctr check``): exit 75, EX_TEMPFAIL."""
+
+    exit_code = 75
+
+
+class UsageError(EcdctrError):
+    """A command line the CLI's parser rejects (a step's argv run in-process)."""
+
+
 class CorruptArtifactError(EcdctrError):
     """A published file does not match the checksum or size its manifest records."""
 

@@ -15,6 +15,7 @@ Unknown keys, wrong types and impossible values are rejected with a one-line
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -230,9 +231,23 @@ class OrchestrationSettings(_Section):
     task_timeout_s: int = Field(4 * 3600, gt=0)
     sensor_poke_interval_s: int = Field(300, gt=0)
     sensor_timeout_s: int = Field(12 * 3600, gt=0)
-    sensor_mode: Literal["reschedule", "poke"] = "reschedule"
+    # deferrable: the triggerer waits (no worker slot held); reschedule: the slot is freed between
+    # pokes; poke: the worker waits (short waits only)
+    sensor_mode: Literal["deferrable", "reschedule", "poke"] = "deferrable"
     compare_target_only: bool = True  # A-CTR DAG: also train Target-only for the evaluation report
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_day(cls, v):
+        if isinstance(v, dt.date):  # YAML reads an unquoted 2026-01-01 as a date
+            return v.isoformat()
+        if v is not None:
+            try:
+                dt.date.fromisoformat(v)
+            except ValueError:
+                raise ValueError("expected YYYY-MM-DD") from None
+        return v
 
 
 class Settings(_Section):
@@ -291,7 +306,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             )
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 read as an impossible date
             value = raw
         node = tree
         for part in path[:-1]:

@@ -1,8 +1,8 @@
 """A Spark standalone cluster on one machine, from the pinned pyspark distribution.
 
 ``StandaloneCluster`` starts a master and N workers (``spark-class ...deploy.master.Master`` /
-``...deploy.worker.Worker``) bound to 127.0.0.1 and submits ``spark_jobs/`` to it with
-``spark-submit`` — the same command a production ``spark://`` master gets, with the session
+``...deploy.worker.Worker``) bound to 127.0.0.1 and submits ``spark_jobs/ecdctr_cli.py ARGV`` to
+it with ``spark-submit`` — the same command a production ``spark://`` master gets, with the session
 configuration of :func:`ecdctr_pipeline.spark.submit_conf`. The tests and ``make
 bench-features`` use it to prove the extraction on a real cluster (separate executor JVMs
 that read and write the store themselves); production runs its own cluster.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import EcdctrError
 from .settings import Settings
+from .orchestration.commands import SPARK_CLI_JOB
 from .spark import submit_conf
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "spark_jobs"
@@ -40,19 +41,20 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def spark_submit(job: str, args: list[str], settings: Settings, *, master: str, env: dict[str, str] | None = None,
+def spark_submit(argv: list[str], settings: Settings, *, master: str, env: dict[str, str] | None = None,
                  extra: list[str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
-    """Run ``spark_jobs/<job>.py`` with the pinned pyspark's ``spark-submit`` on ``master``."""
+    """Run the ``ecdctr`` argv (``extract complete --domain ad --as-of D``) as a Spark application,
+    ``spark_jobs/ecdctr_cli.py``, with the pinned pyspark's ``spark-submit`` on ``master``."""
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.driver.memory={settings.spark.driver_memory}",
-           *(extra or []), *submit_conf(settings), str(JOBS_DIR / f"{job}.py"), *args]
+           *(extra or []), *submit_conf(settings), str(JOBS_DIR / SPARK_CLI_JOB), *argv]
     full_env = dict(os.environ, SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
     full_env.update(env or {})
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout_s)
 
 
 class StandaloneCluster:
-    """``with StandaloneCluster(workers=2) as c: c.submit("extract_complete", [...], settings)``."""
+    """``with StandaloneCluster(workers=2) as c: c.submit(["extract", "complete", ...], settings)``."""
 
     def __init__(self, workers: int = 2, cores_per_worker: int = 1, worker_memory: str = "1g",
                  host: str = "127.0.0.1", start_timeout_s: float = 90):
@@ -103,10 +105,10 @@ class StandaloneCluster:
                 raise EcdctrError(f"Spark standalone cluster did not start at {self.master_url}: {logs}")
             time.sleep(0.5)
 
-    def submit(self, job: str, args: list[str], settings: Settings, *, env: dict[str, str] | None = None,
+    def submit(self, argv: list[str], settings: Settings, *, env: dict[str, str] | None = None,
                executor_memory: str = "768m", timeout_s: float = 600) -> subprocess.CompletedProcess:
-        """``spark-submit --master spark://... spark_jobs/<job>.py ARGS`` with the session conf."""
-        return spark_submit(job, args, settings, master=self.master_url, env={**self._env(), **(env or {})},
+        """``spark-submit --master spark://... spark_jobs/ecdctr_cli.py ARGV`` with the session conf."""
+        return spark_submit(argv, settings, master=self.master_url, env={**self._env(), **(env or {})},
                             extra=["--conf", f"spark.executor.memory={executor_memory}"], timeout_s=timeout_s)
 
     def stop(self) -> None:

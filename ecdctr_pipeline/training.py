@@ -269,6 +269,22 @@ def resolve_cpm(store: ArtifactStore, plan: calendar.ACTRPlan) -> tuple[artifact
                             f"max_cpm_staleness_days={plan.max_cpm_staleness_days}")
 
 
+def chosen_cpm(store: ArtifactStore, plan: calendar.ACTRPlan, monday: str | dt.date) -> tuple[artifacts.Manifest, bool]:
+    """The CPM checkpoint a sensor chose (``--cpm``), checked against the plan, never re-chosen:
+    it must be the plan's Monday or its allowed fallback, and published. Returns (manifest, fallback)."""
+    w = calendar.parse_date(monday, what="--cpm")
+    allowed = [plan.cpm_monday] + ([plan.fallback_monday] if plan.fallback_monday else [])
+    if w not in allowed:
+        fb = f"its allowed fallback W={plan.fallback_monday}" if plan.fallback_monday else \
+            f"a fallback (none allowed: max_cpm_staleness_days={plan.max_cpm_staleness_days})"
+        raise calendar.CalendarError(f"A-CTR {plan.day}: --cpm {w} is neither the plan's CPM checkpoint "
+                                     f"W={plan.cpm_monday} nor {fb}")
+    m = artifacts.find_manifest(store, paths.cpm_checkpoint(w))
+    if m is None:
+        raise CheckpointMissing(f"A-CTR {plan.day}: the chosen CPM checkpoint W={w} is not published")
+    return m, w != plan.cpm_monday
+
+
 def _ad_data(settings: Settings, store: ArtifactStore, plan: calendar.ACTRPlan, who: str):
     from .inputs import FeatureLayout, to_arrays
 
@@ -300,7 +316,9 @@ def served_baseline(store: ArtifactStore, before: dt.date) -> tuple[str, artifac
 
 
 def train_actr(settings: Settings, day: str | dt.date, *, force: bool = False,
-               policy: str | None = None) -> TrainResult:
+               policy: str | None = None, cpm: str | dt.date | None = None) -> TrainResult:
+    """Fine-tune A-CTR for ``day``. ``cpm``: the checkpoint the DAG's sensor chose (recorded in the
+    manifest as chosen by the sensor); without it the trainer resolves the plan's (manual runs)."""
     _quiet_tf()
     from . import embedding_sets
     from .metrics import MetricError, is_blessed
@@ -315,7 +333,12 @@ def train_actr(settings: Settings, day: str | dt.date, *, force: bool = False,
     existing = artifacts.find_manifest(store, prefix)
     if existing is not None and not force:
         return TrainResult("actr", prefix, plan.day.isoformat(), True, existing.metrics, dict(existing.extra))
-    cpm_manifest, fallback = resolve_cpm(store, plan)
+    if cpm is None:
+        cpm_manifest, fallback = resolve_cpm(store, plan)
+    else:
+        cpm_manifest, fallback = chosen_cpm(store, plan, cpm)
+    cpm_choice = {"checkpoint": cpm_manifest.artifact_id, "fallback": fallback,
+                  "chosen_by": "resolver (no --cpm)" if cpm is None else "--cpm (the wait_for_cpm sensor)"}
     set_id = cpm_manifest.inputs.embedding_set
     calendar.check_non_overlap(set_id, cpm_manifest.inputs.embedding_months, plan.train_window,
                                tier=f"A-CTR {plan.day}")
@@ -358,14 +381,14 @@ def train_actr(settings: Settings, day: str | dt.date, *, force: bool = False,
             params={"train_window": plan.train_window.to_dict(), "holdout_window": plan.holdout_window.to_dict(),
                     "learning_rate": settings.actr.learning_rate, "epochs": settings.actr.epochs,
                     "batch_size": settings.actr.batch_size},
-            extra={"blessed": blessed, "gate": gate, "cpm_fallback_used": fallback, "warm_start": report},
+            extra={"blessed": blessed, "gate": gate, "cpm_choice": cpm_choice, "warm_start": report},
         )
         published = artifacts.publish(store, prefix, {MODEL_FILE: path, "eval.json": eval_json}, manifest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return TrainResult("actr", prefix, plan.day.isoformat(), False, published.metrics,
                        {"blessed": blessed, "gate": gate, "cpm_checkpoint": cpm_manifest.artifact_id,
-                        "cpm_fallback_used": fallback, "embedding_set": set_id},
+                        "cpm_choice": cpm_choice, "embedding_set": set_id},
                        round(time.perf_counter() - t0, 2))
 
 

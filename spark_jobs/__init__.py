@@ -1,1 +1,1 @@
-"""Spark job entry points: each file is ``main(argv)``, usable with ``spark-submit FILE ARGS``."""
+"""Spark applications: ``ecdctr_cli.py`` runs the ``ecdctr`` command line under spark-submit."""

@@ -26,6 +26,19 @@ for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_k, None)
 
 
+def json_result(printed: str) -> dict:
+    """The JSON object ``ecdctr ... --json`` printed (log lines of Airflow, GX or Spark may surround it)."""
+    import json
+    import re
+
+    starts = [m.start() for m in re.finditer(r"^\{$", printed, re.M)]
+    assert starts, printed[-2000:]
+    body = printed[starts[-1]:]
+    end = re.search(r"^\}$", body, re.M)
+    assert end, printed[-2000:]
+    return json.loads(body[:end.end()])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

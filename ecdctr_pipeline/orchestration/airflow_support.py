@@ -1,6 +1,7 @@
-"""Helpers the DAG files use for wiring: default args, assets, and :func:`step`, which turns one
-pipeline step into an in-process task (embedded default) or a Kubernetes pod (production),
-chosen by ``orchestration.execution``; the command line is the same in both."""
+"""Helpers the DAG files use for wiring: default args, assets, and :func:`render_tier`, which
+renders a tier's steps (:mod:`steps`) into operators: each runs its ``ecdctr`` argv in-process
+through the CLI (embedded default) or as a Kubernetes pod (production), chosen by
+``orchestration.execution``; sensors and branches run in Airflow in both."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ from typing import Any
 from .. import paths
 from ..settings import Settings, load_settings
 from . import callbacks, commands
-
-TEMPLATE_DS = "{{ ds }}"
-
 
 def settings() -> Settings:
     return load_settings()
@@ -99,40 +97,77 @@ def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> di
             "spec": spec}
 
 
-def step(task_id: str, s: Settings, *, kind: str, command: list[str], call: str, args: tuple = (),
-         outlets: list | None = None):
-    """One pipeline step: ``tasks.<call>(*args, ds)`` in-process, or ``command`` in a pod."""
-    if s.orchestration.execution == "kubernetes":
-        from kubernetes.client import ApiClient
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+def run_step(argv: list[str]):
+    """An in-process step: the rendered argv through the CLI entry point; its JSON result is the
+    XCom. A missing upstream artifact or an I/O error may resolve itself (Airflow retries); any
+    other pipeline error (a gate, a calendar or lineage violation) fails the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException
 
-        manifest = pod_manifest(s, name=task_id, kind=kind, command=command)
+    from ..cli import execute
+    from ..errors import ArtifactMissingError, EcdctrError
+
+    try:
+        rc, result = execute(list(argv))
+    except (ArtifactMissingError, OSError):
+        raise
+    except EcdctrError as exc:
+        raise AirflowFailException(str(exc)) from None
+    if rc != 0:
+        raise AirflowFailException(f"`ecdctr {' '.join(argv)}` exited {rc}")
+    return result
+
+
+def run_branch(argv: list[str], condition: str) -> bool:
+    """A branch step: the check's JSON result decides whether the run goes on."""
+    from ..cli import execute
+
+    _, result = execute(list(argv))
+    return bool(result[condition])
+
+
+def _operator(step, s: Settings, tier: str):
+    from . import steps as st
+
+    o = s.orchestration
+    common = {"task_id": step.name, "doc": step.doc}
+    if step.retries is not None:
+        common["retries"] = step.retries
+    outlets = [asset(s, *ASSETS[step.outlet])] if step.outlet else []
+    argv = list(step.argv)
+    if step.kind == "sensor":
+        from .sensors import StepSensor
+
+        return StepSensor(argv=argv, mode=o.sensor_mode, poke_interval=o.sensor_poke_interval_s,
+                          timeout=(step.timeout_s or st._sensor_timeout)(s), **common)
+    if step.kind == "branch":
+        from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+        return ShortCircuitOperator(python_callable=run_branch, op_args=[argv, step.condition], **common)
+    if o.execution == "kubernetes":
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from kubernetes.client import ApiClient
+
+        command = commands.pod_command(step.kind, argv, spark_master=s.spark.master)
+        manifest = pod_manifest(s, name=f"{tier}-{step.name}", kind=step.kind, command=command)
 
         class _Data:  # ApiClient.deserialize reads .data
             data = __import__("json").dumps(manifest)
 
         pod = ApiClient().deserialize(_Data(), "V1Pod")
-        return KubernetesPodOperator(task_id=task_id, namespace=s.orchestration.kubernetes.namespace,
-                                     full_pod_spec=pod, cmds=command[:1], arguments=command[1:],
-                                     get_logs=True, on_finish_action="delete_succeeded_pod",
-                                     do_xcom_push=False, outlets=outlets or [])
-    from airflow.sdk import task
+        return KubernetesPodOperator(namespace=o.kubernetes.namespace, full_pod_spec=pod, cmds=command[:1],
+                                     arguments=command[1:], get_logs=True, on_finish_action="delete_succeeded_pod",
+                                     do_xcom_push=False, outlets=outlets, **common)
+    from airflow.providers.standard.operators.python import PythonOperator
 
-    from . import tasks
+    return PythonOperator(python_callable=run_step, op_args=[argv], outlets=outlets, **common)
 
-    fn = getattr(tasks, call)
 
-    def run(ds=None):
-        from airflow.sdk.exceptions import AirflowFailException
+def render_tier(tier: str, s: Settings) -> list:
+    """Inside a ``with DAG(...)`` block: the tier's steps as operators, chained in order."""
+    from airflow.sdk import chain
 
-        from ..errors import ArtifactMissingError, EcdctrError
+    from .steps import TIERS
 
-        try:
-            return fn(*args, ds)
-        except (ArtifactMissingError, OSError):
-            raise  # may resolve itself: let Airflow retry
-        except EcdctrError as exc:  # a gate, a calendar or lineage violation: retrying cannot help
-            raise AirflowFailException(str(exc)) from None
-
-    run.__name__ = task_id
-    return task(task_id=task_id, outlets=outlets or [])(run)()
+    ops = [_operator(step, s, tier) for step in TIERS[tier].steps]
+    chain(*ops)
+    return ops

@@ -1,82 +1,89 @@
 """``ecdctr backfill --from DATE --to DATE``: the three tiers over a range, in dependency order
-(TPM months whose 1st is in the range, then CPM Mondays, then A-CTR days), running the same
-steps as the DAGs in-process. Dates whose artifact exists are skipped unless ``force``."""
+(TPM months whose 1st is in the range, then CPM Mondays, then A-CTR days).
+
+Each run renders its tier's steps from :mod:`steps` — the same argv, in the same order, as the
+DAG and its pods — and runs them through the CLI entry point. A sensor step's check runs once
+(a backfill does not wait: the tiers run in order, so what it needs exists unless it failed);
+a branch step that answers no ends the run there (a rejected A-CTR model is not exported).
+Dates whose artifact exists are skipped unless ``force``, which adds ``--force`` to the steps
+that take it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .. import artifacts, calendar, paths
+from .. import artifacts
 from ..errors import EcdctrError
 from ..settings import Settings
 from ..store import open_store
+from . import steps
 
 
 @dataclass
 class Row:
     tier: str
     logical_date: str
-    status: str  # "done", "skipped (exists)", "rejected (not exported)", "FAILED: ..."
+    status: str  # "done", "skipped (exists)", "stopped at <step> (...)", "FAILED at <step>: ..."
     seconds: float
     detail: str = ""
+    steps: list[str] = field(default_factory=list)  # the steps that ran, in order
 
 
 def plan_range(start: dt.date, end: dt.date, tiers: tuple[str, ...]) -> list[tuple[str, dt.date]]:
     if end < start:
         raise EcdctrError(f"backfill: --to {end} is before --from {start}")
-    runs: list[tuple[str, dt.date]] = []
-    if "tpm" in tiers:
-        runs += [("tpm", m.first_day) for m in calendar.month_starts_between(start, end)]
-    if "cpm" in tiers:
-        runs += [("cpm", w) for w in calendar.mondays_between(start, end)]
-    if "actr" in tiers:
-        runs += [("actr", d) for d in calendar.iter_days(start, end)]
-    return runs
+    unknown = [t for t in tiers if t not in steps.TIERS]
+    if unknown:
+        raise EcdctrError(f"backfill: unknown tier(s) {', '.join(unknown)}: expected a subset of tpm,cpm,actr")
+    return [(t, d) for t in steps.TIERS if t in tiers for d in steps.TIERS[t].dates(start, end)]
 
 
-def _artifact(tier: str, day: dt.date) -> str:
-    return {"tpm": lambda: paths.tpm_set(calendar.Month.of(day)), "cpm": lambda: paths.cpm_checkpoint(day),
-            "actr": lambda: paths.actr_model(day)}[tier]()
+def _detail(name: str, result) -> str:
+    if not isinstance(result, dict):
+        return ""
+    m = result.get("metrics") or {}
+    if name.startswith("train_") and "gauc" in m:
+        return f"GAUC {m['gauc']:.4f}"
+    if name == "wait_for_cpm":
+        return f"CPM {result['cpm_checkpoint']}" + (" (fallback)" if result.get("fallback") else "")
+    if name == "wait_for_embedding_set":
+        return f"set {result['embedding_set']}"
+    if name == "export_serving":
+        return f"serving v{result['version']}"
+    return ""
 
 
 def run_one(settings: Settings, tier: str, day: dt.date, *, force: bool) -> Row:
-    from .. import extract, quality, serving, training
+    from ..cli import execute
 
     t0 = time.perf_counter()
-    store = open_store(settings.store)
-    if not force and artifacts.find_manifest(store, _artifact(tier, day)) is not None:
-        return Row(tier, day.isoformat(), "skipped (exists)", 0.0)
+    t = steps.TIERS[tier]
     ds = day.isoformat()
-    cal = settings.calendar
-    if tier == "tpm":
-        plan = calendar.tpm_plan(day, cal)
-        extract.extract_tpm(settings, plan.month, force=force)
-        for d in plan.train_months[-1].window.partitions():
-            quality.gate(settings, paths.tpm_features(), d, context={"backfill": True})
-        r = training.train_tpm(settings, plan.month, force=force)
-        detail = f"set {plan.month}: months {', '.join(r.extra.get('months', []))}"
-    elif tier == "cpm":
-        plan = calendar.cpm_plan(day, cal)
-        extract.extract_complete(settings, "natural", day, force=force)
-        for d in plan.window.partitions()[-7:]:
-            quality.gate(settings, paths.complete_features("natural"), d, context={"backfill": True})
-        r = training.train_cpm(settings, day, force=force)
-        detail = f"GAUC {r.metrics.get('gauc', float('nan')):.4f}, set {r.extra.get('embedding_set')}"
-    else:
-        plan = calendar.actr_plan(day, cal)
-        training.resolve_cpm(store, plan)  # fail fast, before any work, when no CPM can be used
-        extract.extract_complete(settings, "ad", day, force=force)
-        for table in (paths.raw_table("ad"), paths.complete_features("ad")):
-            quality.gate(settings, table, plan.holdout_window.start.isoformat(), context={"backfill": True})
-        r = training.train_actr(settings, day, force=force)
-        detail = f"GAUC {r.metrics.get('gauc', float('nan')):.4f}, CPM {r.extra.get('cpm_checkpoint')}"
-        if not r.extra.get("blessed"):
-            return Row(tier, ds, "rejected (not exported)", round(time.perf_counter() - t0, 1), detail)
-        e = serving.export_version(settings, day, force=force)
-        detail += f", serving v{e['version']}"
-    return Row(tier, ds, "done", round(time.perf_counter() - t0, 1), detail)
+    if not force and artifacts.find_manifest(open_store(settings.store), t.artifact(day)) is not None:
+        return Row(tier, ds, "skipped (exists)", 0.0)
+    results: dict[str, object] = {}
+    details: list[str] = []
+
+    def row(status: str) -> Row:
+        return Row(tier, ds, status, round(time.perf_counter() - t0, 1), ", ".join(d for d in details if d),
+                   list(results))
+
+    for step in t.steps:
+        argv = steps.render(step.argv, ds, results) + (["--force"] if force and step.force_flag else [])
+        try:
+            rc, result = execute(argv)
+        except EcdctrError as exc:
+            return row(f"FAILED at {step.name}: {exc}")
+        results[step.name] = result
+        if step.kind == "branch" and not result[step.condition]:
+            return row(f"stopped at {step.name} ({step.condition} is false: {step.doc})")
+        if rc != 0:
+            return row(f"FAILED at {step.name}: `ecdctr {' '.join(argv)}` exited {rc}")
+        details.append(_detail(step.name, result))
+    return row("done")
 
 
 def backfill(settings: Settings, start: dt.date, end: dt.date, *, force: bool = False,
@@ -88,12 +95,8 @@ def backfill(settings: Settings, start: dt.date, end: dt.date, *, force: bool = 
     bar = progress(runs, desc="backfill", total=len(runs), unit="run")
     for tier, day in bar:
         bar.set_postfix_str(f"{tier} {day}")
-        t0 = time.perf_counter()
-        try:
-            rows.append(run_one(settings, tier, day, force=force))
-        except EcdctrError as exc:
-            rows.append(Row(tier, day.isoformat(), f"FAILED: {exc}", round(time.perf_counter() - t0, 1)))
-            if stop_on_error:
-                break
+        rows.append(run_one(settings, tier, day, force=force))
+        if stop_on_error and rows[-1].status.startswith("FAILED"):
+            break
     bar.close()
     return rows

@@ -1,37 +1,20 @@
-"""The command line of every pipeline step: one source of truth for the DAGs' production
-operators, the docker images' entry points, and the tests that tie them together."""
+"""The container command of a step: the ``ecdctr`` argv of :mod:`steps`, behind the entry point
+of the image its kind runs in. The DAGs' production operators, ``pods.py`` and the images'
+entry points use these; in-process execution runs the argv itself."""
 
 from __future__ import annotations
 
 SPARK_JOBS_DIR = "/opt/ecdctr/spark_jobs"
+SPARK_CLI_JOB = "ecdctr_cli.py"  # spark_jobs/ecdctr_cli.py: the ecdctr CLI as a spark-submit application
 TRAINER_ENTRYPOINT = ["ecdctr"]
 SPARK_ENTRYPOINT = ["spark-submit"]
 
 
-def train_command(tier: str, as_of: str) -> list[str]:
-    if tier not in ("tpm", "cpm", "actr"):
-        raise ValueError(f"unknown tier {tier!r}")
-    return [*TRAINER_ENTRYPOINT, "train", tier, "--as-of", as_of, "--json"]
-
-
-def export_command(as_of: str) -> list[str]:
-    return [*TRAINER_ENTRYPOINT, "export", "--as-of", as_of, "--json"]
-
-
-def evaluate_command(as_of: str, tier: str = "actr") -> list[str]:
-    if tier not in ("cpm", "actr"):
-        raise ValueError(f"unknown tier {tier!r}")
-    return [*TRAINER_ENTRYPOINT, "evaluate", "--tier", tier, "--as-of", as_of, "--json"]
-
-
-def gate_command(tier: str, as_of: str) -> list[str]:
-    """The data-quality gate of a tier's run (the DAG's ``quality_gate`` task)."""
-    if tier not in ("tpm", "cpm", "actr"):
-        raise ValueError(f"unknown tier {tier!r}")
-    return [*TRAINER_ENTRYPOINT, "gate", tier, "--as-of", as_of, "--json"]
-
-
-def spark_command(job: str, master: str, args: list[str]) -> list[str]:
-    if job not in ("extract_tpm", "extract_complete"):
-        raise ValueError(f"unknown Spark job {job!r}")
-    return [*SPARK_ENTRYPOINT, "--master", master, f"{SPARK_JOBS_DIR}/{job}.py", *args]
+def pod_command(kind: str, argv: list[str], *, spark_master: str) -> list[str]:
+    """``ecdctr ARGV`` in the trainer image; ``spark-submit --master M .../ecdctr_cli.py ARGV`` in the
+    Spark image (the driver runs the same CLI, so the argv is the same as in-process)."""
+    if kind == "spark":
+        return [*SPARK_ENTRYPOINT, "--master", spark_master, f"{SPARK_JOBS_DIR}/{SPARK_CLI_JOB}", *argv]
+    if kind in ("trainer", "job"):
+        return [*TRAINER_ENTRYPOINT, *argv]
+    raise ValueError(f"a {kind} step does not run in a pod")

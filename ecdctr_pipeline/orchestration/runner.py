@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .steps import DAG_IDS
+
 log = logging.getLogger(__name__)
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-DAG_IDS = {"tpm": "ecdctr_tpm_monthly", "cpm": "ecdctr_cpm_weekly", "actr": "ecdctr_actr_daily"}
 
 
 @dataclass

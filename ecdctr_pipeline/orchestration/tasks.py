@@ -1,5 +1,6 @@
-"""What each DAG task does, as plain functions of primitives (ISO dates), returning small dicts
-for XCom. The DAG files only wire these; the backfill command calls the same functions.
+"""The orchestration-only logic behind ``ecdctr gate``, ``ecdctr check`` and ``ecdctr evaluate cpm``:
+plain functions of primitives (ISO dates) returning small dicts (the steps' XCom). The DAG
+steps, the sensors and ``ecdctr backfill`` reach them through the CLI (see :mod:`steps`).
 
 Gates look at the *new* data of a run: TPM the newest month of ``features/tpm``, CPM the
 newest 7 days of ``features/complete/natural``, A-CTR the newest day (its holdout) of
@@ -20,19 +21,6 @@ def _settings():
     from ..settings import load_settings
 
     return load_settings()
-
-
-# ------------------------------------------------------------------ extraction
-def extract_tpm(ds: str) -> dict:
-    from .. import extract
-
-    return extract.extract_tpm(_settings(), calendar.Month.of(calendar.parse_date(ds))).to_dict()
-
-
-def extract_complete(domain: str, ds: str) -> dict:
-    from .. import extract
-
-    return extract.extract_complete(_settings(), domain, ds).to_dict()
 
 
 # ------------------------------------------------------------------ gates
@@ -82,7 +70,7 @@ def gate_actr(ds: str, dag_id: str = "ecdctr_actr_daily", settings=None) -> dict
 
 
 # ------------------------------------------------------------------ upstream readiness (sensors)
-def embedding_set_ready(ds: str) -> dict | None:
+def embedding_set_ready(ds: str, settings=None) -> dict | None:
     """For the CPM of Monday ``ds``: the set's summary when published; None while absent.
 
     Raises :class:`~ecdctr_pipeline.errors.OverlapError` at once (never waits) when the published
@@ -91,7 +79,7 @@ def embedding_set_ready(ds: str) -> dict | None:
     from .. import artifacts
     from ..store import open_store
 
-    settings = _settings()
+    settings = settings or _settings()
     plan = calendar.cpm_plan(ds, settings.calendar)
     store = open_store(settings.store)
     m = artifacts.find_manifest(store, paths.tpm_set(plan.embedding_set))
@@ -101,14 +89,14 @@ def embedding_set_ready(ds: str) -> dict | None:
     return {"embedding_set": plan.embedding_set, "months": m.months, "uri": store.uri(paths.tpm_set(plan.embedding_set))}
 
 
-def describe_missing_set(ds: str) -> str:
-    settings = _settings()
+def describe_missing_set(ds: str, settings=None) -> str:
+    settings = settings or _settings()
     plan = calendar.cpm_plan(ds, settings.calendar)
     return (f"embedding set {plan.embedding_set} (months {', '.join(str(m) for m in plan.embedding_months)}) "
             f"needed by CPM {plan.monday} is not published")
 
 
-def cpm_checkpoint_ready(ds: str, waited_s: float) -> dict | None:
+def cpm_checkpoint_ready(ds: str, waited_s: float, settings=None) -> dict | None:
     """For the A-CTR of day ``ds``: the CPM checkpoint to use, or None to keep waiting.
 
     The plan's Monday when published. After ``actr.cpm_wait_timeout_s`` of waiting, the previous
@@ -117,7 +105,7 @@ def cpm_checkpoint_ready(ds: str, waited_s: float) -> dict | None:
     from .. import alerts, artifacts
     from ..store import open_store
 
-    settings = _settings()
+    settings = settings or _settings()
     plan = calendar.actr_plan(ds, settings.calendar)
     store = open_store(settings.store)
     if artifacts.find_manifest(store, paths.cpm_checkpoint(plan.cpm_monday)) is not None:
@@ -132,27 +120,14 @@ def cpm_checkpoint_ready(ds: str, waited_s: float) -> dict | None:
     return None
 
 
-def describe_missing_cpm(ds: str) -> str:
-    plan = calendar.actr_plan(ds, _settings().calendar)
+def describe_missing_cpm(ds: str, settings=None) -> str:
+    plan = calendar.actr_plan(ds, (settings or _settings()).calendar)
     fb = f" (fallback W={plan.fallback_monday} not available either)" if plan.fallback_monday else \
         " (no fallback: the previous checkpoint is older than max_cpm_staleness_days)"
     return f"CPM checkpoint W={plan.cpm_monday} needed by A-CTR {plan.day} is not published{fb}"
 
 
-# ------------------------------------------------------------------ training, evaluation, serving
-def train(tier: str, ds: str) -> dict:
-    from .. import training
-
-    settings = _settings()
-    fn = {"tpm": lambda: training.train_tpm(settings, calendar.Month.of(calendar.parse_date(ds))),
-          "cpm": lambda: training.train_cpm(settings, ds),
-          "actr": lambda: training.train_actr(settings, ds)}[tier]
-    r = fn()
-    return {"tier": r.tier, "artifact": r.artifact, "logical_date": r.logical_date, "skipped": r.skipped,
-            "metrics": {k: v for k, v in r.metrics.items() if isinstance(v, (int, float)) and k in (
-                "gauc", "gauc_coverage", "auc", "logloss")}, "blessed": r.extra.get("blessed")}
-
-
+# ------------------------------------------------------------------ evaluation
 def evaluate_cpm(ds: str, settings=None) -> dict:
     """The CPM's evaluation on its held-out tail, from its manifest (refuses a degenerate model)."""
     from .. import artifacts
@@ -164,34 +139,6 @@ def evaluate_cpm(ds: str, settings=None) -> dict:
     if not m.metrics.get("gauc_coverage"):
         raise EcdctrError(f"CPM {ds}: no GAUC on the evaluation tail (coverage {m.metrics.get('gauc_coverage')})")
     return {k: m.metrics.get(k) for k in ("gauc", "gauc_coverage", "auc", "logloss")}
-
-
-def evaluate_actr(ds: str) -> dict:
-    """A-CTR vs Target-only on the holdout; the report is stored under ``reports/actr/D=<ds>/``."""
-    from ..training import evaluate_day
-
-    settings = _settings()
-    if not settings.orchestration.compare_target_only:
-        return {"skipped": "orchestration.compare_target_only is false"}
-    r = evaluate_day(settings, ds)
-    return {"actr_gauc": r["actr"]["gauc"], "target_only_gauc": r["target_only"]["gauc"], "lift": r["gauc_lift"]}
-
-
-def is_blessed(ds: str) -> bool:
-    from .. import artifacts
-    from ..store import open_store
-
-    m = artifacts.read_manifest(open_store(_settings().store), paths.actr_model(calendar.parse_date(ds)))
-    blessed = bool(m.extra.get("blessed"))
-    log.info("A-CTR %s gate: %s", ds, m.extra.get("gate"))
-    return blessed
-
-
-def export(ds: str) -> dict:
-    from ..serving import export_version
-
-    r = export_version(_settings(), ds)
-    return {k: r[k] for k in ("version", "skipped", "actr_model", "served")}
 
 
 def waited_since(logical_end: dt.datetime, now: dt.datetime) -> float:

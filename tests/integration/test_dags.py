@@ -4,21 +4,16 @@ idempotent re-runs, and a failing gate. Airflow runs on a private SQLite AIRFLOW
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 
-from ecdctr_pipeline import artifacts, delta, paths
+from ecdctr_pipeline import artifacts, paths
 from ecdctr_pipeline.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -118,7 +113,9 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     assert bag.import_errors == {}
     op = bag.get_dag("ecdctr_actr_daily").get_task("train_actr")
     assert type(op).__name__ == "KubernetesPodOperator"
-    assert op.cmds == ["ecdctr"] and op.arguments == ["train", "actr", "--as-of", "{{ ds }}", "--json"]
+    assert op.cmds == ["ecdctr"] and op.arguments == [
+        "train", "actr", "--as-of", "{{ ds }}", "--cpm", "{{ ti.xcom_pull(task_ids='wait_for_cpm')['cpm_checkpoint'] }}",
+        "--json"]
     pod = op.full_pod_spec
     c = pod.spec.containers[0]
     assert c.image == "ecdctr/trainer:0.1.0" and c.resources.limits["nvidia.com/gpu"] == "1"
@@ -126,56 +123,87 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
     assert {e.name: e.value for e in c.env}["ECDCTR_CONFIG"] == "/etc/ecdctr/config.yaml"
     spark = bag.get_dag("ecdctr_actr_daily").get_task("extract_ad_features")
-    assert spark.cmds == ["spark-submit"] and spark.arguments[-4:] == ["--domain", "ad", "--as-of", "{{ ds }}"]
+    assert spark.cmds == ["spark-submit"] and spark.arguments[-7:] == [
+        "extract", "complete", "--domain", "ad", "--as-of", "{{ ds }}", "--json"]
     assert "nvidia.com/gpu" not in (spark.full_pod_spec.spec.containers[0].resources.limits or {})
 
 
 def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
-    """What a pod runs is a command the CLI (or spark-submit) accepts, never the image default."""
+    """Each pod runs its registry step's argv, which the real CLI parser accepts once Airflow has
+    rendered the templates (``ds``, the sensor's XCom) — never the image's default entrypoint."""
     from airflow.dag_processing.dagbag import DagBag
 
     from ecdctr_pipeline.cli import build_parser
+    from ecdctr_pipeline.orchestration import commands, steps
     from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
     monkeypatch.setenv("ECDCTR_ORCHESTRATION__EXECUTION", "kubernetes")
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    xcoms = {"wait_for_cpm": {"cpm_checkpoint": "2026-11-23", "fallback": False}}
     pods = 0
-    for dag_id in ("ecdctr_tpm_monthly", "ecdctr_cpm_weekly", "ecdctr_actr_daily"):
-        for op in bag.get_dag(dag_id).tasks:
-            if type(op).__name__ != "KubernetesPodOperator":
+    for tier, t in steps.TIERS.items():
+        dag = bag.get_dag(t.dag_id)
+        assert [op.task_id for op in dag.tasks] == [s.name for s in t.steps]
+        for step in t.steps:
+            op = dag.get_task(step.name)
+            if step.kind not in steps.POD_KINDS:
+                assert type(op).__name__ in ("StepSensor", "ShortCircuitOperator"), f"{t.dag_id}.{step.name}"
                 continue
             pods += 1
-            argv = [a.replace("{{ ds }}", "2026-11-23") for a in op.arguments]
-            assert op.cmds in (["ecdctr"], ["spark-submit"]), f"{dag_id}.{op.task_id}: {op.cmds}"
-            if op.cmds == ["ecdctr"]:
-                args = build_parser().parse_args(argv)  # SystemExit on an argv the CLI rejects
-                assert callable(args.func), f"{dag_id}.{op.task_id}"
-            else:
-                job = next(a for a in argv if a.endswith(".py"))
-                assert (DAGS_FOLDER.parent / "spark_jobs" / job.rsplit("/", 1)[1]).is_file()
-            assert op.full_pod_spec.spec.containers[0].image in ("ecdctr/trainer:0.1.0", "ecdctr/spark:0.1.0")
-    assert pods >= 12
-    gate = bag.get_dag("ecdctr_cpm_weekly").get_task("quality_gate")
-    assert gate.arguments == ["gate", "cpm", "--as-of", "{{ ds }}", "--json"]
-    assert "nvidia.com/gpu" not in (gate.full_pod_spec.spec.containers[0].resources.limits or {})
-    ev = bag.get_dag("ecdctr_cpm_weekly").get_task("evaluate_cpm")
-    assert ev.arguments == ["evaluate", "--tier", "cpm", "--as-of", "{{ ds }}", "--json"]
+            assert type(op).__name__ == "KubernetesPodOperator", f"{t.dag_id}.{step.name}"
+            command = [*op.cmds, *op.arguments]
+            assert command == commands.pod_command(step.kind, list(step.argv), spark_master="local[*]")
+            argv = list(step.argv)
+            if step.kind == "spark":
+                assert command[:2] == ["spark-submit", "--master"] and command[3].endswith("/ecdctr_cli.py")
+                assert (DAGS_FOLDER.parent / "spark_jobs" / commands.SPARK_CLI_JOB).is_file()
+                assert command[4:] == argv
+            rendered = steps.render(argv, "2026-11-23", xcoms)
+            args = build_parser().parse_args(rendered)  # SystemExit on an argv the CLI rejects
+            assert callable(args.func) and rendered, f"{t.dag_id}.{step.name}"
+            image = op.full_pod_spec.spec.containers[0].image
+            assert image == ("ecdctr/spark:0.1.0" if step.kind == "spark" else "ecdctr/trainer:0.1.0")
+            gpu = (op.full_pod_spec.spec.containers[0].resources.limits or {}).get("nvidia.com/gpu")
+            assert (gpu == "1") == (step.kind == "trainer"), f"{t.dag_id}.{step.name}: GPU {gpu}"
+    assert pods == 12
+    assert steps.render(bag.get_dag("ecdctr_actr_daily").get_task("train_actr").arguments, "2026-11-24", xcoms)[-3:] == [
+        "--cpm", "2026-11-23", "--json"]
 
 
-def test_gate_and_cpm_evaluation_commands_run_in_process(tiny_env, capsys):
-    """The argv the gate and evaluate_cpm pods run, through the CLI entry point on the tiny store."""
-    from ecdctr_pipeline.cli import main
-    from ecdctr_pipeline.orchestration import commands
+def test_registry_checks_run_in_process(tiny_env, capsys):
+    """The gate and check steps' argv through the CLI entry point on the tiny store."""
+    from ecdctr_pipeline.cli import execute, main
+    from ecdctr_pipeline.errors import NotReadyError
+    from ecdctr_pipeline.orchestration import steps
 
     tiny_env()
-    assert main(commands.gate_command("actr", "2026-11-24")[1:]) == 0
-    printed = capsys.readouterr().out  # Airflow's and GX's log lines may precede the JSON
-    out = json.loads(printed[re.search(r"^\{$", printed, re.M).start():])
-    assert out["tables"] == ["raw/ad", "features/complete/ad"] and out["days"] == ["2026-11-23"] and out["checks"] > 0
+    actr, cpm = steps.TIERS["actr"], steps.TIERS["cpm"]
+    rc, out = execute(steps.render(actr.step("quality_gate").argv, "2026-11-24"))
+    assert rc == 0 and out["tables"] == ["raw/ad", "features/complete/ad"] and out["days"] == ["2026-11-23"]
+    assert out["checks"] > 0
+    with pytest.raises(NotReadyError, match="embedding set 2026-10 .* needed by CPM 2026-11-23 is not published"):
+        execute(steps.render(cpm.step("wait_for_embedding_set").argv, "2026-11-23"))
+    capsys.readouterr()
+    # from the shell: exit 75 (not ready) and one line naming what is missing
+    assert main(steps.render(actr.step("wait_for_cpm").argv, "2026-11-24")) == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecdctr: error: CPM checkpoint W=2026-11-23 needed by A-CTR 2026-11-24")
     # no CPM checkpoint in the tiny store: one line naming the missing artifact, non-zero
-    assert main(commands.evaluate_command("2026-11-23", "cpm")[1:]) != 0
+    assert main(steps.render(cpm.step("evaluate_cpm").argv, "2026-11-23")) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ecdctr: error: ") and "cpm/checkpoints/W=2026-11-23" in err[0]
+
+
+def test_trainer_takes_the_sensors_choice_and_refuses_another(tiny_env):
+    from ecdctr_pipeline import training
+    from ecdctr_pipeline.errors import CalendarError
+
+    s = tiny_env()
+    with pytest.raises(CalendarError, match=r"A-CTR 2026-11-24: --cpm 2026-11-09 is neither the plan's CPM checkpoint "
+                                            r"W=2026-11-23 nor its allowed fallback W=2026-11-16"):
+        training.train_actr(s, "2026-11-24", cpm="2026-11-09")
+    with pytest.raises(training.CheckpointMissing, match="the chosen CPM checkpoint W=2026-11-16 is not published"):
+        training.train_actr(s, "2026-11-24", cpm="2026-11-16")
 
 
 # ------------------------------------------------------------------ sensors (tiny data, DuckDB engine)
@@ -194,15 +222,15 @@ def tiny_env(tiny_pipeline_store, tmp_path, monkeypatch):
     return configure
 
 
-def test_cpm_sensor_fails_at_once_on_overlap(bag, tiny_env, caplog):
-    from ecdctr_pipeline import training
+def _publish_set(store, set_id: str, months: list[str]):
+    m = artifacts.Manifest(kind="tpm_embedding_set", artifact_id=set_id, logical_date=f"{set_id}-01", months=months)
+    artifacts.publish(store, paths.tpm_set(set_id), {"tables.npz": b"x"}, m)
 
+
+def test_cpm_sensor_fails_at_once_on_overlap(bag, tiny_env, caplog):
     s = tiny_env()
-    training.train_tpm(s, "2026-10")
     store = open_store(s.store)
-    prefix = paths.tpm_set("2026-10")
-    m = artifacts.read_manifest(store, prefix)
-    store.put_bytes(paths.manifest_key(prefix), m.model_copy(update={"months": ["2026-08", "2026-09", "2026-10"]}).to_json())
+    _publish_set(store, "2026-10", ["2026-08", "2026-09", "2026-10"])  # a set whose months overlap the window
     t0 = time.perf_counter()
     o = run(bag, "cpm", "2026-11-23")
     assert o.state == "failed" and o.task_states["wait_for_embedding_set"] == "failed"
@@ -214,8 +242,10 @@ def test_cpm_sensor_fails_at_once_on_overlap(bag, tiny_env, caplog):
            "before the first training month 2026-10" in caplog.text
 
 
-def test_cpm_sensor_times_out_naming_the_set(bag, tiny_env, caplog):
-    tiny_env()
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_cpm_sensor_times_out_naming_the_set(bag, tiny_env, caplog, mode):
+    """In poke mode the worker waits; deferred, the trigger waits (dag.test() runs it in-process)."""
+    tiny_env(orchestration={"sensor_mode": mode})
     o = run(bag, "cpm", "2026-11-23")
     assert o.state == "failed" and o.task_states["wait_for_embedding_set"] == "failed"
     assert "sensor_timeout ecdctr_cpm_weekly 2026-11-23" in caplog.text
@@ -225,6 +255,8 @@ def test_cpm_sensor_times_out_naming_the_set(bag, tiny_env, caplog):
 def test_actr_on_monday_waits_for_that_mondays_cpm(tiny_env):
     """The previous week's checkpoint exists, yet the Monday run waits for its own Monday's CPM
     until ``actr.cpm_wait_timeout_s``; only then does the staleness fallback apply (with an alert)."""
+    from ecdctr_pipeline.cli import execute
+    from ecdctr_pipeline.errors import NotReadyError
     from ecdctr_pipeline.orchestration import tasks
 
     s = tiny_env(actr={"cpm_wait_timeout_s": 3600})
@@ -234,6 +266,11 @@ def test_actr_on_monday_waits_for_that_mondays_cpm(tiny_env):
     assert tasks.cpm_checkpoint_ready("2026-11-23", waited_s=60) is None
     assert "CPM checkpoint W=2026-11-23" in tasks.describe_missing_cpm("2026-11-23")
     assert tasks.cpm_checkpoint_ready("2026-11-23", waited_s=3600) == {"cpm_checkpoint": "2026-11-16", "fallback": True}
+    # the sensor's check from the command line: lateness measured from the run's due time to --now
+    with pytest.raises(NotReadyError):
+        execute(["check", "cpm", "--as-of", "2026-11-23", "--now", "2026-11-23T00:59:00Z"])
+    assert execute(["check", "cpm", "--as-of", "2026-11-23", "--now", "2026-11-23T01:00:00Z"]) == (
+        0, {"cpm_checkpoint": "2026-11-16", "fallback": True})
     assert tasks.cpm_checkpoint_ready("2026-11-25", waited_s=10**6) is None  # Wednesday: W-7 is too stale
     artifacts.publish(store, paths.cpm_checkpoint("2026-11-23"), {"model.keras": b"y"},
                       prev.model_copy(update={"artifact_id": "2026-11-23", "logical_date": "2026-11-23"}))
@@ -246,75 +283,3 @@ def test_actr_sensor_times_out_without_a_usable_cpm(bag, tiny_env, caplog):
     assert o.task_states["wait_for_cpm"] == "failed" and o.task_states.get("train_actr") in ("upstream_failed", None)
     assert "CPM checkpoint W=2026-11-23 needed by A-CTR 2026-11-24 is not published" in caplog.text
     assert artifacts.find_manifest(open_store(s.store), paths.actr_model("2026-11-24")) is None
-
-
-@pytest.fixture
-def webhook(webhook_receiver):
-    base, received = webhook_receiver
-    return f"{base}/hook", received
-
-
-def test_failing_gate_stops_before_training_with_one_alert(bag, tiny_env, webhook):
-    from ecdctr_pipeline import training
-
-    url, received = webhook
-    s = tiny_env(alerts={"notifiers": ["webhook"], "webhook_url": url})
-    training.train_tpm(s, "2026-10")
-    training.train_cpm(s, "2026-11-23")
-    store = open_store(s.store)
-    day, _ = delta.read(store, "raw/ad", partitions=["2026-11-23"])
-    bad = day.set_column(day.schema.get_field_index("click"), "click", pa.array([2] * day.num_rows, pa.int8()))
-    delta.write(store, "raw/ad", bad)
-    o = run(bag, "actr", "2026-11-24")
-    assert o.state == "failed" and o.task_states["quality_gate"] == "failed"
-    assert o.task_states.get("train_actr") in ("upstream_failed", None)
-    assert artifacts.find_manifest(store, paths.actr_model("2026-11-24")) is None
-    assert len(received) == 1
-    a = received[0]
-    assert (a["kind"], a["subject"], a["logical_date"]) == ("quality_gate", "raw/ad", "2026-11-24")
-    assert {d["label"] for d in a["details"]} >= {"click in {0,1}"}
-    assert a["context"]["dag_id"] == "ecdctr_actr_daily"
-
-
-# ------------------------------------------------------------------ end to end on S3 with Spark
-@pytest.mark.slow
-@pytest.mark.spark
-def test_end_to_end_on_s3_then_idempotent_reruns(bag, s3_store_settings, tmp_path, monkeypatch):
-    from ecdctr_pipeline import training
-    from ecdctr_pipeline.serving import read_served
-    from ecdctr_pipeline.settings import load_settings
-    from ecdctr_pipeline.simulate import simulate
-
-    st = s3_store_settings
-    # TPM on 4 months (M-4..M-1) instead of 6: the same three snapshot months, a third less data
-    cfg = write_config(tmp_path / "config.yaml", {
-        "root": st.root, "endpoint_url": st.endpoint_url, "region": st.region, "allow_http": True,
-        "access_key_id": "testing", "secret_access_key": "testing"}, calendar={"tpm_train_months": 4})
-    monkeypatch.setenv("ECDCTR_CONFIG", str(cfg))
-    s = load_settings()
-    store = open_store(s.store)
-    simulate(store, dt.date(2026, 6, 1), dt.date(2026, 11, 23), "tiny", seed=3, progress=False)
-    for tier, day in (("tpm", "2026-10-01"), ("cpm", "2026-11-23"), ("actr", "2026-11-24")):
-        o = run(bag, tier, day)
-        assert o.state == "success", o
-    served = read_served(store)["version"]
-    sv = artifacts.read_manifest(store, paths.serving_version(served))
-    assert sv.inputs.actr_model == "2026-11-24" and sv.inputs.cpm_checkpoint == "2026-11-23"
-    assert sv.inputs.embedding_set == "2026-10" and sv.inputs.embedding_months == ["2026-07", "2026-08", "2026-09"]
-    assert json.loads(store.get_bytes(paths.evaluation_report("2026-11-24")))["target_only"]["gauc_coverage"] > 0
-
-    # re-running the DAG for a date whose artifacts exist leaves them untouched
-    before = {p: (m.attempt, [f.sha256 for f in m.files]) for p, m in artifacts.list_artifacts(store)}
-    rows_before = {t: delta.read(store, t)[0].num_rows for t in (paths.complete_features("ad"),
-                                                                  paths.complete_features("natural"), paths.tpm_features())}
-    assert run(bag, "actr", "2026-11-24").state == "success"
-    after = {p: (m.attempt, [f.sha256 for f in m.files]) for p, m in artifacts.list_artifacts(store)}
-    assert after == before
-    assert {t: delta.read(store, t)[0].num_rows for t in rows_before} == rows_before  # no Delta duplicates
-    # a forced re-run replaces atomically: a new attempt, the old one collected, no Delta duplicates
-    old = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
-    training.train_actr(s, "2026-11-24", force=True)
-    new = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
-    assert new.attempt != old.attempt
-    assert set(store.iter_children(paths.actr_model("2026-11-24"))) == {new.attempt, "MANIFEST.json"}
-    artifacts.verify(store, paths.actr_model("2026-11-24"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ecdctr_pipeline.orchestration import commands
+from ecdctr_pipeline.orchestration import commands, steps
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_a_bad_rendered_manifest_fails_kubernetes_validation(lint_deploy, tmp_pa
 
 
 def test_a_bad_pod_spec_fails_kubernetes_validation(lint_deploy, tmp_path):
-    pod = json.loads((ROOT / "build/k8s/pod-train-actr.json").read_text())
+    pod = json.loads((ROOT / "build/k8s/pod-actr-train-actr.json").read_text())
     pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = [1]
     (tmp_path / "pod.json").write_text(json.dumps(pod))
     r = subprocess.run([str(TOOLS_PY), "scripts/lint_deploy.py", "--skip-hadolint", "--manifests", str(tmp_path),
@@ -71,10 +71,11 @@ def test_a_bad_pod_spec_fails_kubernetes_validation(lint_deploy, tmp_path):
 
 
 def test_training_pod_requests_a_gpu(lint_deploy):
-    pod = json.loads((ROOT / "build/k8s/pod-train-actr.json").read_text())
+    pod = json.loads((ROOT / "build/k8s/pod-actr-train-actr.json").read_text())
     c = pod["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
-    assert [c["command"][0], *c["args"]] == commands.train_command("actr", "{{ ds }}")
+    assert [*c["command"], *c["args"]] == commands.pod_command(
+        "trainer", list(steps.TIERS["actr"].step("train_actr").argv), spark_master="unused")
     assert pod["spec"]["serviceAccountName"] == "ecdctr" and pod["spec"]["tolerations"]
 
 
@@ -87,8 +88,8 @@ def _instruction(dockerfile: Path, name: str) -> str:
 def test_image_entry_points_match_the_dag_commands():
     trainer = json.loads(_instruction(ROOT / "docker/trainer/Dockerfile", "ENTRYPOINT"))
     spark = json.loads(_instruction(ROOT / "docker/spark/Dockerfile", "ENTRYPOINT"))
-    assert trainer == commands.TRAINER_ENTRYPOINT == commands.train_command("cpm", "x")[:1]
-    assert spark == commands.SPARK_ENTRYPOINT == commands.spark_command("extract_tpm", "m", [])[:1]
+    assert trainer == commands.TRAINER_ENTRYPOINT == commands.pod_command("trainer", ["x"], spark_master="m")[:1]
+    assert spark == commands.SPARK_ENTRYPOINT == commands.pod_command("spark", ["x"], spark_master="m")[:1]
     spark_df = (ROOT / "docker/spark/Dockerfile").read_text()
     assert "COPY spark_jobs /opt/ecdctr/spark_jobs" in spark_df
     # the image bakes in the same pinned jars (checked against jvm/jars.sha256) for the pinned pyspark
@@ -96,8 +97,7 @@ def test_image_entry_points_match_the_dag_commands():
     pyspark = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.lock").read_text(), re.M).group(1)
     assert f"ARG SPARK_VERSION={pyspark}" in spark_df
     assert commands.SPARK_JOBS_DIR == "/opt/ecdctr/spark_jobs"
-    for job in ("extract_tpm", "extract_complete"):
-        assert (ROOT / "spark_jobs" / f"{job}.py").is_file()
+    assert (ROOT / "spark_jobs" / commands.SPARK_CLI_JOB).is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^ecdctr = "ecdctr_pipeline\.cli:main"$', pyproject, re.M)
     airflow_reqs = "\n".join(ln for ln in (ROOT / "docker/airflow/requirements.txt").read_text().lower().splitlines()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import threading
 
@@ -17,7 +16,8 @@ from ecdctr_pipeline.settings import Settings, SparkSettings
 from ecdctr_pipeline.simulate import simulate
 from ecdctr_pipeline.spark import DELTA_PROTOCOL
 from ecdctr_pipeline.store import open_store
-from tests.conftest import new_bucket
+from ecdctr_pipeline.orchestration import steps
+from tests.conftest import json_result, new_bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
@@ -37,11 +37,16 @@ def _submit_env(store_settings) -> dict[str, str]:
             "ECDCTR_SPARK__DRIVER_MEMORY": "1g"}
 
 
+def _extract_ad(day: str) -> list[str]:
+    """The A-CTR DAG's extraction step, rendered for ``day``: what its Spark pod runs."""
+    return steps.render(steps.TIERS["actr"].step("extract_ad_features").argv, day)
+
+
 def _result(stdout: str) -> dict:
-    """The job's JSON result line (Spark may print other lines around it)."""
-    lines = [ln for ln in stdout.splitlines() if ln.startswith('{"table"')]
-    assert lines, stdout[-2000:]
-    return json.loads(lines[-1])
+    """The CLI's JSON result (Spark may print log lines around it)."""
+    out = json_result(stdout)
+    assert "table" in out, stdout[-2000:]
+    return out
 
 
 def _sorted(table):
@@ -62,7 +67,7 @@ def two_buckets(s3_endpoint):
 
 def test_cluster_on_s3a_equals_local_row_for_row(spark_cluster, spark, two_buckets):
     on_cluster, on_local = two_buckets
-    r = spark_cluster.submit("extract_complete", ["--domain", "ad", "--as-of", "2026-11-24"], _settings(on_cluster),
+    r = spark_cluster.submit(_extract_ad("2026-11-24"), _settings(on_cluster),
                              env=_submit_env(on_cluster))
     assert r.returncode == 0, r.stderr[-3000:]
     result = _result(r.stdout)
@@ -94,7 +99,7 @@ def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_end
     results: dict[str, subprocess.CompletedProcess] = {}
 
     def run(day):  # one core each, so both drivers and their executors run at once
-        results[day] = spark_cluster.submit("extract_complete", ["--domain", "ad", "--as-of", day], _settings(s),
+        results[day] = spark_cluster.submit(_extract_ad(day), _settings(s),
                                             env={**_submit_env(s), **week, "ECDCTR_SPARK__EXTRA_CONF": "{spark.cores.max: '1'}"})
 
     threads = [threading.Thread(target=run, args=(d,)) for d in days]
