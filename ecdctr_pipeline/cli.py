@@ -319,7 +319,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from .report import markdown_table
 
     rows = backfill(_settings(args), parse_date(args.from_, what="--from"), parse_date(args.to, what="--to"),
-                    force=args.force, tiers=tuple(args.tiers.split(",")))
+                    force=args.force, tiers=tuple(args.tiers.split(",")), config=args.config)
     failed = [r for r in rows if r.status.startswith("FAILED")]
     table = markdown_table(("tier", "logical date", "status", "seconds", "detail"),
                            [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.detail) for r in rows])
@@ -337,13 +337,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--config", metavar="FILE", help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the same options after the command; SUPPRESS keeps `ecdctr --config F backfill ...` from
+    # being reset to the defaults by the subcommand's parser
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = argparse.ArgumentParser(prog="ecdctr", description="E-CDCTR training pipeline", parents=[common])
+    p = argparse.ArgumentParser(prog="ecdctr", description="E-CDCTR training pipeline", parents=[top])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     cfg = sub.add_parser("config", help="settings", parents=[common])

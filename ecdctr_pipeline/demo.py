@@ -23,6 +23,13 @@ from .settings import Settings
 from .store import open_store
 
 
+# saved by tests/integration/test_scheduler.py (headless Chromium on the Airflow UI)
+GRID_PNG = "airflow_actr_grid.png"
+GRID_NOTE = ("The Airflow UI's grid of `ecdctr_actr_daily` after the scheduler test's pass (scheduler, DAG "
+             "processor, triggerer and API server on 127.0.0.1; the runs backfilled through the REST API), "
+             "screenshot taken with headless Chromium by `make test`.")
+
+
 def demo_calendar(as_of: dt.date, days: int, settings: Settings):
     cal = settings.calendar
     actr_days = [as_of - dt.timedelta(days=i) for i in range(days - 1, -1, -1)]
@@ -152,7 +159,9 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
         ("evaluation reports", "reports/actr")))
     md = (f"# E-CDCTR demo — A-CTR {actr_days[0]} .. {actr_days[-1]}\n\n## Stages\n\n{t_table}\n\n"
           f"## GAUC on each day's holdout\n\n{g_table}\n\n" + (f"![GAUC by day]({png.name})\n\n" if png else "")
-          + f"## Lineage of the served version\n\n{lin}\n\n## Where the artifacts are\n\n{where}\n")
+          + f"## Lineage of the served version\n\n{lin}\n\n## Where the artifacts are\n\n{where}\n"
+          + (f"\n## The A-CTR DAG under a real scheduler\n\n{GRID_NOTE}\n\n![A-CTR grid]({GRID_PNG})\n"
+             if (out / GRID_PNG).is_file() else ""))
     (out / "demo.md").write_text(md)
     if json_out:
         print(json.dumps({"timings": timings, "gauc": rows, "lineage": lineage, "report": str(out / "demo.md"),

@@ -9,6 +9,7 @@ unique) and ``vector`` (fixed-size list of float32, the set's dimension).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,25 @@ import pyarrow.parquet as pq
 
 from . import artifacts, calendar, paths
 from .errors import ArtifactMissingError, CorruptArtifactError, EcdctrError
-from .models import HistoricalTables
 from .store import ArtifactStore
 
 SIDES = ("user", "item")
+
+
+@dataclass(frozen=True)
+class HistoricalTables:
+    """The frozen TPM vectors of an embedding set, per side: sorted ids and ``(n, months, d)``."""
+
+    set_id: str
+    months: tuple[str, ...]
+    user_ids: np.ndarray
+    user_vectors: np.ndarray
+    item_ids: np.ndarray
+    item_vectors: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.user_vectors.shape[-1])
 
 
 class EmbeddingSetMissing(ArtifactMissingError):

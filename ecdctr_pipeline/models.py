@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from .embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
 from .inputs import FeatureLayout
 from .layers import (
     CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask,
@@ -75,22 +76,6 @@ def build_tpm_model(cfg: TPMSettings, features: FeatureSettings, user_vocab: np.
 
 
 # ------------------------------------------------------------------ complete model
-@dataclass(frozen=True)
-class HistoricalTables:
-    """The frozen TPM vectors of an embedding set, per side: sorted ids and ``(n, months, d)``."""
-
-    set_id: str
-    months: tuple[str, ...]
-    user_ids: np.ndarray
-    user_vectors: np.ndarray
-    item_ids: np.ndarray
-    item_vectors: np.ndarray
-
-    @property
-    def dim(self) -> int:
-        return int(self.user_vectors.shape[-1])
-
-
 def complete_inputs(layout: FeatureLayout) -> dict:
     inputs = {n: keras.Input(shape=(1,), dtype="int64", name=n) for n in ("user_id", "item_id", "category_id")}
     for n in layout.categorical:

@@ -56,7 +56,9 @@ def _detail(name: str, result) -> str:
     return ""
 
 
-def run_one(settings: Settings, tier: str, day: dt.date, *, force: bool) -> Row:
+def run_one(settings: Settings, tier: str, day: dt.date, *, force: bool, config: str | None = None) -> Row:
+    """One tier's run for ``day``: its steps' argv, rendered, through the CLI (``--config`` passed
+    on when the backfill was given one; otherwise the steps read ECDCTR_CONFIG, as in a pod)."""
     from ..cli import execute
 
     t0 = time.perf_counter()
@@ -72,7 +74,8 @@ def run_one(settings: Settings, tier: str, day: dt.date, *, force: bool) -> Row:
                    list(results))
 
     for step in t.steps:
-        argv = steps.render(step.argv, ds, results) + (["--force"] if force and step.force_flag else [])
+        argv = (steps.render(step.argv, ds, results) + (["--force"] if force and step.force_flag else [])
+                + (["--config", config] if config else []))
         try:
             rc, result = execute(argv)
         except EcdctrError as exc:
@@ -87,7 +90,8 @@ def run_one(settings: Settings, tier: str, day: dt.date, *, force: bool) -> Row:
 
 
 def backfill(settings: Settings, start: dt.date, end: dt.date, *, force: bool = False,
-             tiers: tuple[str, ...] = ("tpm", "cpm", "actr"), stop_on_error: bool = False) -> list[Row]:
+             tiers: tuple[str, ...] = ("tpm", "cpm", "actr"), stop_on_error: bool = False,
+             config: str | None = None) -> list[Row]:
     from ..report import progress
 
     rows: list[Row] = []
@@ -95,7 +99,7 @@ def backfill(settings: Settings, start: dt.date, end: dt.date, *, force: bool = 
     bar = progress(runs, desc="backfill", total=len(runs), unit="run")
     for tier, day in bar:
         bar.set_postfix_str(f"{tier} {day}")
-        rows.append(run_one(settings, tier, day, force=force))
+        rows.append(run_one(settings, tier, day, force=force, config=config))
         if stop_on_error and rows[-1].status.startswith("FAILED"):
             break
     bar.close()

@@ -82,7 +82,7 @@ class LocalAirflow:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs show the steps' progress
             **(env or {}),
         }
         self.airflow = str(Path(sys.executable).with_name("airflow"))

@@ -48,3 +48,13 @@ def test_console_script_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.cli", "plan", "--as-of", "2026-11-24"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "2026-11-23" in r.stdout
+
+
+def test_config_before_or_after_the_command(tmp_path, capsys):
+    """``ecdctr --config F CMD`` and ``ecdctr CMD --config F`` both use F (argparse's subparser
+    defaults used to reset the first form to the embedded default)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {{root: 'file://{tmp_path}/s'}}\n")
+    for argv in (["--config", str(cfg), "status", "--json"], ["status", "--config", str(cfg), "--json"]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["store"] == f"file://{tmp_path}/s"
