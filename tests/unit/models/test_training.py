@@ -1,5 +1,7 @@
 """TPM snapshots, CPM refusals, CPM → A-CTR transfer, A-CTR publication and gate."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -156,3 +158,11 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     # the model reloads and scores
     model = training.load_model(store, paths.actr_model("2026-11-24"))
     assert model.name == "actr"
+    assert m.extra["cpm_choice"] == {"checkpoint": "2026-11-23", "fallback": False,
+                                     "chosen_by": "resolver (no --cpm)"}
+    # the A-CTR DAG's evaluate step: the published model and Target-only on the same holdout
+    report = training.evaluate_day(cpm_ready, "2026-11-24")
+    assert report["target_only"]["gauc_coverage"] > 0 and report["cpm_checkpoint"] == "2026-11-23"
+    assert report["gauc_lift"] == pytest.approx(report["actr"]["gauc"] - report["target_only"]["gauc"])
+    assert report["actr"]["gauc"] == pytest.approx(m.metrics["gauc"], abs=1e-6)
+    assert json.loads(store.get_bytes(paths.evaluation_report("2026-11-24"))) == report
