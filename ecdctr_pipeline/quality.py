@@ -284,9 +284,9 @@ def validate(settings: Settings, table: str, as_of: str, *, store: ArtifactStore
         pass
     asset = ctx.data_sources.add_pandas("ecdctr").add_dataframe_asset(name=table.replace("/", "_"))
     batch = asset.add_batch_definition_whole_dataframe("day")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"ecdctr_{table.replace('/', '_')}"))
-    for c in checks:
-        suite.add_expectation(c.expectation)
+    # all expectations at construction: one store write (add_expectation re-serialises the suite each time)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"ecdctr_{table.replace('/', '_')}",
+                                               expectations=[c.expectation for c in checks]))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="gate", data=batch, suite=suite))
     if df.empty and not df.columns.size:
         df = _schema_for(table, settings).empty_table().to_pandas()

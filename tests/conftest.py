@@ -185,9 +185,8 @@ def pipeline_settings(tiny_pipeline_store, tmp_path):
     return tiny_settings(f"file://{dest}")
 
 
-@pytest.fixture
-def webhook_receiver():
-    """A loopback HTTP receiver for alert webhooks: (base URL, list of received JSON bodies)."""
+def serve_webhooks():
+    """A loopback HTTP receiver for alert webhooks: yields (base URL, list of received JSON bodies)."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -207,3 +206,14 @@ def webhook_receiver():
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}", received
     httpd.shutdown()
+
+
+@pytest.fixture
+def webhook_receiver():
+    yield from serve_webhooks()
+
+
+@pytest.fixture(scope="module")
+def webhook_receiver_module():
+    """The same receiver for a module (a deployment whose alerts a module's tests read)."""
+    yield from serve_webhooks()

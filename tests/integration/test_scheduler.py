@@ -76,28 +76,6 @@ def deployment(s3_endpoint, tmp_path_factory, webhook_receiver_module):
         yield af, settings, cfg, received
 
 
-@pytest.fixture(scope="module")
-def webhook_receiver_module():
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", received
-    httpd.shutdown()
-
-
 def _json_list(out: str) -> list:
     """The JSON list ``ecdctr backfill --json`` printed (progress and log lines may surround it)."""
     import re
