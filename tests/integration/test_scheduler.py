@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -40,12 +41,12 @@ def _config(path: Path, st, webhook: str) -> Path:
         # DuckDB features: the Spark path of the same step argv is proven on a cluster (test_spark_cluster)
         "features": {"engine": "duckdb", "max_seq_len": 10,
                      "hash_buckets": {"user_id": 400, "item_id": 300, "category_id": 16, "item_brand": 50}},
-        "calendar": {"tpm_train_months": 4},
+        "calendar": {"tpm_train_months": 3},  # the three snapshot months, no more
         "tpm": {"batch_size": 1024, "hidden_units": [16]},
         "cpm": {"hidden_units": [32, 16], "batch_size": 512, "epochs": 1, "attention_units": [8]},
         "actr": {"batch_size": 256, "epochs": 1},
         # the evaluate step runs, but skips the Target-only comparison (tested with the trainers)
-        "orchestration": {"retries": 0, "sensor_mode": "deferrable", "sensor_poke_interval_s": 2,
+        "orchestration": {"retries": 0, "sensor_mode": "deferrable", "sensor_poke_interval_s": 1,
                           "sensor_timeout_s": 1200, "compare_target_only": False},
         "alerts": {"notifiers": ["log", "webhook"], "webhook_url": webhook},
     }
@@ -65,13 +66,27 @@ def deployment(s3_endpoint, tmp_path_factory, webhook_receiver_module):
     st = new_bucket(s3_endpoint)
     cfg = _config(tmp / "config.yaml", st, f"{base}/hook")
     settings = load_settings(cfg)
-    simulate(open_store(settings.store), dt.date(2026, 6, 1), dt.date(2026, 11, 24), "tiny", seed=3, progress=False)
     env = {"ECDCTR_CONFIG": str(cfg), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_REGION": "us-east-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # the data is simulated while Airflow starts (nothing runs before the test unpauses the DAGs)
+    failed: list[BaseException] = []
+
+    def _simulate():
+        try:
+            simulate(open_store(settings.store), dt.date(2026, 7, 1), dt.date(2026, 11, 24), "tiny", seed=3,
+                     progress=False)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the fixture
+            failed.append(exc)
+
+    sim = threading.Thread(target=_simulate)
     t0 = time.perf_counter()
+    sim.start()
     # the scheduler creates no runs from the schedules (the clock is not the test's calendar):
     # every run is one the test asks for
     with LocalAirflow(tmp / "airflow", env=env, parallelism=2, use_job_schedule=False) as af:
+        sim.join()
+        if failed:
+            raise failed[0]
         af.started_s = time.perf_counter() - t0
         yield af, settings, cfg, received
 
