@@ -174,10 +174,14 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     assert shot.stat().st_size > 20_000  # a rendered page, not an empty canvas
 
 
-def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys):
+def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys, monkeypatch):
     """After the scheduler's pass, ``ecdctr backfill`` over the same range finds every artifact
     (nothing rerun); forced, it runs every A-CTR step's argv in-process and serves a new version."""
     from ecdctr_pipeline.cli import main
+
+    # the retrained model is compared with itself as the served one: blessing it is not what this
+    # test is about (a retrain on CPU is not bit-identical), so any GAUC passes the gate here
+    monkeypatch.setenv("ECDCTR_ACTR__BLESS_TOLERANCE", "1.0")
 
     af, settings, cfg, _ = deployment
     store = open_store(settings.store)
