@@ -30,15 +30,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import duckdb
 
-    from ecdctr_pipeline import calendar, delta, paths
-    from ecdctr_pipeline.extract import spark_raw_schema
-    from ecdctr_pipeline.features import complete_features
-    from ecdctr_pipeline.features_duckdb import complete_features_sql
-    from ecdctr_pipeline.report import markdown_table
-    from ecdctr_pipeline.settings import Settings, StoreSettings
-    from ecdctr_pipeline.simulate import simulate
-    from ecdctr_pipeline.spark import get_spark
-    from ecdctr_pipeline.store import open_store
+    from ecdctr_pipeline.core import calendar, paths
+    from ecdctr_pipeline.data import delta
+    from ecdctr_pipeline.data.extract import spark_raw_schema
+    from ecdctr_pipeline.data.features import complete_features
+    from ecdctr_pipeline.data.features_duckdb import complete_features_sql
+    from ecdctr_pipeline.core.report import markdown_table
+    from ecdctr_pipeline.core.settings import Settings, StoreSettings
+    from ecdctr_pipeline.data.simulate import simulate
+    from ecdctr_pipeline.data.spark import get_spark
+    from ecdctr_pipeline.data.store import open_store
 
     work = Path(tempfile.mkdtemp(prefix="ecdctr-bench-features-"))
     try:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
         print(f"timing the spark-submit job, {args.repeat} runs each: local[2], then standalone 2 workers",
               file=sys.stderr)
-        from ecdctr_pipeline.spark_standalone import StandaloneCluster, spark_submit
+        from ecdctr_pipeline.data.spark_standalone import StandaloneCluster, spark_submit
 
         from ecdctr_pipeline.orchestration import steps
 

@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from ecdctr_pipeline import serving
-    from ecdctr_pipeline.models import HistoricalTables, build_complete_model
-    from ecdctr_pipeline.report import markdown_table
-    from ecdctr_pipeline.serving_client import LocalScorer
-    from ecdctr_pipeline.settings import Settings
+    from ecdctr_pipeline.serving import export as serving
+    from ecdctr_pipeline.modeling.models import HistoricalTables, build_complete_model
+    from ecdctr_pipeline.core.report import markdown_table
+    from ecdctr_pipeline.serving.client import LocalScorer
+    from ecdctr_pipeline.core.settings import Settings
 
     s = Settings()
     rng = np.random.default_rng(0)

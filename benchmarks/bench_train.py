@@ -29,12 +29,14 @@ def bench_training(repeat: int) -> list[tuple]:
     import numpy as np
     import tensorflow as tf
 
-    from ecdctr_pipeline import calendar, delta, extract, paths
-    from ecdctr_pipeline.inputs import FeatureLayout, make_dataset, to_arrays
-    from ecdctr_pipeline.models import HistoricalTables, build_complete_model, compile_model
-    from ecdctr_pipeline.settings import Settings
-    from ecdctr_pipeline.simulate import simulate
-    from ecdctr_pipeline.store import open_store
+    from ecdctr_pipeline.core import calendar, paths
+    from ecdctr_pipeline.data import delta, extract
+    from ecdctr_pipeline.modeling.inputs import make_dataset
+    from ecdctr_pipeline.modeling.preprocessing import FeatureLayout, raw_columns, transform
+    from ecdctr_pipeline.modeling.models import HistoricalTables, build_complete_model, compile_model
+    from ecdctr_pipeline.core.settings import Settings
+    from ecdctr_pipeline.data.simulate import simulate
+    from ecdctr_pipeline.data.store import open_store
 
     work = Path(tempfile.mkdtemp(prefix="ecdctr-bench-train-"))
     try:
@@ -45,9 +47,9 @@ def bench_training(repeat: int) -> list[tuple]:
         print("simulating small ad data and extracting features", file=sys.stderr)
         simulate(store, plan.window.start - dt.timedelta(days=28), day - dt.timedelta(days=1), "small", seed=0,
                  domains=("ad",), progress=False)
-        extract.extract_complete(s, "ad", day)
+        extract.extract_complete(s, store, "ad", day)
         f = s.features
-        layout = FeatureLayout("complete", f.max_seq_len, tuple(f.counter_windows_days))
+        layout = FeatureLayout.complete(f)
         rng = np.random.default_rng(0)
         hist = HistoricalTables("bench", ("a", "b", "c"), np.arange(6000, dtype=np.int64),
                                 rng.normal(size=(6000, 3, 16)).astype("float32"), np.arange(1500, dtype=np.int64),
@@ -60,14 +62,15 @@ def bench_training(repeat: int) -> list[tuple]:
             # what the trainer does: read the Delta snapshot once, then `epochs` passes of tf.data
             table, _ = delta.read(store, paths.complete_features("ad"), partitions=plan.train_window.partitions(),
                                   columns=list(layout.columns))
-            arrays = to_arrays(table, layout)
-            model.fit(make_dataset(arrays, bs, shuffle=True), epochs=epochs, verbose=0, shuffle=False)
+            arrays = raw_columns(table, layout)
+            model.fit(make_dataset(arrays, layout, bs, shuffle=True), epochs=epochs, verbose=0, shuffle=False)
             return len(arrays["click"]) * epochs
 
         table, _ = delta.read(store, paths.complete_features("ad"), partitions=plan.train_window.partitions())
-        arrays = to_arrays(table, layout)
+        arrays = raw_columns(table, layout)
         n = len(arrays["click"])
-        one = {k: tf.constant(v[:bs]) for k, v in arrays.items() if k != "click"}, tf.constant(arrays["click"][:bs])
+        one = (transform({k: tf.constant(v[:bs]) for k, v in arrays.items() if k != "click"}, layout),
+               tf.constant(arrays["click"][:bs]))
 
         def memory_epoch(model):
             ds = tf.data.Dataset.from_tensors(one).repeat(-(-n // bs))
@@ -93,7 +96,7 @@ def bench_gauc(n: int, users: int, repeat: int) -> list[tuple]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from ecdctr_pipeline.metrics import gauc
+    from ecdctr_pipeline.evaluation.metrics import gauc
 
     rng = np.random.default_rng(1)
     u = rng.integers(0, users, n)
@@ -115,7 +118,7 @@ def bench_gauc(n: int, users: int, repeat: int) -> list[tuple]:
             den += len(yy)
     ref_t = time.perf_counter() - t0
     assert abs(num / den - ours) < 1e-9, (num / den, ours)
-    return [("per-user scikit-learn loop (reference)", n, ref_t), ("ecdctr_pipeline.metrics.gauc", n,
+    return [("per-user scikit-learn loop (reference)", n, ref_t), ("ecdctr_pipeline.evaluation.metrics.gauc", n,
                                                                     statistics.median(times))]
 
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gauc-users", type=int, default=200_000)
     p.add_argument("--skip-gauc", action="store_true", help="only the training throughput")
     args = p.parse_args(argv)
-    from ecdctr_pipeline.report import markdown_table
+    from ecdctr_pipeline.core.report import markdown_table
 
     train = bench_training(args.repeat)
     ref = train[0][2]

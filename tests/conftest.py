@@ -97,7 +97,7 @@ def s3_store_settings(s3_endpoint):
 
 @pytest.fixture
 def local_store_settings(tmp_path):
-    from ecdctr_pipeline.settings import StoreSettings
+    from ecdctr_pipeline.core.settings import StoreSettings
 
     return StoreSettings(root=f"file://{tmp_path / 'store'}")
 
@@ -114,8 +114,8 @@ def any_store_settings(request):
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session (2 cores, delta-spark and s3a) for the test session."""
-    from ecdctr_pipeline.settings import Settings, SparkSettings
-    from ecdctr_pipeline.spark import get_spark
+    from ecdctr_pipeline.core.settings import Settings, SparkSettings
+    from ecdctr_pipeline.data.spark import get_spark
 
     session = get_spark(Settings(spark=SparkSettings(master="local[2]", shuffle_partitions=2)))
     yield session
@@ -125,7 +125,7 @@ def spark():
 @pytest.fixture(scope="session")
 def spark_cluster():
     """A Spark standalone master and two 1-core workers on 127.0.0.1 (the pinned pyspark)."""
-    from ecdctr_pipeline.spark_standalone import StandaloneCluster
+    from ecdctr_pipeline.data.spark_standalone import StandaloneCluster
 
     with StandaloneCluster(workers=2, cores_per_worker=1, worker_memory="1g") as cluster:
         yield cluster
@@ -135,7 +135,7 @@ def new_bucket(s3_endpoint: str, prefix: str = "ecdctr"):
     """StoreSettings for a fresh bucket on the loopback S3 server."""
     import boto3
 
-    from ecdctr_pipeline.settings import StoreSettings
+    from ecdctr_pipeline.core.settings import StoreSettings
 
     bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
@@ -148,7 +148,7 @@ def new_bucket(s3_endpoint: str, prefix: str = "ecdctr"):
 
 
 def tiny_settings(root: str, **over):
-    from ecdctr_pipeline.settings import Settings
+    from ecdctr_pipeline.core.settings import Settings
 
     return Settings.model_validate({
         "store": {"root": root},
@@ -164,16 +164,17 @@ def tiny_settings(root: str, **over):
 @pytest.fixture(scope="session")
 def tiny_pipeline_store(tmp_path_factory):
     """Raw 2026-04-01..2026-11-24 plus features for TPM 2026-10, CPM 2026-11-23 and A-CTR 2026-11-24."""
-    from ecdctr_pipeline import extract
-    from ecdctr_pipeline.simulate import simulate
-    from ecdctr_pipeline.store import open_store
+    from ecdctr_pipeline.data import extract
+    from ecdctr_pipeline.data.simulate import simulate
+    from ecdctr_pipeline.data.store import open_store
 
     root = tmp_path_factory.mktemp("tiny-pipeline")
     s = tiny_settings(f"file://{root}")
     simulate(open_store(s.store), dt.date(2026, 4, 1), dt.date(2026, 11, 24), "tiny", seed=3, progress=False)
-    extract.extract_tpm(s, "2026-10")
-    extract.extract_complete(s, "natural", "2026-11-23")
-    extract.extract_complete(s, "ad", "2026-11-24")
+    store = open_store(s.store)
+    extract.extract_tpm(s, store, "2026-10")
+    extract.extract_complete(s, store, "natural", "2026-11-23")
+    extract.extract_complete(s, store, "ad", "2026-11-24")
     return root
 
 

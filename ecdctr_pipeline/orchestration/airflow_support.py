@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .. import paths
-from ..settings import Settings, load_settings
-from . import callbacks, commands
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.settings import Settings, load_settings
+from ecdctr_pipeline.orchestration import callbacks, commands
 
 def settings() -> Settings:
     return load_settings()
@@ -103,8 +103,8 @@ def run_step(argv: list[str]):
     other pipeline error (a gate, a calendar or lineage violation) fails the task at once."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from ..cli import execute
-    from ..errors import ArtifactMissingError, EcdctrError
+    from ecdctr_pipeline.cli.verbs import execute
+    from ecdctr_pipeline.core.errors import ArtifactMissingError, EcdctrError
 
     try:
         rc, result = execute(list(argv))
@@ -119,14 +119,14 @@ def run_step(argv: list[str]):
 
 def run_branch(argv: list[str], condition: str) -> bool:
     """A branch step: the check's JSON result decides whether the run goes on."""
-    from ..cli import execute
+    from ecdctr_pipeline.cli.verbs import execute
 
     _, result = execute(list(argv))
     return bool(result[condition])
 
 
 def _operator(step, s: Settings, tier: str):
-    from . import steps as st
+    from ecdctr_pipeline.orchestration import steps as st
 
     o = s.orchestration
     common = {"task_id": step.name, "doc": step.doc}
@@ -135,7 +135,7 @@ def _operator(step, s: Settings, tier: str):
     outlets = [asset(s, *ASSETS[step.outlet])] if step.outlet else []
     argv = list(step.argv)
     if step.kind == "sensor":
-        from .sensors import StepSensor
+        from ecdctr_pipeline.orchestration.sensors import StepSensor
 
         return StepSensor(argv=argv, mode=o.sensor_mode, poke_interval=o.sensor_poke_interval_s,
                           timeout=(step.timeout_s or st._sensor_timeout)(s), **common)
@@ -166,7 +166,7 @@ def render_tier(tier: str, s: Settings) -> list:
     """Inside a ``with DAG(...)`` block: the tier's steps as operators, chained in order."""
     from airflow.sdk import chain
 
-    from .steps import TIERS
+    from ecdctr_pipeline.orchestration.steps import TIERS
 
     ops = [_operator(step, s, tier) for step in TIERS[tier].steps]
     chain(*ops)

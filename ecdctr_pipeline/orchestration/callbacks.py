@@ -12,7 +12,7 @@ GATE_MARK = "quality gate failed"
 
 
 def failure_alert(context: dict):
-    from ..alerts import Alert
+    from ecdctr_pipeline.quality.alerts import Alert
 
     ti = context.get("ti") or context.get("task_instance")
     exc = context.get("exception")
@@ -27,8 +27,8 @@ def failure_alert(context: dict):
 
 
 def on_failure(context: dict) -> None:
-    from .. import alerts
-    from ..settings import load_settings
+    from ecdctr_pipeline.quality import alerts
+    from ecdctr_pipeline.core.settings import load_settings
 
     exc = context.get("exception")
     if exc is not None and GATE_MARK in str(exc):

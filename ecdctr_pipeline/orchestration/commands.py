@@ -4,8 +4,9 @@ entry points use these; in-process execution runs the argv itself."""
 
 from __future__ import annotations
 
+from ecdctr_pipeline.data.spark import SPARK_CLI_JOB
+
 SPARK_JOBS_DIR = "/opt/ecdctr/spark_jobs"
-SPARK_CLI_JOB = "ecdctr_cli.py"  # spark_jobs/ecdctr_cli.py: the ecdctr CLI as a spark-submit application
 TRAINER_ENTRYPOINT = ["ecdctr"]
 SPARK_ENTRYPOINT = ["spark-submit"]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EcdctrError
-from .runner import DAGS_FOLDER
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = ("success", "failed")

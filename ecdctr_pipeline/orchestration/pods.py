@@ -8,9 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..settings import load_settings
-from . import commands, steps
-from .airflow_support import pod_manifest
+from ecdctr_pipeline.core.settings import load_settings
+from ecdctr_pipeline.orchestration import commands, steps
+from ecdctr_pipeline.orchestration.airflow_support import pod_manifest
 
 
 def production_steps(master: str) -> dict[str, tuple[str, list[str]]]:

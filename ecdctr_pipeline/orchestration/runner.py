@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .steps import DAG_IDS
+from ecdctr_pipeline.orchestration.steps import DAG_IDS
 
 log = logging.getLogger(__name__)
 

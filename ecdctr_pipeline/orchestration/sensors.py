@@ -18,7 +18,7 @@ import datetime as dt
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from .triggers import StepTrigger, check
+from ecdctr_pipeline.orchestration.triggers import StepTrigger, check
 
 
 class StepSensor(BaseSensorOperator):

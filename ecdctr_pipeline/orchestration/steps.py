@@ -29,7 +29,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import calendar, paths
+from ecdctr_pipeline.core import calendar, paths
 
 DS = "{{ ds }}"
 KINDS = ("spark", "trainer", "job", "sensor", "branch")

@@ -16,8 +16,8 @@ CLASSPATH = "ecdctr_pipeline.orchestration.triggers.StepTrigger"
 def check(argv: list[str]) -> tuple[str, Any]:
     """Run a readiness check once: ("ready", its JSON result), ("waiting", what is missing) or
     ("failed", why: a condition that waiting cannot fix, such as overlapping months)."""
-    from ..cli import execute
-    from ..errors import EcdctrError, NotReadyError
+    from ecdctr_pipeline.cli.verbs import execute
+    from ecdctr_pipeline.core.errors import EcdctrError, NotReadyError
 
     try:
         rc, result = execute(list(argv))

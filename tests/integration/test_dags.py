@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ecdctr_pipeline import artifacts, paths
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.data.store import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,7 @@ def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
     rendered the templates (``ds``, the sensor's XCom) — never the image's default entrypoint."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from ecdctr_pipeline.cli import build_parser
+    from ecdctr_pipeline.cli.verbs import build_parser
     from ecdctr_pipeline.orchestration import commands, steps
     from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
@@ -172,8 +173,9 @@ def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
 
 def test_registry_checks_run_in_process(tiny_env, capsys):
     """The gate and check steps' argv through the CLI entry point on the tiny store."""
-    from ecdctr_pipeline.cli import execute, main
-    from ecdctr_pipeline.errors import NotReadyError
+    from ecdctr_pipeline.app.main import main
+    from ecdctr_pipeline.cli.verbs import execute
+    from ecdctr_pipeline.core.errors import NotReadyError
     from ecdctr_pipeline.orchestration import steps
 
     tiny_env()
@@ -195,15 +197,17 @@ def test_registry_checks_run_in_process(tiny_env, capsys):
 
 
 def test_trainer_takes_the_sensors_choice_and_refuses_another(tiny_env):
-    from ecdctr_pipeline import training
-    from ecdctr_pipeline.errors import CalendarError
+    from ecdctr_pipeline import tiers
+    from ecdctr_pipeline.core.errors import CalendarError
+    from ecdctr_pipeline.tiers.actr import CheckpointMissing
 
     s = tiny_env()
+    store = open_store(s.store)
     with pytest.raises(CalendarError, match=r"A-CTR 2026-11-24: --cpm 2026-11-09 is neither the plan's CPM checkpoint "
                                             r"W=2026-11-23 nor its allowed fallback W=2026-11-16"):
-        training.train_actr(s, "2026-11-24", cpm="2026-11-09")
-    with pytest.raises(training.CheckpointMissing, match="the chosen CPM checkpoint W=2026-11-16 is not published"):
-        training.train_actr(s, "2026-11-24", cpm="2026-11-16")
+        tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-09")
+    with pytest.raises(CheckpointMissing, match="the chosen CPM checkpoint W=2026-11-16 is not published"):
+        tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-16")
 
 
 # ------------------------------------------------------------------ sensors (tiny data, DuckDB engine)
@@ -215,7 +219,7 @@ def tiny_env(tiny_pipeline_store, tmp_path, monkeypatch):
     def configure(**over):
         cfg = write_config(tmp_path / "config.yaml", {"root": f"file://{dest}"}, features={"engine": "duckdb"}, **over)
         monkeypatch.setenv("ECDCTR_CONFIG", str(cfg))
-        from ecdctr_pipeline.settings import load_settings
+        from ecdctr_pipeline.core.settings import load_settings
 
         return load_settings()
 
@@ -255,26 +259,26 @@ def test_cpm_sensor_times_out_naming_the_set(bag, tiny_env, caplog):
 def test_actr_on_monday_waits_for_that_mondays_cpm(tiny_env):
     """The previous week's checkpoint exists, yet the Monday run waits for its own Monday's CPM
     until ``actr.cpm_wait_timeout_s``; only then does the staleness fallback apply (with an alert)."""
-    from ecdctr_pipeline.cli import execute
-    from ecdctr_pipeline.errors import NotReadyError
-    from ecdctr_pipeline.orchestration import tasks
+    from ecdctr_pipeline.cli.verbs import execute
+    from ecdctr_pipeline.core.errors import NotReadyError
+    from ecdctr_pipeline.tiers import readiness
 
     s = tiny_env(actr={"cpm_wait_timeout_s": 3600})
     store = open_store(s.store)
     prev = artifacts.Manifest(kind="cpm_checkpoint", artifact_id="2026-11-16", logical_date="2026-11-16")
     artifacts.publish(store, paths.cpm_checkpoint("2026-11-16"), {"model.keras": b"x"}, prev)
-    assert tasks.cpm_checkpoint_ready("2026-11-23", waited_s=60) is None
-    assert "CPM checkpoint W=2026-11-23" in tasks.describe_missing_cpm("2026-11-23")
-    assert tasks.cpm_checkpoint_ready("2026-11-23", waited_s=3600) == {"cpm_checkpoint": "2026-11-16", "fallback": True}
+    assert readiness.cpm_checkpoint_ready(s, store, "2026-11-23", 60) is None
+    assert "CPM checkpoint W=2026-11-23" in readiness.describe_missing_cpm(s, "2026-11-23")
+    assert readiness.cpm_checkpoint_ready(s, store, "2026-11-23", 3600) == {"cpm_checkpoint": "2026-11-16", "fallback": True}
     # the sensor's check from the command line: lateness measured from the run's due time to --now
     with pytest.raises(NotReadyError):
         execute(["check", "cpm", "--as-of", "2026-11-23", "--now", "2026-11-23T00:59:00Z"])
     assert execute(["check", "cpm", "--as-of", "2026-11-23", "--now", "2026-11-23T01:00:00Z"]) == (
         0, {"cpm_checkpoint": "2026-11-16", "fallback": True})
-    assert tasks.cpm_checkpoint_ready("2026-11-25", waited_s=10**6) is None  # Wednesday: W-7 is too stale
+    assert readiness.cpm_checkpoint_ready(s, store, "2026-11-25", 10**6) is None  # Wednesday: W-7 is too stale
     artifacts.publish(store, paths.cpm_checkpoint("2026-11-23"), {"model.keras": b"y"},
                       prev.model_copy(update={"artifact_id": "2026-11-23", "logical_date": "2026-11-23"}))
-    assert tasks.cpm_checkpoint_ready("2026-11-23", waited_s=0) == {"cpm_checkpoint": "2026-11-23", "fallback": False}
+    assert readiness.cpm_checkpoint_ready(s, store, "2026-11-23", 0) == {"cpm_checkpoint": "2026-11-23", "fallback": False}
 
 
 def test_actr_sensor_times_out_without_a_usable_cpm(bag, tiny_env, caplog):

@@ -8,12 +8,13 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable as RsTable
 
-from ecdctr_pipeline import delta, paths
-from ecdctr_pipeline.errors import ConfigError, StoreError
-from ecdctr_pipeline.extract import extract_complete
-from ecdctr_pipeline.settings import Settings, SparkSettings, StoreSettings
-from ecdctr_pipeline.spark import DELTA_PROTOCOL
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import ConfigError, StoreError
+from ecdctr_pipeline.data.extract import extract_complete
+from ecdctr_pipeline.core.settings import Settings, SparkSettings, StoreSettings
+from ecdctr_pipeline.data.spark import DELTA_PROTOCOL
+from ecdctr_pipeline.data.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -138,16 +139,20 @@ def _spark_settings(store: StoreSettings, **spark_over) -> Settings:
     return Settings(store=store, spark=SparkSettings(master="local[2]", shuffle_partitions=2, **spark_over))
 
 
+def _extract(settings, *args, **kw):
+    return extract_complete(settings, open_store(settings.store), *args, **kw)
+
+
 def test_missing_jars_are_named(local_store_settings, tmp_path, spark):
     (tmp_path / "jars").mkdir()
     for name in ("delta-spark_4.2_2.13-4.4.0.jar", "delta-storage-4.4.0.jar"):
         (tmp_path / "jars" / name).write_bytes(b"")
     with pytest.raises(ConfigError, match=r"spark\.jars_dir: no hadoop-aws-\*\.jar in .*jars \(run `make jars`\)"):
-        extract_complete(_spark_settings(local_store_settings, jars_dir=str(tmp_path / "jars")), "ad", "2026-11-24",
-                         spark=spark)
+        _extract(_spark_settings(local_store_settings, jars_dir=str(tmp_path / "jars")), "ad", "2026-11-24",
+                 spark=spark)
     with pytest.raises(ConfigError, match=r"spark\.jars_dir: .*nowhere does not exist"):
-        extract_complete(_spark_settings(local_store_settings, jars_dir=str(tmp_path / "nowhere")), "ad",
-                         "2026-11-24", spark=spark)
+        _extract(_spark_settings(local_store_settings, jars_dir=str(tmp_path / "nowhere")), "ad",
+                 "2026-11-24", spark=spark)
 
 
 def test_missing_bucket_and_wrong_endpoint_are_named(s3_endpoint, spark):
@@ -156,10 +161,10 @@ def test_missing_bucket_and_wrong_endpoint_are_named(s3_endpoint, spark):
     good = StoreSettings(root="s3://no-such-bucket-ecdctr/pipeline", endpoint_url=s3_endpoint,
                          access_key_id="testing", secret_access_key="testing", allow_http=True)
     with pytest.raises(StoreError, match=r"store\.root: bucket 'no-such-bucket-ecdctr' does not exist"):
-        extract_complete(_spark_settings(good), "ad", "2026-11-24", spark=spark)
+        _extract(_spark_settings(good), "ad", "2026-11-24", spark=spark)
     dead = good.model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
     with pytest.raises(StoreError, match=r"store\.endpoint_url: cannot reach http://127\.0\.0\.1:\d+"):
-        extract_complete(_spark_settings(dead), "ad", "2026-11-24", spark=spark)
+        _extract(_spark_settings(dead), "ad", "2026-11-24", spark=spark)
 
 
 def test_cli_reports_a_missing_bucket_in_one_line(s3_endpoint, tmp_path):
@@ -169,7 +174,7 @@ def test_cli_reports_a_missing_bucket_in_one_line(s3_endpoint, tmp_path):
 
     env = {**os.environ, "ECDCTR_STORE": "s3://absent-bucket-ecdctr/p", "ECDCTR_STORE__ENDPOINT_URL": s3_endpoint,
            "ECDCTR_STORE__ALLOW_HTTP": "true"}
-    r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.cli", "extract", "complete", "--domain", "ad",
+    r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.app.main", "extract", "complete", "--domain", "ad",
                         "--as-of", "2026-11-24"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1] == (f"ecdctr: error: store.root: bucket 'absent-bucket-ecdctr' does not "

@@ -40,7 +40,7 @@ def test_wrong_value_type_is_rejected_by_the_schema(lint_deploy, tmp_path):
 
 @pytest.mark.parametrize("name", ["chart-default.yaml", "chart-values-production.yaml"])
 def test_rendered_chart_is_valid_and_its_settings_load(lint_deploy, name, tmp_path):
-    from ecdctr_pipeline.settings import load_settings
+    from ecdctr_pipeline.core.settings import load_settings
 
     docs = [d for d in yaml.safe_load_all((ROOT / "build/helm" / name).read_text()) if d]
     kinds = {d["kind"] for d in docs}
@@ -132,7 +132,7 @@ def test_airflow_values_match_what_the_readme_says():
 def test_compose_uses_the_settings_names():
     compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
     env = compose["x-ecdctr-env"]
-    from ecdctr_pipeline.settings import load_settings
+    from ecdctr_pipeline.core.settings import load_settings
 
     s = load_settings(environ={k: v for k, v in env.items() if k.startswith("ECDCTR_") and "${" not in v})
     assert s.store.root == "s3://ecdctr/pipeline" and s.store.allow_http

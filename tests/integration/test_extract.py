@@ -4,11 +4,12 @@ import datetime as dt
 
 import pytest
 
-from ecdctr_pipeline import delta, paths
-from ecdctr_pipeline.extract import MissingDataError, extract_complete, extract_tpm
-from ecdctr_pipeline.settings import Settings, SparkSettings
-from ecdctr_pipeline.simulate import simulate
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.data.extract import MissingDataError, extract_complete, extract_tpm
+from ecdctr_pipeline.core.settings import Settings, SparkSettings
+from ecdctr_pipeline.data.simulate import simulate
+from ecdctr_pipeline.data.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -23,7 +24,7 @@ def test_extract_complete_rerun_and_replace(local_store_settings, spark):
     settings = _settings(local_store_settings)
     store = open_store(local_store_settings)
     simulate(store, dt.date(2026, 9, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
-    r1 = extract_complete(settings, "ad", "2026-11-24", spark=spark)
+    r1 = extract_complete(settings, open_store(settings.store), "ad", "2026-11-24", spark=spark)
     table = paths.complete_features("ad")
     rows = delta.read(store, table)[0]
     assert r1.rows == rows.num_rows > 0 and not r1.skipped
@@ -32,14 +33,14 @@ def test_extract_complete_rerun_and_replace(local_store_settings, spark):
     raw_counts = delta.read(store, paths.raw_table("ad"), partitions=rows["dt"].unique().to_pylist())[0].num_rows
     assert rows.num_rows == raw_counts  # one feature row per impression, none dropped
     # same raw version: the app transaction makes the rerun a no-op
-    r2 = extract_complete(settings, "ad", "2026-11-24", spark=spark)
+    r2 = extract_complete(settings, open_store(settings.store), "ad", "2026-11-24", spark=spark)
     assert r2.skipped and delta.version(store, table) == r1.version
     # forced: recomputed and replaced, row count unchanged
-    r3 = extract_complete(settings, "ad", "2026-11-24", force=True, spark=spark)
+    r3 = extract_complete(settings, open_store(settings.store), "ad", "2026-11-24", force=True, spark=spark)
     assert not r3.skipped and r3.version == r1.version + 1
     assert delta.read(store, table)[0].num_rows == rows.num_rows
     # the next day's window overlaps 27 days: they are replaced, never duplicated
-    extract_complete(settings, "ad", "2026-11-25", spark=spark)
+    extract_complete(settings, open_store(settings.store), "ad", "2026-11-25", spark=spark)
     after = delta.read(store, table)[0]
     days = sorted(set(after["dt"].to_pylist()))
     assert days[0] == "2026-10-27" and days[-1] == "2026-11-24"
@@ -51,7 +52,7 @@ def test_missing_day_is_named(local_store_settings, spark):
     store = open_store(local_store_settings)
     simulate(store, dt.date(2026, 10, 1), dt.date(2026, 11, 10), "tiny", seed=4, domains=("ad",), progress=False)
     with pytest.raises(MissingDataError, match="no raw data for 2026-11-11 in raw/ad"):
-        extract_complete(settings, "ad", "2026-11-24", spark=spark)
+        extract_complete(settings, open_store(settings.store), "ad", "2026-11-24", spark=spark)
     assert not delta.exists(store, paths.complete_features("ad"))
 
 
@@ -59,8 +60,8 @@ def test_extract_tpm_months(local_store_settings, spark):
     settings = _settings(local_store_settings)
     store = open_store(local_store_settings)
     simulate(store, dt.date(2026, 4, 1), dt.date(2026, 9, 30), "tiny", seed=4, domains=("natural",), progress=False)
-    r = extract_tpm(settings, "2026-10", spark=spark)
+    r = extract_tpm(settings, open_store(settings.store), "2026-10", spark=spark)
     got = delta.read(store, paths.tpm_features())[0]
     assert r.partitions == 183 and got.num_rows == delta.read(store, paths.raw_table("natural"))[0].num_rows
     with pytest.raises(MissingDataError, match="no raw data for 2026-10-01"):
-        extract_tpm(settings, "2026-11", spark=spark)
+        extract_tpm(settings, open_store(settings.store), "2026-11", spark=spark)

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from ecdctr_pipeline.extract import spark_raw_schema
-from ecdctr_pipeline.features import complete_features, tpm_features
+from ecdctr_pipeline.data.extract import spark_raw_schema
+from ecdctr_pipeline.data.features import complete_features, tpm_features
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -78,8 +78,8 @@ def test_duckdb_reference_agrees_with_spark_on_simulated_data(spark, tmp_path):
     import duckdb
     import pyarrow.parquet as pq
 
-    from ecdctr_pipeline.features_duckdb import complete_features_sql
-    from ecdctr_pipeline.simulate import World, get_scale
+    from ecdctr_pipeline.data.features_duckdb import complete_features_sql
+    from ecdctr_pipeline.data.simulate import World, get_scale
 
     import pyarrow as pa
 

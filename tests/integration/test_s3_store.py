@@ -11,9 +11,10 @@ import threading
 import pyarrow as pa
 import pytest
 
-from ecdctr_pipeline import artifacts, delta, paths
-from ecdctr_pipeline.errors import ArtifactMissingError, CorruptArtifactError
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import artifacts, delta
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError
+from ecdctr_pipeline.data.store import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +53,10 @@ def test_flipped_byte_detected_on_s3(s3_store_settings):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from ecdctr_pipeline import artifacts, paths
-    from ecdctr_pipeline.settings import StoreSettings
-    from ecdctr_pipeline.store import open_store
+    from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.core.settings import StoreSettings
+    from ecdctr_pipeline.data.store import open_store
     settings = StoreSettings.model_validate_json(sys.argv[1])
     store = open_store(settings)
     files = {f"part-{i}.bin": bytes([i]) * 4096 for i in range(50)}

@@ -21,10 +21,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from ecdctr_pipeline import artifacts, delta, paths
+from ecdctr_pipeline.data import artifacts, delta
+from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.orchestration.steps import DAG_IDS, TIERS
-from ecdctr_pipeline.serving import read_served
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.serving.pointer import read_served
+from ecdctr_pipeline.data.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,8 +58,8 @@ def _config(path: Path, st, webhook: str) -> Path:
 @pytest.fixture(scope="module")
 def deployment(s3_endpoint, tmp_path_factory, webhook_receiver_module):
     from ecdctr_pipeline.orchestration.local_airflow import LocalAirflow
-    from ecdctr_pipeline.settings import load_settings
-    from ecdctr_pipeline.simulate import simulate
+    from ecdctr_pipeline.core.settings import load_settings
+    from ecdctr_pipeline.data.simulate import simulate
     from tests.conftest import new_bucket
 
     base, received = webhook_receiver_module
@@ -177,7 +178,7 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
 def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys, monkeypatch):
     """After the scheduler's pass, ``ecdctr backfill`` over the same range finds every artifact
     (nothing rerun); forced, it runs every A-CTR step's argv in-process and serves a new version."""
-    from ecdctr_pipeline.cli import main
+    from ecdctr_pipeline.app.main import main
 
     # the retrained model is compared with itself as the served one: blessing it is not what this
     # test is about (a retrain on CPU is not bit-identical), so any GAUC passes the gate here

@@ -10,12 +10,13 @@ import threading
 import pytest
 from deltalake import DeltaTable
 
-from ecdctr_pipeline import delta, paths
-from ecdctr_pipeline.extract import complete_window, extract_complete
-from ecdctr_pipeline.settings import Settings, SparkSettings
-from ecdctr_pipeline.simulate import simulate
-from ecdctr_pipeline.spark import DELTA_PROTOCOL
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.data.extract import complete_window, extract_complete
+from ecdctr_pipeline.core.settings import Settings, SparkSettings
+from ecdctr_pipeline.data.simulate import simulate
+from ecdctr_pipeline.data.spark import DELTA_PROTOCOL
+from ecdctr_pipeline.data.store import open_store
 from ecdctr_pipeline.orchestration import steps
 from tests.conftest import json_result, new_bucket
 
@@ -81,7 +82,7 @@ def test_cluster_on_s3a_equals_local_row_for_row(spark_cluster, spark, two_bucke
     apps = spark_cluster.status()["completedapps"]
     assert any(a["name"] == "ecdctr" for a in apps)
 
-    extract_complete(_settings(on_local), "ad", "2026-11-24", spark=spark)
+    extract_complete(_settings(on_local), open_store(on_local), "ad", "2026-11-24", spark=spark)
     table = paths.complete_features("ad")
     got_cluster = _sorted(delta.read(open_store(on_cluster), table)[0])
     got_local = _sorted(delta.read(open_store(on_local), table)[0])

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from ecdctr_pipeline import artifacts, paths
-from ecdctr_pipeline.errors import ArtifactMissingError, CorruptArtifactError
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError
+from ecdctr_pipeline.data.store import open_store
 
 
 def _manifest(**kw):

@@ -3,12 +3,12 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from ecdctr_pipeline.calendar import (
+from ecdctr_pipeline.core.calendar import (
     Month, Window, actr_plan, check_non_overlap, cpm_plan, lookback, monday_on_or_before,
     plan_for, tpm_plan,
 )
-from ecdctr_pipeline.errors import CalendarError, OverlapError
-from ecdctr_pipeline.settings import CalendarSettings
+from ecdctr_pipeline.core.errors import CalendarError, OverlapError
+from ecdctr_pipeline.core.settings import CalendarSettings
 
 CAL = CalendarSettings()
 D = dt.date

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from ecdctr_pipeline.cli import main
+from ecdctr_pipeline.app.main import main
 
 
 def test_plan_json_issue_example(capsys, monkeypatch):
@@ -45,7 +45,7 @@ def test_status_on_empty_store(tmp_path, capsys, monkeypatch):
 
 
 def test_console_script_exit_code(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.cli", "plan", "--as-of", "2026-11-24"],
+    r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.app.main", "plan", "--as-of", "2026-11-24"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "2026-11-23" in r.stdout
 

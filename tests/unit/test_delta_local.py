@@ -1,9 +1,9 @@
 import pyarrow as pa
 import pytest
 
-from ecdctr_pipeline import delta
-from ecdctr_pipeline.errors import DeltaError
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.core.errors import DeltaError
+from ecdctr_pipeline.data.store import open_store
 
 
 def _t(dts, xs):

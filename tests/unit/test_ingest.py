@@ -7,11 +7,11 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from ecdctr_pipeline import delta
-from ecdctr_pipeline.cli import main
-from ecdctr_pipeline.ingest import IngestError, ingest, validate
-from ecdctr_pipeline.schema import RAW_COLUMNS
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.app.main import main
+from ecdctr_pipeline.data.ingest import IngestError, ingest, validate
+from ecdctr_pipeline.core.schema import RAW_COLUMNS
+from ecdctr_pipeline.data.store import open_store
 
 NOW = dt.datetime(2026, 11, 27, 12, tzinfo=dt.timezone.utc)
 
@@ -80,7 +80,7 @@ def test_bad_input_rejected_table_unchanged(store_with_day, tmp_path, mutate, me
 def test_error_names_example_rows(tmp_path):
     recs = _bad(rows(), r3__click="7")
     path = write_csv(tmp_path / "x.csv", recs)
-    from ecdctr_pipeline.ingest import read_input
+    from ecdctr_pipeline.data.ingest import read_input
 
     table, labels = read_input(path)
     with pytest.raises(IngestError, match=r"e\.g\. x\.csv:5 \(click=7\)"):

@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from ecdctr_pipeline import paths
-from ecdctr_pipeline.calendar import Month
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.calendar import Month
 
 
 def test_layout():

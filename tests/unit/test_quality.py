@@ -9,11 +9,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ecdctr_pipeline import artifacts, delta, embedding_sets, paths, quality
-from ecdctr_pipeline.cli import main
-from ecdctr_pipeline.settings import Settings
-from ecdctr_pipeline.simulate import World, get_scale
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import artifacts, delta, embedding_sets
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.quality import gates
+from ecdctr_pipeline.quality import suites as quality
+from ecdctr_pipeline.app.main import main
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data.simulate import World, get_scale
+from ecdctr_pipeline.data.store import open_store
 
 DAY = dt.date(2026, 11, 20)
 WORLD = World(get_scale("tiny"), 5)
@@ -56,7 +59,7 @@ CASES = {
 @pytest.mark.parametrize("label", sorted(CASES))
 def test_each_raw_check_fails_alone(tmp_path, label):
     s = put(tmp_path, "raw/natural", CASES[label](clean_raw()))
-    r = quality.validate(s, "raw/natural", DAY.isoformat())
+    r = quality.validate(s, open_store(s.store), "raw/natural", DAY.isoformat())
     assert failing(r) == [label]
     f = r["failed"][0]
     assert f["observed"] is not None or f["unexpected_count"]
@@ -69,18 +72,18 @@ def test_each_raw_check_fails_alone(tmp_path, label):
 def test_clean_days_pass_every_suite(tmp_path):
     s = settings_for(tmp_path, features={"engine": "duckdb"})
     store = open_store(s.store)
-    from ecdctr_pipeline import extract
-    from ecdctr_pipeline.simulate import simulate
+    from ecdctr_pipeline.data import extract
+    from ecdctr_pipeline.data.simulate import simulate
 
     simulate(store, dt.date(2026, 9, 25), dt.date(2026, 11, 24), "tiny", seed=5, progress=False)
-    extract.extract_complete(s, "ad", "2026-11-24")
-    extract.extract_complete(s, "natural", "2026-11-23")
+    extract.extract_complete(s, open_store(s.store), "ad", "2026-11-24")
+    extract.extract_complete(s, open_store(s.store), "natural", "2026-11-23")
     for table, day in (("raw/natural", DAY), ("raw/ad", DAY), ("features/complete/ad", DAY),
                        ("features/complete/natural", DAY)):
-        r = quality.validate(s, table, day.isoformat())
+        r = quality.validate(s, open_store(s.store), table, day.isoformat())
         assert r["success"], (table, failing(r))
         assert r["checks"] >= 20
-    assert "_user_known_natural" in json.dumps(quality.validate(s, "raw/ad", DAY.isoformat())["results"])
+    assert "_user_known_natural" in json.dumps(quality.validate(s, open_store(s.store), "raw/ad", DAY.isoformat())["results"])
 
 
 def test_freshness_and_volume(tmp_path):
@@ -88,7 +91,7 @@ def test_freshness_and_volume(tmp_path):
     store = open_store(s.store)
     for i in range(1, 8):
         delta.write(store, "raw/natural", clean_raw(day=DAY - dt.timedelta(days=i)))
-    r = quality.validate(s, "raw/natural", DAY.isoformat())
+    r = quality.validate(s, open_store(s.store), "raw/natural", DAY.isoformat())
     assert failing(r) == ["freshness: the day's partition is not empty"] and r["failed"][0]["observed"] == 0
     big = [clean_raw(day=DAY)]
     for k in range(1, 3):  # the same day three times over, shifted by k µs: no duplicates
@@ -96,7 +99,7 @@ def test_freshness_and_volume(tmp_path):
         big.append(replace_col(t, "event_time", pc.cast(pc.add(pc.cast(t["event_time"], pa.int64()), k),
                                                          t.schema.field("event_time").type)))
     delta.write(store, "raw/natural", pa.concat_tables(big))
-    r = quality.validate(s, "raw/natural", DAY.isoformat())
+    r = quality.validate(s, open_store(s.store), "raw/natural", DAY.isoformat())
     assert len(failing(r)) == 1 and failing(r)[0].startswith("volume within 0.5-2.0")
     assert r["failed"][0]["observed"] == 3 * clean_raw().num_rows
 
@@ -108,7 +111,7 @@ def test_ad_users_unknown_to_natural(tmp_path):
     ad = clean_raw("ad")
     ad = replace_col(ad, "user_id", pc.add(ad["user_id"], 10**9))
     delta.write(store, "raw/ad", ad)
-    r = quality.validate(s, "raw/ad", DAY.isoformat())
+    r = quality.validate(s, open_store(s.store), "raw/ad", DAY.isoformat())
     assert failing(r) == ["share user known natural >= 0.5"] and r["failed"][0]["observed"] == 0.0
 
 
@@ -138,21 +141,21 @@ def _publish_set(store, dim=16, nan=False, month="2026-10"):
 def test_embedding_set_checks(tmp_path, kind, label):
     s = settings_for(tmp_path)
     _publish_set(open_store(s.store), dim=8 if kind == "dim" else 16, nan=kind == "nan")
-    r = quality.validate(s, "tpm_set", "2026-10")
+    r = quality.validate(s, open_store(s.store), "tpm_set", "2026-10")
     assert failing(r) == [label]
     assert r["failed"][0]["unexpected_count"] == (6 if kind == "nan" else 1620)  # one bad row per table
 
 
 def test_sequence_length_and_embedding_coverage(tmp_path):
-    from ecdctr_pipeline import extract
-    from ecdctr_pipeline.simulate import simulate
+    from ecdctr_pipeline.data import extract
+    from ecdctr_pipeline.data.simulate import simulate
 
     s = settings_for(tmp_path, features={"engine": "duckdb"})
     store = open_store(s.store)
     simulate(store, dt.date(2026, 10, 1), dt.date(2026, 11, 24), "tiny", seed=5, progress=False)
-    extract.extract_complete(s, "ad", "2026-11-24")
+    extract.extract_complete(s, open_store(s.store), "ad", "2026-11-24")
     _publish_set(store)
-    ok = quality.validate(s, "features/complete/ad", DAY.isoformat())
+    ok = quality.validate(s, open_store(s.store), "features/complete/ad", DAY.isoformat())
     assert ok["success"], failing(ok)
     t, _ = delta.read(store, "features/complete/ad", partitions=[DAY.isoformat()])
     long = t["hist_item_ids"].to_pylist()
@@ -160,7 +163,7 @@ def test_sequence_length_and_embedding_coverage(tmp_path):
     t = replace_col(t, "hist_item_ids", pa.array(long, pa.list_(pa.int64())))
     t = replace_col(t, "item_id", pc.add(t["item_id"], 10**9))  # items unknown to the embedding set
     delta.write(store, "features/complete/ad", t)
-    r = quality.validate(s, "features/complete/ad", DAY.isoformat())
+    r = quality.validate(s, open_store(s.store), "features/complete/ad", DAY.isoformat())
     assert failing(r) == ["hist_item_ids no longer than 50", "share item known embeddings >= 0.3"]
 
 
@@ -199,7 +202,7 @@ def test_failed_gate_sends_one_alert_per_notifier_and_masks_secrets(tmp_path, we
     store = open_store(s.store)
     delta.write(store, "raw/natural", CASES["click in {0,1}"](clean_raw()))
     with pytest.raises(quality.QualityGateFailed) as exc:
-        quality.gate(s, "raw/natural", DAY.isoformat(), context={"dag_id": "ecdctr_tpm_monthly"})
+        gates.gate_days(s, store, "raw/natural", [DAY.isoformat()], dag_id="ecdctr_tpm_monthly", ds=DAY.isoformat())
     assert "raw/natural 2026-11-20" in str(exc.value) and exc.value.result["alerts"] == {
         "log": "sent", "webhook": "sent", "email": "sent"}
     assert len(received) == 1
@@ -220,7 +223,8 @@ def test_broken_notifier_does_not_hide_the_failure(tmp_path):
                                        "webhook_timeout_s": 2})
     delta.write(open_store(s.store), "raw/natural", CASES["CTR within [0.01, 0.5]"](clean_raw()))
     with pytest.raises(quality.QualityGateFailed) as exc:
-        quality.gate(s, "raw/natural", DAY.isoformat())
+        gates.gate_days(s, open_store(s.store), "raw/natural", [DAY.isoformat()], dag_id="ecdctr_tpm_monthly",
+                        ds=DAY.isoformat())
     assert exc.value.result["alerts"]["webhook"].startswith("failed")
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ecdctr_pipeline.errors import ConfigError
-from ecdctr_pipeline.settings import Settings, env_overrides, load_settings, render_settings, settings_dict
+from ecdctr_pipeline.core.errors import ConfigError
+from ecdctr_pipeline.core.settings import Settings, env_overrides, load_settings, render_settings, settings_dict
 
 
 def test_embedded_default_needs_no_file():

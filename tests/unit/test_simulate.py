@@ -6,16 +6,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ecdctr_pipeline import delta
-from ecdctr_pipeline.simulate import World, get_scale, simulate
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.data.simulate import World, get_scale, simulate
+from ecdctr_pipeline.data.store import open_store
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 4, 30)
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    from ecdctr_pipeline.settings import StoreSettings
+    from ecdctr_pipeline.core.settings import StoreSettings
 
     store = open_store(StoreSettings(root=f"file://{tmp_path_factory.mktemp('sim')}"))
     summary = simulate(store, START, END, "tiny", seed=11, progress=False)
@@ -99,7 +99,7 @@ def test_same_seed_identical_other_seed_differs():
 
 
 def test_simulated_tables_identical_by_seed(tmp_path):
-    from ecdctr_pipeline.settings import StoreSettings
+    from ecdctr_pipeline.core.settings import StoreSettings
 
     got = []
     for name in ("a", "b"):

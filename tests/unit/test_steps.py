@@ -6,9 +6,10 @@ import datetime as dt
 
 import pytest
 
-from ecdctr_pipeline.cli import build_parser
-from ecdctr_pipeline.errors import EcdctrError
-from ecdctr_pipeline.orchestration import backfill, commands, steps
+from ecdctr_pipeline.cli.verbs import build_parser
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.app import backfill
+from ecdctr_pipeline.orchestration import commands, steps
 
 XCOMS = {"wait_for_cpm": {"cpm_checkpoint": "2026-11-23", "fallback": False}}
 

@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from ecdctr_pipeline.layers import (  # noqa: E402
+from ecdctr_pipeline.modeling.layers import (  # noqa: E402
     CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash,
     SequenceMask, TargetAttention,
 )

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from sklearn.metrics import roc_auc_score
 
-from ecdctr_pipeline.metrics import MetricError, auc, evaluate, gauc, is_blessed, log_loss
+from ecdctr_pipeline.evaluation.metrics import MetricError, auc, evaluate, gauc, is_blessed, log_loss
 
 
 def brute_force_gauc(y, p, u):

@@ -10,10 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ecdctr_pipeline import artifacts, calendar, paths, serving, training
-from ecdctr_pipeline.inputs import FeatureLayout, to_arrays
-from ecdctr_pipeline.serving_client import GrpcScorer, LocalScorer, RestScorer, ServingError, read_rows
-from ecdctr_pipeline.store import open_store
+from ecdctr_pipeline import tiers
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data.store import open_store
+from ecdctr_pipeline.modeling import training
+from ecdctr_pipeline.modeling.preprocessing import VOCAB, FeatureLayout, raw_columns
+from ecdctr_pipeline.serving import export as serving
+from ecdctr_pipeline.serving import pointer
+from ecdctr_pipeline.serving.client import GrpcScorer, LocalScorer, RestScorer, ServingError, read_rows
 
 from tests.conftest import tiny_settings
 
@@ -23,9 +28,10 @@ def trained(tiny_pipeline_store, tmp_path_factory):
     dest = tmp_path_factory.mktemp("served") / "store"
     shutil.copytree(tiny_pipeline_store, dest)
     s = tiny_settings(f"file://{dest}")
-    training.train_tpm(s, "2026-10")
-    training.train_cpm(s, "2026-11-23")
-    r = training.train_actr(s, "2026-11-24")
+    store = open_store(s.store)
+    tiers.train("tpm", s, store, "2026-10")
+    tiers.train("cpm", s, store, "2026-11-23")
+    r = tiers.train("actr", s, store, "2026-11-24")
     assert r.extra["blessed"]
     return s
 
@@ -33,13 +39,34 @@ def trained(tiny_pipeline_store, tmp_path_factory):
 def _ad_table(s):
     store = open_store(s.store)
     plan = calendar.actr_plan("2026-11-24", s.calendar)
-    f = s.features
-    layout = FeatureLayout("complete", f.max_seq_len, tuple(f.counter_windows_days))
+    layout = FeatureLayout.complete(s.features)
     table, _ = training.read_features(store, paths.complete_features("ad"), plan.window, layout, who="test")
     return table, layout
 
 
+def _with_bad_values(t: pa.Table, rng) -> tuple[pa.Table, dict]:
+    """Nulls, negative and out-of-vocabulary values in every vocabulary column, a negative
+    counter-free row set kept as is, and over-long ``hist_len`` values."""
+    n = t.num_rows
+    counts = {}
+    for name, vs in VOCAB.items():
+        if vs is None or name not in t.column_names:
+            continue
+        vals = np.asarray(t[name].fill_null(0)).astype(np.int64)
+        kind = rng.integers(0, 5, n)  # 0: null, 1: vs (just out of range), 2: huge, 3: negative, 4: as is
+        vals = np.where(kind == 1, vs, np.where(kind == 2, 10**9, np.where(kind == 3, -7, vals)))
+        mask = kind == 0
+        t = t.set_column(t.schema.get_field_index(name), name, pa.array(vals, pa.int64(), mask=mask))
+        counts[name] = int((kind != 4).sum())
+    hl = np.asarray(t["hist_len"]).astype(np.int64)
+    hl[rng.random(n) < 0.1] = 10_000  # longer than max_seq_len: clipped on both paths
+    t = t.set_column(t.schema.get_field_index("hist_len"), "hist_len", pa.array(hl))
+    return t, counts
+
+
 def test_merged_serving_model_equals_training_graph_on_10k_rows(trained, tmp_path):
+    """The same rows — unknown ids, nulls, out-of-range and negative categories, over-long
+    histories — through the training input path and the exported ``serving_default``."""
     s = trained
     store = open_store(s.store)
     actr = training.load_model(store, paths.actr_model("2026-11-24"))
@@ -54,9 +81,12 @@ def test_merged_serving_model_equals_training_graph_on_10k_rows(trained, tmp_pat
     items[unknown_i] = 10**12 + np.arange(unknown_i.sum())
     t = t.set_column(t.schema.get_field_index("user_id"), "user_id", pa.array(users))
     t = t.set_column(t.schema.get_field_index("item_id"), "item_id", pa.array(items))
-    want = training.predict(actr, to_arrays(t, layout))
+    t, bad = _with_bad_values(t, rng)
+    assert bad and all(c > 5000 for c in bad.values())
+    want = training.predict(actr, raw_columns(t, layout), layout)
     path = serving.export_saved_model(serving.build_serving_model(actr, s), s, tmp_path / "1")
     got = LocalScorer(path).predict(serving.raw_rows(t, s))
+    assert np.all(np.isfinite(want)) and np.all(np.isfinite(got))
     assert unknown_u.sum() > 1000 and unknown_i.sum() > 1000
     assert np.max(np.abs(got - want)) <= 1e-5
     assert np.std(want) > 1e-3  # the model discriminates: the comparison is not between constants
@@ -68,7 +98,7 @@ def test_export_version_signature_warmup_and_lineage(trained):
 
     s = trained
     store = open_store(s.store)
-    r = serving.export_version(s, "2026-11-24")
+    r = serving.export_version(s, store, "2026-11-24")
     assert r["version"] == 1 and not r["skipped"] and r["equivalence_max_abs_diff"] <= 1e-5
     m = artifacts.read_manifest(store, paths.serving_version(1))
     assert m.inputs.actr_model == "2026-11-24" and m.inputs.cpm_checkpoint == "2026-11-23"
@@ -87,30 +117,29 @@ def test_export_version_signature_warmup_and_lineage(trained):
         log = prediction_log_pb2.PredictionLog.FromString(rec.numpy())
         assert log.predict_log.request.model_spec.name == "actr"
         assert set(log.predict_log.request.inputs) == set(spec)
-    config = store.get_bytes(serving.MODEL_CONFIG).decode()
+    config = store.get_bytes(pointer.MODEL_CONFIG).decode()
     assert "versions: 1" in config and 'name: "actr"' in config
     # idempotent for the date
-    assert serving.export_version(s, "2026-11-24")["skipped"]
+    assert serving.export_version(s, store, "2026-11-24")["skipped"]
 
 
 def test_export_refuses_rejected_and_rollback(trained):
     s = trained
     store = open_store(s.store)
-    serving.export_version(s, "2026-11-24")
-    second = serving.export_version(s, "2026-11-24", force=True)
-    assert second["version"] == 2 and serving.read_served(store)["version"] == 2
-    state = serving.rollback(s)
-    assert state["version"] == 1 and "versions: 1" in store.get_bytes(serving.MODEL_CONFIG).decode()
+    serving.export_version(s, store, "2026-11-24")
+    second = serving.export_version(s, store, "2026-11-24", force=True)
+    assert second["version"] == 2 and pointer.read_served(store)["version"] == 2
+    state = pointer.rollback(store, s.serving.model_name)
+    assert state["version"] == 1 and "versions: 1" in store.get_bytes(pointer.MODEL_CONFIG).decode()
     with pytest.raises(Exception, match="no published serving version older than 1"):
-        serving.rollback(s)
+        pointer.rollback(store, s.serving.model_name)
     prefix = paths.actr_model("2026-11-24")
     m = artifacts.read_manifest(store, prefix)
-    rejected = m.model_copy(update={"extra": {**m.extra, "blessed": False,
-                                              "gate": {"candidate_gauc": 0.51, "tolerance": 0.002,
-                                                       "baseline": {"model": "2026-11-23", "gauc": 0.6}}}})
+    rejected = m.model_copy(update={"blessing": artifacts.Blessing(
+        blessed=False, candidate_gauc=0.51, tolerance=0.002, baseline=artifacts.Baseline(model="2026-11-23", gauc=0.6))})
     store.put_bytes(paths.manifest_key(prefix), rejected.to_json())
-    with pytest.raises(serving.ExportRefused, match="rejected by its gate: GAUC 0.51 vs served model 2026-11-23"):
-        serving.export_version(s, "2026-11-24", force=True)
+    with pytest.raises(serving.ExportRefused, match="rejected by its gate .REJECTED: GAUC 0.51 vs served model 2026-11-23"):
+        serving.export_version(s, store, "2026-11-24", force=True)
     store.put_bytes(paths.manifest_key(prefix), m.to_json())
 
 
@@ -155,7 +184,7 @@ def exported(trained, tmp_path_factory):
     path = serving.export_saved_model(serving.build_serving_model(actr, s), s, tmp_path_factory.mktemp("sm") / "1")
     table, layout = _ad_table(s)
     rows = serving.raw_rows(table.slice(0, 64), s)
-    return path, rows, training.predict(actr, to_arrays(table.slice(0, 64), layout))
+    return path, rows, training.predict(actr, raw_columns(table.slice(0, 64), layout), layout)
 
 
 @pytest.fixture(scope="module")

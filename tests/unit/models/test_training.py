@@ -6,27 +6,36 @@ import keras
 import numpy as np
 import pytest
 
-from ecdctr_pipeline import artifacts, embedding_sets, paths, training
-from ecdctr_pipeline.errors import OverlapError
-from ecdctr_pipeline.models import build_complete_model
-from ecdctr_pipeline.store import open_store
-from ecdctr_pipeline.transfer import POLICIES, TransferError, variable_groups, warm_start
+from ecdctr_pipeline import tiers
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import OverlapError
+from ecdctr_pipeline.data import artifacts, embedding_sets
+from ecdctr_pipeline.data.store import open_store
+from ecdctr_pipeline.modeling import training
+from ecdctr_pipeline.modeling.models import build_complete_model
+from ecdctr_pipeline.modeling.transfer import POLICIES, TransferError, variable_groups, warm_start
+from ecdctr_pipeline.tiers import baselines
+from ecdctr_pipeline.tiers import tpm as tpm_tier
+
+
+def train(tier, settings, when, **kw):
+    return tiers.train(tier, settings, open_store(settings.store), when, **kw)
 
 
 def test_tpm_snapshots_equal_month_end_tables_and_differ(pipeline_settings, monkeypatch):
     captured = {}
-    real_fit = training._fit
+    real_fit = tpm_tier.fit
 
-    def spy(model, arrays, **kw):  # record the id tables at each month end
-        out = real_fit(model, arrays, **kw)
+    def spy(model, arrays, layout, **kw):  # record the id tables at each month end
+        out = real_fit(model, arrays, layout, **kw)
         month = kw["label"].rsplit(" ", 1)[-1]
         captured[month] = {s: model.get_layer(f"tpm_{s}_embedding").embeddings.numpy().copy() for s in ("user", "item")}
         captured[month]["vocab"] = {
             "user": model.get_layer("tpm_user_lookup").keys.numpy(), "item": model.get_layer("tpm_item_lookup").keys.numpy()}
         return out
 
-    monkeypatch.setattr(training, "_fit", spy)
-    r = training.train_tpm(pipeline_settings, "2026-10")
+    monkeypatch.setattr(tpm_tier, "fit", spy)
+    r = train("tpm", pipeline_settings, "2026-10")
     assert r.extra["months"] == ["2026-07", "2026-08", "2026-09"]
     store = open_store(pipeline_settings.store)
     m = artifacts.read_manifest(store, paths.tpm_set("2026-10"))
@@ -47,18 +56,18 @@ def test_tpm_snapshots_equal_month_end_tables_and_differ(pipeline_settings, monk
                     assert len(common) > 10 and not np.allclose(prev[1][a], vecs[b])  # months differ
                 prev = (ids, vecs)
     # idempotent: a second run leaves the set untouched
-    again = training.train_tpm(pipeline_settings, "2026-10")
+    again = train("tpm", pipeline_settings, "2026-10")
     assert again.skipped and artifacts.read_manifest(store, paths.tpm_set("2026-10")).attempt == m.attempt
 
 
 def test_cpm_refuses_missing_set(pipeline_settings):
     with pytest.raises(embedding_sets.EmbeddingSetMissing, match=r"embedding set 2026-10 \(months 2026-07, 2026-08, 2026-09\)"):
-        training.train_cpm(pipeline_settings, "2026-11-23")
+        train("cpm", pipeline_settings, "2026-11-23")
     assert artifacts.find_manifest(open_store(pipeline_settings.store), paths.cpm_checkpoint("2026-11-23")) is None
 
 
 def test_cpm_refuses_overlapping_set(pipeline_settings):
-    training.train_tpm(pipeline_settings, "2026-10")
+    train("tpm", pipeline_settings, "2026-10")
     store = open_store(pipeline_settings.store)
     prefix = paths.tpm_set("2026-10")
     m = artifacts.read_manifest(store, prefix)
@@ -66,7 +75,7 @@ def test_cpm_refuses_overlapping_set(pipeline_settings):
     bad = m.model_copy(update={"months": ["2026-08", "2026-09", "2026-10"]})
     store.put_bytes(paths.manifest_key(prefix), bad.to_json())
     with pytest.raises(OverlapError, match="months 2026-10 are not before the first training month 2026-10"):
-        training.train_cpm(pipeline_settings, "2026-11-23")
+        train("cpm", pipeline_settings, "2026-11-23")
     assert artifacts.find_manifest(store, paths.cpm_checkpoint("2026-11-23")) is None
 
 
@@ -80,8 +89,8 @@ def cpm_trained_store(tiny_pipeline_store, tmp_path_factory):
     dest = tmp_path_factory.mktemp("cpm-trained") / "store"
     shutil.copytree(tiny_pipeline_store, dest)
     s = tiny_settings(f"file://{dest}")
-    training.train_tpm(s, "2026-10")
-    r = training.train_cpm(s, "2026-11-23")
+    train("tpm", s, "2026-10")
+    r = train("cpm", s, "2026-11-23")
     assert not r.skipped and 0 < r.metrics["gauc_coverage"] <= 1
     return dest
 
@@ -144,7 +153,7 @@ def test_transfer_rejects_mismatch(cpm_ready):
 
 
 def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
-    r = training.train_actr(cpm_ready, "2026-11-24")
+    r = train("actr", cpm_ready, "2026-11-24")
     store = open_store(cpm_ready.store)
     m = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
     assert m.inputs.cpm_checkpoint == "2026-11-23" and m.inputs.embedding_set == "2026-10"
@@ -153,7 +162,8 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     ws = m.extra["warm_start"]
     assert ws["policy"] == "all_but_bn" and ws["reinitialized_groups"] == ["batchnorm"]
     assert len(ws["reinitialized"]) == 8 and all("/bn_" in p for p in ws["reinitialized"])
-    assert m.extra["blessed"] is True and m.extra["gate"]["baseline"] is None  # first model: nothing served
+    assert m.blessed and m.blessing.baseline is None  # first model: nothing served
+    assert r.extra["blessing"]["candidate_gauc"] == pytest.approx(m.metrics["gauc"])
     assert r.metrics["gauc_coverage"] > 0 and {f.name for f in m.files} == {"model.keras", "eval.json"}
     # the model reloads and scores
     model = training.load_model(store, paths.actr_model("2026-11-24"))
@@ -161,7 +171,7 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     assert m.extra["cpm_choice"] == {"checkpoint": "2026-11-23", "fallback": False,
                                      "chosen_by": "resolver (no --cpm)"}
     # the A-CTR DAG's evaluate step: the published model and Target-only on the same holdout
-    report = training.evaluate_day(cpm_ready, "2026-11-24")
+    report = baselines.evaluate_day(cpm_ready, store, "2026-11-24")
     assert report["target_only"]["gauc_coverage"] > 0 and report["cpm_checkpoint"] == "2026-11-23"
     assert report["gauc_lift"] == pytest.approx(report["actr"]["gauc"] - report["target_only"]["gauc"])
     assert report["actr"]["gauc"] == pytest.approx(m.metrics["gauc"], abs=1e-6)

@@ -1,0 +1,86 @@
+"""The ``ecdctr`` entry point: every step verb of :mod:`ecdctr_pipeline.cli.verbs`, plus the
+applications built on the pipeline — ``backfill`` (the DAGs' steps over a date range),
+``demo`` and ``experiments``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ecdctr_pipeline.cli import verbs
+from ecdctr_pipeline.cli.verbs import _emit, _settings, _store
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ecdctr_pipeline.app.backfill import backfill
+    from ecdctr_pipeline.core.calendar import parse_date
+    from ecdctr_pipeline.core.report import markdown_table
+
+    rows = backfill(_store(args), parse_date(args.from_, what="--from"), parse_date(args.to, what="--to"),
+                    force=args.force, tiers=tuple(args.tiers.split(",")), config=args.config)
+    failed = [r for r in rows if r.status.startswith("FAILED")]
+    table = markdown_table(("tier", "logical date", "status", "seconds", "detail"),
+                           [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.detail) for r in rows])
+    _emit(args, [asdict(r) for r in rows], table + f"\n\n{len(rows)} run(s), {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.app.demo import run_demo
+
+    return run_demo(_settings(args), as_of=args.as_of, days=args.days, json_out=args.json, scale=args.scale,
+                    seed=args.seed, out_dir=args.out)
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecdctr_pipeline.app.experiments import run_experiments
+
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    r = run_experiments(_settings(args), seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
+                        out_dir=Path(args.out))
+    _emit(args, r, f"{r['table']}\n\nGAUC lift {r['gauc_lift_mean']:+.4f} (min per seed {r['gauc_lift_min']:+.4f}); "
+                   f"report {r['markdown']}, plot {r['png']} ({r['seconds']:.0f} s)")
+    return 0
+
+
+def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentParser) -> None:
+    ex = sub.add_parser("experiments", help="E-CDCTR vs Target-only over seeds (Markdown + PNG)",
+                        parents=[common, js])
+    ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    ex.add_argument("--seeds", default="0,1,2", help="comma-separated")
+    ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
+    ex.add_argument("--days", type=int, default=3, help="A-CTR days per seed")
+    ex.add_argument("--out", default="reports/experiments", help="folder for the Markdown report and PNG")
+    ex.set_defaults(func=cmd_experiments)
+
+    bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",
+                        parents=[common, js])
+    bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
+    bf.add_argument("--to", required=True, metavar="DATE", help="inclusive")
+    bf.add_argument("--force", action="store_true", help="rerun dates whose artifacts exist")
+    bf.add_argument("--tiers", default="tpm,cpm,actr", help="comma-separated subset of tpm,cpm,actr")
+    bf.set_defaults(func=cmd_backfill)
+
+    demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
+    demo.add_argument("--as-of", default="2026-11-25", metavar="DATE", help="last A-CTR day of the demo calendar")
+    demo.add_argument("--days", type=int, default=3, help="A-CTR days to run up to --as-of")
+    demo.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="reports/demo", help="folder for the Markdown report and PNG")
+    demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return verbs.build_parser(extend=add_app_verbs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return verbs.main(argv, parser=build_parser())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

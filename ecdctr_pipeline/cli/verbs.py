@@ -1,0 +1,474 @@
+"""The ``ecdctr`` command line.
+
+Every command takes ``--config FILE``; dated commands take ``--as-of``; machine-readable
+output with ``--json``. Failures print one line ``ecdctr: error: ...`` and exit non-zero.
+Heavy libraries are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from ecdctr_pipeline.core.errors import EcdctrError
+
+log = logging.getLogger("ecdctr")
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Handler] = {}
+
+
+def _settings(args: argparse.Namespace):
+    """The command's settings, loaded once."""
+    if getattr(args, "_settings", None) is None:
+        from ecdctr_pipeline.core.settings import load_settings
+
+        args._settings = load_settings(args.config)
+    return args._settings
+
+
+def _store(args: argparse.Namespace):
+    """The command's store, opened once and passed to what the command calls."""
+    if getattr(args, "_store", None) is None:
+        from ecdctr_pipeline.data.store import open_store
+
+        args._store = open_store(_settings(args).store)
+    return args._store
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    args.result = data  # what execute() returns (the XCom of a DAG step)
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+# ----------------------------------------------------------------------------- config
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.core.settings import render_settings, settings_dict
+
+    s = _settings(args)
+    _emit(args, settings_dict(s, mask=True), render_settings(s).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------- plan
+def cmd_plan(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.core.calendar import plan_for
+    from ecdctr_pipeline.core.report import markdown_table
+
+    plan = plan_for(args.as_of, _settings(args).calendar)
+    t, c, a = plan["tpm"], plan["cpm"], plan["actr"]
+    w = lambda d: f"[{d['start']}, {d['end']})"  # noqa: E731
+    rows = [
+        ("TPM", t["logical_date"], f"natural months {', '.join(t['train_months'])}",
+         f"embedding set {t['embedding_set']} = months {', '.join(t['snapshot_months'])}"),
+        ("CPM", c["logical_date"], f"natural {w(c['train_window'])}, eval {w(c['eval_window'])}",
+         f"consumes set {c['embedding_set']} (months {', '.join(c['embedding_months'])}); "
+         f"checkpoint W={c['checkpoint_id']}"),
+        ("A-CTR", a["logical_date"], f"ad {w(a['train_window'])}, holdout {w(a['holdout_window'])}",
+         f"CPM W={a['cpm_checkpoint']}" + (f" (fallback W={a['cpm_fallback']})" if a["cpm_fallback"] else
+                                          " (no fallback: previous CPM too stale)")
+         + f"; set {a['embedding_set']}"),
+    ]
+    _emit(args, plan, f"Plan as of {plan['as_of']}\n\n" + markdown_table(("tier", "logical date", "data", "uses / produces"), rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.data import artifacts, delta
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.core.report import markdown_table
+
+    store = _store(args)
+    arts = [artifacts.lineage(m) | {"prefix": p} for p, m in artifacts.list_artifacts(store)]
+    tables = []
+    for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
+        paths.complete_features(d) for d in paths.DOMAINS
+    ]:
+        info = delta.describe(store, key)
+        if info:
+            tables.append(info)
+    data = {"store": store.root, "tables": tables, "artifacts": arts}
+    lines = [f"Store {store.root}", ""]
+    if tables:
+        lines += ["Delta tables", markdown_table(("table", "version", "partitions", "first dt", "last dt"),
+                  [(t["table"], t["version"], t["partitions"], t["first_dt"], t["last_dt"]) for t in tables]), ""]
+    if arts:
+        lines += ["Artifacts", markdown_table(
+            ("kind", "id", "window", "months", "embedding set", "CPM", "A-CTR", "metrics"),
+            [(a["kind"], a["id"], f"[{a['window']['start']}, {a['window']['end']})" if a["window"] else None,
+              a["months"], (a["embedding_set"] and f"{a['embedding_set']} ({', '.join(a['embedding_months'])})"),
+              a["cpm_checkpoint"], a["actr_model"],
+              ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
+             for a in arts])]
+    if not tables and not arts:
+        lines.append("(empty: nothing published yet)")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.core.calendar import parse_date
+    from ecdctr_pipeline.core.report import markdown_table
+    from ecdctr_pipeline.data.simulate import simulate
+
+    start, end = parse_date(args.start, what="--start"), parse_date(args.end, what="--end")
+    summary = simulate(_store(args), start, end, args.scale, args.seed,
+                       domains=tuple(args.domain or ("natural", "ad")))
+    rows = [(d, v["days"], v["rows"], v["ctr"], v["version"]) for d, v in summary.items()]
+    _emit(args, summary, markdown_table(("domain", "days", "rows", "CTR", "table version"), rows))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from ecdctr_pipeline.core.calendar import UTC
+    from ecdctr_pipeline.data.ingest import ingest
+
+    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    r = ingest(_store(args), args.domain, args.input, now=now)
+    data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version}
+    _emit(args, data, f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: "
+                      f"{len(r.partitions)} partition(s) {r.partitions[0]} .. {r.partitions[-1]}, version {r.version}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.data import extract
+
+    settings = _settings(args)
+    if args.what == "tpm":
+        r = extract.extract_tpm(settings, _store(args), args.as_of, force=args.force)
+    else:
+        r = extract.extract_complete(settings, _store(args), args.domain, args.as_of, force=args.force)
+    w = r.window
+    text = (f"{r.table}: {'unchanged (already built from raw version %d)' % r.raw_version if r.skipped else '%d rows' % r.rows}"
+            f" for [{w['start']}, {w['end']}) ({r.partitions} partitions), table version {r.version}, {r.seconds:.1f} s")
+    _emit(args, r.to_dict(), text)
+    return 0
+
+
+# ----------------------------------------------------------------------------- training
+def cmd_train(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline import tiers
+
+    options = {"policy": args.policy, "cpm": args.cpm} if args.tier == "actr" else {}
+    r = tiers.train(args.tier, _settings(args), _store(args), args.as_of, force=args.force, **options)
+    m = r.metrics
+    if r.skipped:
+        text = f"{r.tier} {r.logical_date}: already published at {r.artifact} (use --force to retrain)"
+    else:
+        text = f"{r.tier} {r.logical_date}: published {r.artifact} in {r.seconds:.1f} s"
+    if "gauc" in m:
+        text += f"; GAUC {m['gauc']:.4f} (coverage {m['gauc_coverage']:.2f}), log loss {m['logloss']:.4f}"
+    if r.tier == "actr":
+        text += f"; {'BLESSED' if r.extra.get('blessed') else 'REJECTED'}"
+    _emit(args, r.to_dict(), text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.core.report import markdown_table
+
+    settings = _settings(args)
+    if args.tier == "cpm":
+        from ecdctr_pipeline.evaluation.holdout import cpm_tail_metrics
+
+        m = cpm_tail_metrics(_store(args), args.as_of)
+        _emit(args, m, f"CPM {args.as_of} on its evaluation tail: GAUC {m['gauc']:.4f} "
+                       f"(coverage {m['gauc_coverage']:.2f}), AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}")
+        return 0
+    if not (settings.orchestration.compare_target_only or args.compare):
+        why = "orchestration.compare_target_only is false (pass --compare to evaluate anyway)"
+        _emit(args, {"skipped": why}, f"A-CTR {args.as_of}: no comparison with Target-only: {why}")
+        return 0
+    from ecdctr_pipeline.tiers.baselines import evaluate_day
+
+    r = evaluate_day(settings, _store(args), args.as_of)
+    rows = [(name, m["gauc"], m["gauc_coverage"], m["auc"], m["logloss"], m["impressions"])
+            for name, m in (("A-CTR (E-CDCTR)", r["actr"]), ("Target-only", r["target_only"]))]
+    text = (f"Holdout [{r['holdout']['start']}, {r['holdout']['end']}) — CPM W={r['cpm_checkpoint']}, "
+            f"embedding set {r['embedding_set']}\n\n"
+            + markdown_table(("model", "GAUC", "coverage", "AUC", "log loss", "impressions"), rows)
+            + f"\n\nGAUC lift of E-CDCTR over Target-only: {r['gauc_lift']:+.4f}")
+    _emit(args, r, text)
+    return 0
+
+
+# ----------------------------------------------------------------------------- quality
+def cmd_gate(args: argparse.Namespace) -> int:
+    """The DAG's quality gate for one tier's run (alerts and raises on failure)."""
+    from ecdctr_pipeline.quality.gates import gate
+
+    r = gate(args.tier, _settings(args), _store(args), args.as_of)
+    _emit(args, r, f"{args.tier} gate {args.as_of}: {r['checks']} check(s) passed")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """A readiness check a sensor repeats (``embedding-set``, ``cpm``), or the blessing a run's
+    export depends on (``blessed``). Not ready: exit 75 and one line naming what is missing."""
+    import datetime as dt
+
+    from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.core import calendar, paths
+    from ecdctr_pipeline.core.errors import NotReadyError
+    from ecdctr_pipeline.tiers import readiness
+
+    settings, store = _settings(args), _store(args)
+    if args.what == "embedding-set":
+        found = readiness.embedding_set_ready(settings, store, args.as_of)  # OverlapError: fails at once
+        if found is None:
+            raise NotReadyError(readiness.describe_missing_set(settings, args.as_of))
+        _emit(args, found, f"embedding set {found['embedding_set']} (months {', '.join(found['months'])}) is "
+                           f"published: {found['uri']}")
+        return 0
+    if args.what == "cpm":
+        now = calendar.parse_instant(args.now, what="--now") if args.now else dt.datetime.now(calendar.UTC)
+        waited = readiness.waited_since(calendar.run_due(args.as_of), now)
+        found = readiness.cpm_checkpoint_ready(settings, store, args.as_of, waited)
+        if found is None:
+            raise NotReadyError(readiness.describe_missing_cpm(settings, args.as_of))
+        _emit(args, found, f"A-CTR {args.as_of} uses CPM checkpoint W={found['cpm_checkpoint']}"
+                           + (" (fallback: the week's checkpoint is late)" if found["fallback"] else ""))
+        return 0
+    day = calendar.parse_date(args.as_of, what="--as-of")
+    m = artifacts.read_manifest(store, paths.actr_model(day))
+    data = {"actr_model": m.artifact_id, "blessed": m.blessed,
+            "blessing": m.blessing.model_dump() if m.blessing else None}
+    verdict = m.blessing.describe() if m.blessing else "REJECTED: no blessing record"
+    _emit(args, data, f"A-CTR {m.artifact_id}: {verdict}")
+    return 0 if data["blessed"] else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.quality.suites import summary_text, validate
+
+    r = validate(_settings(args), _store(args), args.table, args.as_of)
+    _emit(args, r, summary_text(r))
+    return 0 if r["success"] else 1
+
+
+# ----------------------------------------------------------------------------- serving
+def cmd_export(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.serving.export import export_version
+
+    r = export_version(_settings(args), _store(args), args.as_of, force=args.force)
+    if r["skipped"]:
+        text = f"A-CTR {r['actr_model']} is already exported as version {r['version']} (served: {r['served']})"
+    else:
+        text = (f"exported A-CTR {r['actr_model']} as serving version {r['version']} (now served; "
+                f"max |Δp| vs training graph {r['equivalence_max_abs_diff']:.1e}, {r['seconds']:.1f} s)")
+    _emit(args, r, text)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.serving.pointer import rollback
+
+    state = rollback(_store(args), _settings(args).serving.model_name)
+    _emit(args, state, f"serving version {state['version']} ({state['history'][-1]['reason']})")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.serving.client import GrpcScorer, LocalScorer, RestScorer, read_rows
+
+    settings = _settings(args)
+    rows = read_rows(args.input)
+    sv = settings.serving
+    if args.model:
+        scorer = LocalScorer(args.model)
+    elif args.rest:
+        scorer = RestScorer(args.rest, sv.model_name, version=args.version, timeout_s=sv.request_timeout_s,
+                            retries=sv.retries)
+    else:
+        scorer = GrpcScorer(args.target or sv.grpc_target, sv.model_name, version=args.version,
+                            timeout_s=sv.request_timeout_s, retries=sv.retries)
+    scores = scorer.predict(rows)
+    _emit(args, {"ctr": scores.tolist()}, "\n".join(f"{p:.6f}" for p in scores))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.ArgumentParser], None] | None = None
+                 ) -> argparse.ArgumentParser:
+    """The parser of the step verbs; ``extend(subparsers, common, json_parent)`` adds more
+    (the ``ecdctr`` entry point adds ``backfill``, ``demo`` and ``experiments``)."""
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--config", metavar="FILE", help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the same options after the command; SUPPRESS keeps `ecdctr --config F backfill ...` from
+    # being reset to the defaults by the subcommand's parser
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = argparse.ArgumentParser(prog="ecdctr", description="E-CDCTR training pipeline", parents=[top])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cfg = sub.add_parser("config", help="settings", parents=[common])
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the effective settings (secrets masked)", parents=[common, js])
+    show.set_defaults(func=cmd_config_show)
+
+    plan = sub.add_parser("plan", help="windows and artifact ids of all three tiers for a date", parents=[common, js])
+    plan.add_argument("--as-of", required=True, metavar="DATE", help="YYYY-MM-DD")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="tables and published artifacts with their lineage", parents=[common, js])
+    status.set_defaults(func=cmd_status)
+
+    sim = sub.add_parser("simulate", help="generate both domains into raw/ (seeded)", parents=[common, js])
+    sim.add_argument("--start", required=True, metavar="DATE")
+    sim.add_argument("--end", required=True, metavar="DATE", help="inclusive")
+    sim.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--domain", action="append", choices=["natural", "ad"],
+                     help="only this domain (repeatable; default both)")
+    sim.set_defaults(func=cmd_simulate, domain=None)
+
+    ing = sub.add_parser("ingest", help="load Parquet/CSV impressions into raw/<domain>", parents=[common, js])
+    ing.add_argument("--domain", required=True, choices=["natural", "ad"])
+    ing.add_argument("--input", required=True, metavar="PATH", help="a .parquet/.csv file or a folder of them")
+    ing.add_argument("--now", metavar="TIMESTAMP", help="reject events after this instant (default: the clock)")
+    ing.set_defaults(func=cmd_ingest)
+
+    ext = sub.add_parser("extract", help="Spark feature extraction into Delta", parents=[common])
+    ext_sub = ext.add_subparsers(dest="what", required=True, metavar="TABLE")
+    et = ext_sub.add_parser("tpm", help="features/tpm for the TPM run of a month", parents=[common, js])
+    et.add_argument("--as-of", required=True, metavar="MONTH", help="YYYY-MM or YYYY-MM-01")
+    ec = ext_sub.add_parser("complete", help="features/complete/<domain> for the plan's window", parents=[common, js])
+    ec.add_argument("--domain", required=True, choices=["natural", "ad"])
+    ec.add_argument("--as-of", required=True, metavar="DATE")
+    for e in (et, ec):
+        e.add_argument("--force", action="store_true", help="recompute even if built from the same raw version")
+        e.set_defaults(func=cmd_extract)
+
+    tr = sub.add_parser("train", help="train and publish one tier for a logical date", parents=[common])
+    tr_sub = tr.add_subparsers(dest="tier", required=True, metavar="TIER")
+    for tier, meta, hlp in (("tpm", "YYYY-MM-01", "TPM month by month → embedding set M"),
+                            ("cpm", "MONDAY", "CPM checkpoint for Monday W"),
+                            ("actr", "DATE", "A-CTR fine-tuned from the plan's CPM, gated on the holdout")):
+        t = tr_sub.add_parser(tier, help=hlp, parents=[common, js])
+        t.add_argument("--as-of", required=True, metavar=meta)
+        t.add_argument("--force", action="store_true", help="retrain even if the artifact exists")
+        if tier == "actr":
+            t.add_argument("--policy", choices=["all_but_bn", "embeddings", "mlp_without_bn", "all"],
+                           help="transfer policy (default: actr.transfer_policy)")
+            t.add_argument("--cpm", metavar="MONDAY", help="the CPM checkpoint to fine-tune from, as chosen by "
+                           "`ecdctr check cpm` (the DAG's sensor); must be the plan's or its allowed fallback "
+                           "(default: the plan's, else the fallback)")
+        t.set_defaults(func=cmd_train, policy=None, cpm=None)
+
+    ev = sub.add_parser("evaluate", help="A-CTR vs Target-only on a day's holdout, or a CPM on its tail",
+                        parents=[common, js])
+    ev.add_argument("tier", choices=["actr", "cpm"],
+                    help="actr: A-CTR vs Target-only on DATE's holdout; cpm: the CPM of Monday DATE on its tail")
+    ev.add_argument("--as-of", required=True, metavar="DATE")
+    ev.add_argument("--compare", action="store_true",
+                    help="actr: compare with Target-only even when orchestration.compare_target_only is false")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ck = sub.add_parser("check", help="what a sensor waits for, or whether a model is blessed (exit 75: not ready)",
+                        parents=[common, js])
+    ck.add_argument("what", choices=["embedding-set", "cpm", "blessed"],
+                    help="embedding-set: the set the CPM of Monday DATE consumes; cpm: the CPM checkpoint A-CTR "
+                         "DATE uses (primary, or the fallback once late); blessed: exit 0 only if A-CTR DATE is "
+                         "blessed")
+    ck.add_argument("--as-of", required=True, metavar="DATE", help="the run's logical date")
+    ck.add_argument("--now", metavar="TIMESTAMP", help="cpm: the instant to measure lateness at (default: the clock)")
+    ck.set_defaults(func=cmd_check)
+
+    ga = sub.add_parser("gate", help="a tier run's data-quality gate (what the DAG's quality_gate runs)",
+                        parents=[common, js])
+    ga.add_argument("tier", choices=["tpm", "cpm", "actr"])
+    ga.add_argument("--as-of", required=True, metavar="DATE", help="the run's logical date")
+    ga.set_defaults(func=cmd_gate)
+
+    va = sub.add_parser("validate", help="run a data-quality suite on one day (non-zero on failure)",
+                        parents=[common, js])
+    va.add_argument("--table", required=True,
+                    choices=["raw/natural", "raw/ad", "features/tpm", "features/complete/natural",
+                             "features/complete/ad", "tpm_set"])
+    va.add_argument("--as-of", required=True, metavar="DATE", help="the partition's day (tpm_set: its month)")
+    va.set_defaults(func=cmd_validate)
+
+    exp = sub.add_parser("export", help="export a blessed A-CTR model as the next TF Serving version",
+                         parents=[common, js])
+    exp.add_argument("--as-of", required=True, metavar="DATE")
+    exp.add_argument("--force", action="store_true", help="export again as a new version")
+    exp.set_defaults(func=cmd_export)
+    rb = sub.add_parser("rollback", help="serve the previous serving version", parents=[common, js])
+    rb.set_defaults(func=cmd_rollback)
+    sc = sub.add_parser("score", help="score rows with TF Serving (gRPC/REST) or a local SavedModel",
+                        parents=[common, js])
+    sc.add_argument("--input", required=True, metavar="ROWS", help="rows.json or rows.parquet")
+    where = sc.add_mutually_exclusive_group()
+    where.add_argument("--target", metavar="HOST:PORT", help="gRPC PredictionService (default serving.grpc_target)")
+    where.add_argument("--rest", metavar="URL", help="REST endpoint, e.g. http://host:8501")
+    where.add_argument("--model", metavar="PATH", help="a SavedModel folder: score locally, no server")
+    sc.add_argument("--version", type=int, help="model version (default: what the server serves)")
+    sc.set_defaults(func=cmd_score)
+
+    if extend is not None:
+        extend(sub, common, js)
+    return p
+
+
+def execute(argv: list[str]) -> tuple[int, Any]:
+    """Run one command in this process: ``(exit status, its JSON-able result)``. Errors raise
+    (:class:`EcdctrError` and its kinds), so a caller can tell retryable ones apart; an argv the
+    parser rejects raises :class:`UsageError`. DAG steps, sensors and ``ecdctr backfill`` run
+    pipeline steps through this, with the argv a pod would get."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        from ecdctr_pipeline.core.errors import UsageError
+
+        msg = (err.getvalue().strip().splitlines() or [f"exit {exc.code}"])[-1]
+        raise UsageError(f"invalid command line `ecdctr {' '.join(argv)}`: {msg}") from None
+    args.result = None
+    rc = args.func(args)
+    return rc, json.loads(json.dumps(args.result, default=str))
+
+
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse ``argv`` with ``parser`` (default: the step verbs) and run the command; errors
+    print one line and return the error's exit status."""
+    args = (parser or build_parser()).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except EcdctrError as exc:
+        print(f"ecdctr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ecdctr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Typed pipeline settings.
+
+One :class:`Settings` object made of sub-sections. Sources, later ones win:
+
+1. the embedded defaults below (a laptop or CI needs no file at all),
+2. an optional YAML file (``--config FILE`` or ``ECDCTR_CONFIG``),
+3. environment overrides ``ECDCTR_<SECTION>__<KEY>=value`` (values parsed as YAML
+   scalars/lists, e.g. ``ECDCTR_CPM__LEARNING_RATE=1e-3``), plus the short form
+   ``ECDCTR_STORE=s3://bucket/prefix`` for ``store.root``.
+
+Unknown keys, wrong types and impossible values are rejected with a one-line
+:class:`~ecdctr_pipeline.core.errors.ConfigError` naming the key. Secrets are
+``SecretStr`` and are masked by :func:`render_settings`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from ecdctr_pipeline.core.errors import ConfigError
+
+ENV_PREFIX = "ECDCTR_"
+ENV_CONFIG = "ECDCTR_CONFIG"
+ENV_STORE = "ECDCTR_STORE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class StoreSettings(_Section):
+    """Where tables and artifacts live: ``file://PATH`` (embedded) or ``s3://bucket/prefix``."""
+
+    root: str = "file://./ecdctr-data"
+    endpoint_url: str | None = None  # any S3-compatible endpoint; None = AWS / AWS_ENDPOINT_URL
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None  # None = the usual AWS credential chain
+    secret_access_key: SecretStr | None = None
+    allow_http: bool = False  # delta-rs refuses plain-HTTP endpoints unless set
+    local_staging_dir: str | None = None  # scratch for S3 uploads; None = system temp
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, root: str) -> str:
+        if not (root.startswith("file://") or root.startswith("s3://")):
+            raise ValueError("must start with file:// or s3://")
+        if root.startswith("s3://") and not root[len("s3://"):].strip("/"):
+            raise ValueError("s3:// root needs a bucket name")
+        return root.rstrip("/") if len(root) > len("file:///") else root
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "ecdctr"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(4, gt=0)
+    # Folder of the pinned JVM jars (delta-spark, hadoop-aws, AWS SDK bundle; jvm/pom.xml).
+    # None = the checkout's jvm/jars (made by `make jars`); "classpath" = already on Spark's
+    # class path (the docker/spark image bakes them into /opt/spark/jars).
+    jars_dir: str | None = None
+    # A writer holds a lease on a feature table while it writes it; an older lease than this
+    # is taken to belong to a writer that died (Delta-Spark's S3 log store is single-driver).
+    writer_lease_s: int = Field(6 * 3600, gt=0)
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class CalendarSettings(_Section):
+    """Window lengths of SPEC §2. Windows are half-open ``[start, end)`` in UTC days."""
+
+    tpm_train_months: int = Field(6, gt=0)  # TPM trains on months M-6 .. M-1, in order
+    tpm_snapshot_months: int = Field(3, gt=0)  # ... and snapshots after the last 3 of them
+    cpm_window_days: int = Field(28, gt=0)  # CPM trains on natural data [W-28d, W)
+    cpm_eval_tail_days: int = Field(1, gt=0)  # last day(s) of the CPM window held out for eval
+    actr_window_days: int = Field(28, gt=0)  # A-CTR: ad data [D-28d, D) incl. the holdout
+    actr_holdout_days: int = Field(1, gt=0)  # [D-1d, D) is the blessing holdout
+    max_cpm_staleness_days: int = Field(8, ge=0)  # fallback CPM may be at most this old
+
+    @model_validator(mode="after")
+    def _check(self) -> "CalendarSettings":
+        if self.tpm_snapshot_months > self.tpm_train_months:
+            raise ValueError(
+                f"tpm_snapshot_months ({self.tpm_snapshot_months}) must be <= "
+                f"tpm_train_months ({self.tpm_train_months})"
+            )
+        if self.cpm_eval_tail_days >= self.cpm_window_days:
+            raise ValueError("cpm_eval_tail_days must be smaller than cpm_window_days")
+        if self.actr_holdout_days >= self.actr_window_days:
+            raise ValueError("actr_holdout_days must be smaller than actr_window_days")
+        if self.actr_window_days > self.cpm_window_days:
+            # An A-CTR run on a Monday uses the CPM of that Monday, whose embedding months
+            # end before month(W - cpm_window_days); a longer A-CTR window could reach into them.
+            raise ValueError(
+                f"actr_window_days ({self.actr_window_days}) must be <= cpm_window_days "
+                f"({self.cpm_window_days}) so embedding months never overlap A-CTR data"
+            )
+        return self
+
+
+class FeatureSettings(_Section):
+    # "spark": the Spark jobs (scales out; the default); "duckdb": the same features computed by
+    # DuckDB SQL in-process (single machine), committed through the same delta-rs path
+    engine: Literal["spark", "duckdb"] = "spark"
+    max_seq_len: int = Field(50, gt=0)  # last N clicked items/categories before the impression
+    history_days: int = Field(28, gt=0)  # how far back the behaviour sequence looks
+    counter_windows_days: list[int] = Field(default_factory=lambda: [7, 28])
+    # embedding rows of the complete model's id features (ids are bucketed as id mod n)
+    hash_buckets: dict[Literal["user_id", "item_id", "category_id", "item_brand"], int] = Field(
+        default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000, "item_brand": 1_000})
+
+    @model_validator(mode="after")
+    def _check(self) -> "FeatureSettings":
+        if not self.counter_windows_days or any(d <= 0 for d in self.counter_windows_days):
+            raise ValueError("counter_windows_days must be a non-empty list of positive days")
+        missing = {"user_id", "item_id", "category_id", "item_brand"} - set(self.hash_buckets)
+        if missing or any(v <= 0 for v in self.hash_buckets.values()):
+            raise ValueError(f"hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
+        return self
+
+
+class TPMSettings(_Section):
+    embedding_dim: int = Field(16, gt=0)
+    hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(2048, gt=0)
+    epochs_per_month: int = Field(1, gt=0)
+    seed: int = 0
+
+
+class CPMSettings(_Section):
+    """The complete model (shared by CPM and A-CTR) and the CPM's training."""
+
+    embedding_dim: int = Field(16, gt=0)
+    hidden_units: list[int] = Field(default_factory=lambda: [200, 80])
+    cross_layers: int = Field(2, ge=1)
+    attention_units: list[int] = Field(default_factory=lambda: [36])
+    dropout: float = Field(0.0, ge=0, lt=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    epochs: int = Field(3, gt=0)
+    seed: int = 0
+
+
+class ACTRSettings(_Section):
+    transfer_policy: Literal["all_but_bn", "embeddings", "mlp_without_bn", "all"] = "all_but_bn"
+    learning_rate: float = Field(5e-4, gt=0)
+    batch_size: int = Field(512, gt=0)
+    epochs: int = Field(4, gt=0)
+    seed: int = 0
+    bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
+    cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)
+
+
+class QualitySettings(_Section):
+    ctr_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"natural": (0.01, 0.5), "ad": (0.002, 0.3)}
+    )
+    volume_band: tuple[float, float] = (0.5, 2.0)  # day volume / trailing 7-day mean
+    min_ad_users_known_natural: float = Field(0.5, ge=0, le=1)
+    min_ad_items_known_natural: float = Field(0.5, ge=0, le=1)
+    min_ad_users_known_embeddings: float = Field(0.3, ge=0, le=1)
+    min_ad_items_known_embeddings: float = Field(0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "QualitySettings":
+        for dom, (lo, hi) in self.ctr_bounds.items():
+            if not 0 <= lo < hi <= 1:
+                raise ValueError(f"ctr_bounds.{dom} must satisfy 0 <= low < high <= 1")
+        lo, hi = self.volume_band
+        if not 0 <= lo < 1 < hi:
+            raise ValueError("volume_band must satisfy 0 <= low < 1 < high")
+        return self
+
+
+class AlertSettings(_Section):
+    notifiers: list[Literal["log", "webhook", "email"]] = Field(default_factory=lambda: ["log"])
+    webhook_url: SecretStr | None = None
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, gt=0, lt=65536)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    email_from: str = "ecdctr@localhost"
+    email_to: list[str] = Field(default_factory=list)
+
+
+class ServingSettings(_Section):
+    model_name: str = "actr"
+    grpc_target: str = "127.0.0.1:8500"
+    rest_url: str = "http://127.0.0.1:8501"
+    request_timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0)
+    keep_versions: int = Field(2, ge=1)  # served version + rollback target
+
+
+class KubernetesSettings(_Section):
+    """Production execution: training as GPU pods, Spark steps as spark-submit pods."""
+
+    namespace: str = "ecdctr"
+    service_account: str = "ecdctr"
+    trainer_image: str = "ecdctr/trainer:0.1.0"
+    spark_image: str = "ecdctr/spark:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    gpus: int = Field(1, ge=0)
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict[str, str]] = Field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    trainer_resources: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}})
+    spark_resources: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}})
+    config_map: str = "ecdctr-config"  # mounted at /etc/ecdctr, ECDCTR_CONFIG points at it
+    secret_env: str | None = "ecdctr-secrets"  # optional Secret with ECDCTR_* / AWS_* variables
+
+
+class OrchestrationSettings(_Section):
+    execution: Literal["in_process", "kubernetes"] = "in_process"
+    owner: str = "ml-platform"
+    start_date: str = "2026-01-01"
+    catchup: bool = False
+    retries: int = Field(2, ge=0)
+    retry_delay_s: int = Field(300, gt=0)
+    max_retry_delay_s: int = Field(3600, gt=0)
+    max_active_runs: int = Field(1, gt=0)
+    task_timeout_s: int = Field(4 * 3600, gt=0)
+    sensor_poke_interval_s: int = Field(300, gt=0)
+    sensor_timeout_s: int = Field(12 * 3600, gt=0)
+    # deferrable: the triggerer waits (no worker slot held); reschedule: the slot is freed between
+    # pokes; poke: the worker waits (short waits only)
+    sensor_mode: Literal["deferrable", "reschedule", "poke"] = "deferrable"
+    compare_target_only: bool = True  # A-CTR DAG: also train Target-only for the evaluation report
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_day(cls, v):
+        if isinstance(v, dt.date):  # YAML reads an unquoted 2026-01-01 as a date
+            return v.isoformat()
+        if v is not None:
+            try:
+                dt.date.fromisoformat(v)
+            except ValueError:
+                raise ValueError("expected YYYY-MM-DD") from None
+        return v
+
+
+class Settings(_Section):
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    tpm: TPMSettings = Field(default_factory=TPMSettings)
+    cpm: CPMSettings = Field(default_factory=CPMSettings)
+    actr: ACTRSettings = Field(default_factory=ACTRSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+
+
+SECTIONS = tuple(Settings.model_fields)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = first.get("input")
+    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid setting {key} from {source}: {msg}{shown}{more}"
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``ECDCTR_SECTION__KEY=value`` variables into a nested dict."""
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+            continue
+        if name == ENV_STORE:
+            tree.setdefault("store", {})["root"] = raw
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        if len(path) < 2 or path[0] not in SECTIONS:
+            raise ConfigError(
+                f"invalid setting from environment {name}: expected ECDCTR_<SECTION>__<KEY> "
+                f"with SECTION one of {', '.join(SECTIONS)}"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 read as an impossible date
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings: defaults, then the YAML file, then the environment."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_CONFIG) or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        data = loaded
+        source = str(path)
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    env = env_overrides(environ)
+    if env:
+        data = _deep_merge(data, env)
+        source = "environment" if source == "defaults" else f"{source} + environment"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def settings_dict(settings: Settings, *, mask: bool = True) -> dict[str, Any]:
+    """Settings as plain JSON-able data; secrets are masked unless ``mask=False``."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "**********" if mask else value.get_secret_value()
+        if isinstance(value, BaseModel):
+            return {k: convert(getattr(value, k)) for k in type(value).model_fields}
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(settings)
+
+
+def render_settings(settings: Settings) -> str:
+    """YAML of the effective settings with secrets masked (``ecdctr config show``)."""
+    return yaml.safe_dump(settings_dict(settings, mask=True), sort_keys=False)

@@ -1,0 +1,276 @@
+"""Delta Lake helpers on delta-rs (``deltalake``), the Python side's reader and writer.
+
+Who writes which table: delta-rs writes ``raw/*`` (ingest, simulator) and, with
+``features.engine: duckdb``, the feature tables; Spark writes the feature tables natively
+through delta-spark (``extract.py``). Both keep to the protocol
+:data:`ecdctr_pipeline.data.spark.DELTA_PROTOCOL` and each reads what the other wrote.
+
+* :func:`write` creates a table, appends to it, or replaces exactly the ``dt`` partitions the
+  data covers (a re-run of a day replaces that day, never duplicates it);
+* every write may carry an *app transaction* ``(app_id, version)`` keyed by the run: when
+  the table already records that app id at that version or later, the write is skipped,
+  so a retried run never double-commits;
+* :func:`read` returns a snapshot as Arrow, with the version it read (for lineage).
+
+Works on ``file://`` and ``s3://`` roots through :class:`~ecdctr_pipeline.data.store.ArtifactStore`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Literal, Sequence
+
+import pyarrow as pa
+
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import DeltaError
+from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+PARTITION_COLUMN = "dt"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    version: int  # table version after the write (or the current one when skipped)
+    rows: int
+    partitions: tuple[str, ...]
+    skipped: bool  # True when the app transaction was already committed
+
+
+def table_uri(store: ArtifactStore, key: str) -> str:
+    return store.table_uri(key)
+
+
+def _open(store: ArtifactStore, key: str, version: int | None = None):
+    from deltalake import DeltaTable
+
+    uri = table_uri(store, key)
+    if not DeltaTable.is_deltatable(uri, storage_options=store.storage_options() or None):
+        return None
+    try:
+        return DeltaTable(uri, version=version, storage_options=store.storage_options() or None)
+    except Exception as exc:  # delta-rs raises several types for a bad version/log
+        raise DeltaError(f"cannot open Delta table {store.uri(key)} (version {version}): {exc}") from None
+
+
+def exists(store: ArtifactStore, key: str) -> bool:
+    return _open(store, key) is not None
+
+
+def version(store: ArtifactStore, key: str) -> int | None:
+    t = _open(store, key)
+    return None if t is None else t.version()
+
+
+def committed_txn_version(store: ArtifactStore, key: str, app_id: str) -> int | None:
+    t = _open(store, key)
+    return None if t is None else t.transaction_version(app_id)
+
+
+def partition_predicate(values: Iterable[str], column: str = PARTITION_COLUMN) -> str:
+    vals = sorted(set(values))
+    if not vals:
+        raise DeltaError("no partitions to replace")
+    for v in vals:
+        if "'" in v:
+            raise DeltaError(f"invalid partition value {v!r}")
+    return f"{column} IN ({', '.join(repr(v) for v in vals)})"
+
+
+def _partitions_of(data: pa.Table, column: str) -> tuple[str, ...]:
+    if column not in data.column_names:
+        raise DeltaError(f"data has no partition column {column!r}")
+    col = data.column(column)
+    if col.null_count:
+        raise DeltaError(f"partition column {column!r} has {col.null_count} null values")
+    return tuple(sorted(set(col.to_pylist())))
+
+
+def write(
+    store: ArtifactStore,
+    key: str,
+    data: pa.Table,
+    *,
+    mode: Literal["replace_partitions", "append"] = "replace_partitions",
+    partition_by: Sequence[str] = (PARTITION_COLUMN,),
+    txn: tuple[str, int] | None = None,
+    max_commit_retries: int = 25,
+) -> WriteResult:
+    """Write ``data`` to the Delta table at ``key`` in one commit.
+
+    ``replace_partitions`` replaces exactly the ``dt`` partitions present in ``data``
+    (creating the table if needed); ``append`` adds rows. With ``txn=(app_id, version)``
+    the write is skipped when the table already holds that transaction.
+    """
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    if data.num_rows == 0:
+        raise DeltaError(f"refusing to write 0 rows to {store.uri(key)}")
+    part_col = partition_by[0] if partition_by else PARTITION_COLUMN
+    parts = _partitions_of(data, part_col) if partition_by else ()
+    current = _open(store, key)
+    if txn is not None and current is not None:
+        done = current.transaction_version(txn[0])
+        if done is not None and done >= txn[1]:
+            log.info("skip %s: app transaction %s v%s already committed", key, txn[0], done)
+            return WriteResult(key, current.version(), 0, parts, True)
+    props = CommitProperties(
+        app_transactions=[Transaction(txn[0], txn[1])] if txn else None,
+        max_commit_retries=max_commit_retries,
+    )
+    uri = table_uri(store, key)
+    opts = store.storage_options() or None
+    try:
+        if current is None:
+            write_deltalake(uri, data, partition_by=list(partition_by) or None, mode="append",
+                            storage_options=opts, commit_properties=props)
+        elif mode == "append":
+            write_deltalake(current, data, mode="append", commit_properties=props)
+        else:
+            write_deltalake(current, data, mode="overwrite", predicate=partition_predicate(parts, part_col),
+                            commit_properties=props)
+    except Exception as exc:
+        if isinstance(exc, DeltaError):
+            raise
+        msg = " ".join(str(exc).split())[:400]
+        raise DeltaError(f"write to {store.uri(key)} failed: {msg}") from None
+    t = _open(store, key)
+    return WriteResult(key, t.version(), data.num_rows, parts, False)
+
+
+def read(
+    store: ArtifactStore,
+    key: str,
+    *,
+    partitions: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+    partition_column: str = PARTITION_COLUMN,
+) -> tuple[pa.Table, int]:
+    """A snapshot (latest or ``version``) as Arrow, optionally limited to some ``dt`` values."""
+    t = _open(store, key, version)
+    if t is None:
+        raise DeltaError(f"Delta table not found: {store.uri(key)}")
+    filters = None
+    if partitions is not None:
+        vals = sorted(set(partitions))
+        if not vals:
+            raise DeltaError(f"no partitions asked of {store.uri(key)}")
+        filters = [(partition_column, "in", vals)]
+    table = t.to_pyarrow_table(partitions=filters, columns=list(columns) if columns else None)
+    return table, t.version()
+
+
+def partitions(store: ArtifactStore, key: str, partition_column: str = PARTITION_COLUMN) -> list[str]:
+    """The ``dt`` values with data in the latest snapshot."""
+    t = _open(store, key)
+    if t is None:
+        return []
+    vals = {p.get(partition_column) for p in t.partitions()}
+    return sorted(v for v in vals if v is not None)
+
+
+def describe(store: ArtifactStore, key: str) -> dict | None:
+    t = _open(store, key)
+    if t is None:
+        return None
+    parts = sorted({p.get(PARTITION_COLUMN) for p in t.partitions()} - {None})
+    return {
+        "table": key,
+        "version": t.version(),
+        "partitions": len(parts),
+        "first_dt": parts[0] if parts else None,
+        "last_dt": parts[-1] if parts else None,
+    }
+
+
+# ------------------------------------------------------------------ one writer at a time
+class WriterBusyError(DeltaError):
+    """Another writer holds the lease of the table."""
+
+
+@contextmanager
+def writer_lease(store: ArtifactStore, table: str, *, owner: str, ttl_s: int,
+                 clock: Callable[[], float] = time.time) -> Iterator[None]:
+    """Hold the writer lease of ``table`` while the block runs.
+
+    Delta-Spark commits to S3 through its single-driver log store: two drivers committing
+    the same version at once could overwrite each other's log entry. So every Spark writer
+    of a table first creates ``leases/<table>.json`` with an atomic create-if-absent (S3
+    conditional write, ``O_EXCL``-style link locally); a second writer fails at once with a
+    one-line :class:`WriterBusyError` naming the holder, and commits nothing. The holder
+    renews the lease every ``ttl_s / 3`` seconds; a writer that died leaves a lease that
+    expires after ``ttl_s`` and is then replaced.
+    """
+    key = paths.writer_lease(table)
+    token = uuid.uuid4().hex
+
+    def body() -> bytes:
+        now = clock()
+        return json.dumps({"owner": owner, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "renewed": now, "expires": now + ttl_s}).encode()
+
+    def holder() -> dict | None:
+        try:
+            return json.loads(store.get_bytes(key))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"owner": "?", "expires": 0}  # unreadable: treat as expired
+
+    if not store.put_if_absent(key, body()):
+        cur = holder()
+        if cur is not None and cur.get("expires", 0) > clock():
+            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
+            raise WriterBusyError(f"{store.uri(table)} is being written by {cur.get('owner')} (pid {cur.get('pid')} "
+                                  f"on {cur.get('host')}, lease renewed {since}); retry when it is done")
+        if cur is not None:
+            log.warning("writer lease of %s held by %s expired: taking it over", table, cur.get("owner"))
+            store.delete(key)
+        if not store.put_if_absent(key, body()):
+            raise WriterBusyError(f"{store.uri(table)}: another writer took the lease first; retry when it is done")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            cur = holder()
+            if cur is None or cur.get("token") != token:
+                log.error("writer lease of %s was lost", table)
+                return
+            store.put_bytes(key, body())
+
+    thread = threading.Thread(target=renew, name=f"lease-{table}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        cur = holder()
+        if cur is not None and cur.get("token") == token:
+            store.delete(key)
+
+
+def file_uris(store: ArtifactStore, key: str, partitions: Sequence[str],
+              partition_column: str = PARTITION_COLUMN) -> list[str]:
+    """Data files of the latest snapshot holding ``partitions``."""
+    t = _open(store, key)
+    if t is None:
+        raise DeltaError(f"Delta table not found: {store.uri(key)}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return t.file_uris(partition_filters=[(partition_column, "in", sorted(set(partitions)))])

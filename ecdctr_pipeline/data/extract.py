@@ -1,0 +1,242 @@
+"""Feature extraction runs: raw Delta → features Delta, by Spark (delta-spark) or DuckDB.
+
+``extract_tpm`` builds ``features/tpm`` for the months a TPM run trains on;
+``extract_complete`` builds ``features/complete/{domain}`` for the window the plan names
+(natural: the CPM window of the latest Monday ≤ DATE; ad: the A-CTR window of DATE,
+holdout included). Each commit replaces exactly the window's ``dt`` partitions and carries
+the app transaction ``(extract:..., raw table version)``: re-running on unchanged raw data
+commits nothing; after raw data changed it recomputes and replaces.
+
+Every day of the window must have raw data (else a one-line error naming the day). The
+history before the window (behaviour sequences, counters) must be complete from the raw
+table's first day on: days before that first day are before history began and count as
+empty; a gap after it is an error naming the day.
+
+Engines (``features.engine``):
+
+* ``spark`` (default): Spark reads the raw table at the exact version checked here
+  (``versionAsOf``) and writes the features natively with delta-spark — ``replaceWhere`` on
+  the window's days, ``txnAppId``/``txnVersion`` for idempotent retries — on ``file://`` or,
+  for ``s3://`` stores, on ``s3a://`` from every executor. Nothing is staged on the driver.
+  A writer holds the table's lease (:func:`ecdctr_pipeline.data.delta.writer_lease`) while it writes.
+* ``duckdb``: the same features with DuckDB SQL in-process (a single-machine alternative,
+  also used by the fast tests), written by delta-rs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.schema import PARTITION, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+class MissingDataError(EcdctrError):
+    """A day a run needs has no raw data."""
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    table: str
+    window: dict
+    rows: int
+    partitions: int
+    version: int
+    raw_version: int
+    skipped: bool
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spark_raw_schema():
+    from pyspark.sql import types as T
+
+    m = {"int8": T.ByteType(), "int16": T.ShortType(), "int32": T.IntegerType(), "int64": T.LongType()}
+    fields = []
+    for c in RAW_COLUMNS:
+        t = T.TimestampType() if c.role == "time" else m[str(c.type)]
+        fields.append(T.StructField(c.name, t, True))
+    return T.StructType(fields)
+
+
+def needed_days(store: ArtifactStore, domain: str, window: calendar.Window, history_days: int,
+                *, who: str) -> list[str]:
+    """Raw ``dt`` values to read: the window's (all required) and the history before it."""
+    table = paths.raw_table(domain)
+    present = set(delta.partitions(store, table))
+    if not present:
+        raise MissingDataError(f"{who}: no raw data at all in {table} ({store.uri(table)})")
+    for day in window.partitions():
+        if day not in present:
+            raise MissingDataError(f"{who}: no raw data for {day} in {table} (window {window})")
+    first = min(present)
+    history = calendar.lookback(window.start, history_days).partitions() if history_days else []
+    for day in history:
+        if day >= first and day not in present:
+            raise MissingDataError(f"{who}: no raw data for {day} in {table} (history before window {window})")
+    return [d for d in history + window.partitions() if d in present]
+
+
+def spark_schema(schema):
+    """The Spark type of each column of an Arrow schema (the feature tables' contract)."""
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    simple = {pa.int8(): T.ByteType(), pa.int16(): T.ShortType(), pa.int32(): T.IntegerType(),
+              pa.int64(): T.LongType(), pa.float32(): T.FloatType(), pa.float64(): T.DoubleType(),
+              pa.string(): T.StringType()}
+
+    def conv(t):
+        if pa.types.is_timestamp(t):
+            return T.TimestampType()
+        if pa.types.is_list(t):
+            return T.ArrayType(conv(t.value_type), True)
+        if t not in simple:
+            raise EcdctrError(f"no Spark type for Arrow type {t}")
+        return simple[t]
+
+    return T.StructType([T.StructField(f.name, conv(f.type), True) for f in schema])
+
+
+def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, raw_version: int, days: list[str],
+               build, schema, out_table: str, window: calendar.Window, txn: tuple[str, int], who: str):
+    """Spark reads raw at ``raw_version`` and writes the window's partitions with delta-spark.
+
+    Returns ``(rows, version, skipped)``.
+    """
+    from pyspark.sql import functions as F
+
+    from ecdctr_pipeline.data.spark import configure_store, get_spark
+
+    if spark is None:
+        spark = get_spark(settings)
+    else:
+        configure_store(spark, settings.store)
+    raw = (spark.read.format("delta").option("versionAsOf", raw_version).load(store.spark_uri(raw_table))
+           .where(F.col(PARTITION).isin(days)).drop(PARTITION))
+    target = spark_schema(schema)
+    out = build(raw).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in target.fields])
+    before = delta.version(store, out_table)
+    predicate = f"{PARTITION} >= '{window.start}' AND {PARTITION} < '{window.end}'"
+    log.info("%s: reading %s v%d (%d day(s)), writing %s", who, raw_table, raw_version, len(days), out_table)
+    with delta.writer_lease(store, out_table, owner=f"{txn[0]}@{txn[1]}", ttl_s=settings.spark.writer_lease_s):
+        (out.repartition(PARTITION).write.format("delta").mode("overwrite")
+         .option("replaceWhere", predicate).option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
+         .partitionBy(PARTITION).save(store.spark_uri(out_table)))
+    after = delta.version(store, out_table)
+    if after == before:  # Delta skipped the write: this app transaction is already in the log
+        return 0, after, True
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{store.spark_uri(out_table)}` LIMIT 1").collect()[0]
+    return int((last["operationMetrics"] or {}).get("numOutputRows", 0)), after, False
+
+
+def _run_duckdb(store: ArtifactStore, raw_table: str, days: list[str], sql_for, schema, out_table: str,
+                window: calendar.Window, txn: tuple[str, int], who: str) -> delta.WriteResult:
+    """The DuckDB engine: same features from the same raw snapshot, one delta-rs commit."""
+    import duckdb
+
+    raw, _ = delta.read(store, raw_table, partitions=days)
+    con = duckdb.connect()
+    con.register("raw", raw.drop_columns([PARTITION]))
+    out = con.sql(sql_for("raw")).fetch_arrow_table().cast(schema)
+    missing = sorted(set(window.partitions()) - set(out[PARTITION].unique().to_pylist()))
+    if missing:
+        raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
+    return delta.write(store, out_table, out, txn=txn)
+
+
+def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: str, window: calendar.Window, history_days: int,
+         app_id: str, build, schema, force: bool, who: str, spark=None, sql_for=None) -> ExtractResult:
+    t0 = time.perf_counter()
+    store.check_access()
+    if settings.features.engine == "spark":
+        from ecdctr_pipeline.data.spark import check_jars
+
+        check_jars(settings)
+    raw_table = paths.raw_table(domain)
+    days = needed_days(store, domain, window, history_days, who=who)
+    raw_version = delta.version(store, raw_table)
+    txn_version = raw_version + 1  # app transaction versions start at 1
+    if force:
+        done = delta.committed_txn_version(store, out_table, app_id) or 0
+        txn_version = max(txn_version, done + 1)
+    done = delta.committed_txn_version(store, out_table, app_id)
+    if done is not None and done >= txn_version:
+        log.info("%s: %s already built from raw version %s; nothing to do", who, out_table, raw_version)
+        return ExtractResult(out_table, window.to_dict(), 0, window.days, delta.version(store, out_table),
+                             raw_version, True, round(time.perf_counter() - t0, 3))
+    if settings.features.engine == "duckdb":
+        res = _run_duckdb(store, raw_table, days, sql_for, schema, out_table, window, (app_id, txn_version), who)
+        secs = round(time.perf_counter() - t0, 3)
+        return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
+                             res.skipped, secs)
+    rows, version, skipped = _run_spark(settings, spark, store, raw_table, raw_version, days, build, schema,
+                                        out_table, window, (app_id, txn_version), who)
+    secs = round(time.perf_counter() - t0, 3)
+    log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, rows, window.days, out_table, version, secs)
+    return ExtractResult(out_table, window.to_dict(), rows, window.days, version, raw_version, skipped, secs)
+
+
+def extract_tpm(settings: Settings, store: ArtifactStore, month: str | calendar.Month, *, force: bool = False, spark=None) -> ExtractResult:
+    from ecdctr_pipeline.data.features import tpm_features
+
+    from ecdctr_pipeline.core.schema import TPM_FEATURE_NAMES
+
+    plan = calendar.tpm_plan(month, settings.calendar)
+    w = plan.data_window
+    cols = ", ".join(TPM_FEATURE_NAMES)
+
+    def sql_for(source: str) -> str:
+        return (f"SELECT {cols}, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION} FROM {source} "
+                f"WHERE event_time >= TIMESTAMPTZ '{w.start} 00:00:00+00' AND event_time < TIMESTAMPTZ '{w.end} 00:00:00+00'")
+
+    return _run(settings, store, domain="natural", out_table=paths.tpm_features(), window=plan.data_window,
+                history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}", build=tpm_features,
+                schema=tpm_feature_schema(), force=force, who=f"extract tpm {plan.month}", spark=spark,
+                sql_for=sql_for)
+
+
+def complete_window(settings: Settings, domain: str, as_of: str | dt.date) -> calendar.Window:
+    day = calendar.parse_date(as_of, what="--as-of")
+    if domain == "natural":
+        return calendar.cpm_plan(calendar.monday_on_or_before(day), settings.calendar).window
+    if domain == "ad":
+        return calendar.actr_plan(day, settings.calendar).window
+    raise EcdctrError(f"unknown domain {domain!r}: expected natural or ad")
+
+
+def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_of: str | dt.date, *, force: bool = False,
+                     spark=None) -> ExtractResult:
+    from ecdctr_pipeline.data.features import complete_features
+
+    f = settings.features
+    window = complete_window(settings, domain, as_of)
+    history = max(f.history_days, max(f.counter_windows_days))
+
+    def build(raw):
+        return complete_features(raw, window.start.isoformat(), window.end.isoformat(),
+                                 max_seq_len=f.max_seq_len, history_days=f.history_days,
+                                 counter_windows_days=f.counter_windows_days)
+
+    def sql_for(source: str) -> str:
+        from ecdctr_pipeline.data.features_duckdb import complete_features_sql
+
+        return complete_features_sql(source, window.start.isoformat(), window.end.isoformat(),
+                                     max_seq_len=f.max_seq_len, history_days=f.history_days,
+                                     counter_windows_days=f.counter_windows_days)
+
+    return _run(settings, store, domain=domain, out_table=paths.complete_features(domain), window=window,
+                history_days=history, app_id=f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}",
+                build=build, schema=complete_feature_schema(f.counter_windows_days), force=force,
+                who=f"extract complete {domain} {as_of}", spark=spark, sql_for=sql_for)

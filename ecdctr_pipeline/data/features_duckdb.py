@@ -1,0 +1,51 @@
+"""The complete features in DuckDB SQL: a single-machine reference engine.
+
+Same semantics as :func:`ecdctr_pipeline.data.features.complete_features` (point-in-time: only
+rows strictly before an impression's ``event_time`` count). Used by ``make bench-features``
+as the reference Spark is measured against, and by the tests as an independent check of
+the Spark transformation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ecdctr_pipeline.data.features import DAY_US
+from ecdctr_pipeline.core.schema import PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, counter_names
+
+
+def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int, history_days: int,
+                          counter_windows_days: Sequence[int]) -> str:
+    """SQL over ``source`` (a table name or ``read_parquet([...])``) giving the complete features."""
+    counters = []
+    for side in ("user", "item"):
+        key = f"{side}_id"
+        for d in counter_windows_days:
+            frame = f"(PARTITION BY {key} ORDER BY _ts RANGE BETWEEN {d * DAY_US} PRECEDING AND 1 PRECEDING)"
+            counters.append(f"CAST(count(*) OVER {frame} AS INTEGER) AS {side}_imp_{d}d")
+            counters.append(f"CAST(coalesce(sum(click) OVER {frame}, 0) AS INTEGER) AS {side}_clk_{d}d")
+    hist_frame = f"(PARTITION BY user_id ORDER BY _ts RANGE BETWEEN {history_days * DAY_US} PRECEDING AND 1 PRECEDING)"
+    names = ", ".join(RAW_NAMES)
+    return f"""
+WITH r AS (
+  SELECT {names}, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION},
+         epoch_us(event_time) AS _ts
+  FROM {source}
+), h AS (
+  SELECT *,
+    list_sort(coalesce(list({{'ts': _ts, 'item_id': item_id, 'category_id': category_id}})
+                       FILTER (WHERE click = 1) OVER {hist_frame}, [])) AS _h,
+    {", ".join(counters)}
+  FROM r
+), s AS (
+  SELECT *, _h[greatest(len(_h) - {max_seq_len} + 1, 1):] AS _last FROM h
+)
+SELECT {names},
+  [x.item_id FOR x IN _last] AS {SEQ_ITEMS},
+  [x.category_id FOR x IN _last] AS {SEQ_CATS},
+  CAST(len(_last) AS INTEGER) AS {SEQ_LEN},
+  {", ".join(counter_names(counter_windows_days))},
+  {PARTITION}
+FROM s
+WHERE {PARTITION} >= '{start}' AND {PARTITION} < '{end}'
+"""

@@ -1,0 +1,357 @@
+"""One thin adapter over the store root: ``file://`` (embedded) or ``s3://`` (any S3 endpoint).
+
+Everything that touches storage goes through :class:`ArtifactStore`; higher layers
+(:mod:`.artifacts`, :mod:`.delta`, sensors) receive a store and never talk to boto3 or the
+file system directly. Keys are ``/``-separated and relative to the root (see :mod:`.paths`).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from ecdctr_pipeline.core.errors import StoreError
+from ecdctr_pipeline.core.settings import StoreSettings
+
+
+class ArtifactStore(abc.ABC):
+    root: str
+    staging_dir: str | None = None  # local folder for scratch space (store.local_staging_dir)
+    is_remote: bool = False  # True when executors reach it over the network (s3://)
+
+    # -- primitives -------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` in one atomic step (readers see old or new, never partial)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read ``key``; a missing key raises ``FileNotFoundError`` naming it."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """All keys under ``prefix`` (recursive), sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def upload_file(self, local: Path, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def download_file(self, key: str, local: Path) -> None: ...
+
+    @abc.abstractmethod
+    def storage_options(self) -> dict[str, str]:
+        """Options for delta-rs / pyarrow for URIs under this root."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist, atomically; False when it already did."""
+
+    @abc.abstractmethod
+    def spark_uri(self, key: str = "") -> str:
+        """The URI Spark (Hadoop file systems) uses for ``key``: ``file:///...`` or ``s3a://...``."""
+
+    def check_access(self) -> None:
+        """Raise a one-line :class:`StoreError` when the root cannot be reached or written."""
+
+    @abc.abstractmethod
+    def table_uri(self, key: str) -> str:
+        """The location delta-rs opens for the table at ``key`` (a local path or ``s3://...``)."""
+
+    # -- derived ----------------------------------------------------------------------
+    def scratch_dir(self, prefix: str = "ecdctr-") -> Path:
+        """A fresh local scratch folder (for staging uploads and downloads)."""
+        if self.staging_dir:
+            Path(self.staging_dir).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.staging_dir))
+
+    def uri(self, key: str = "") -> str:
+        return f"{self.root.rstrip('/')}/{key.lstrip('/')}" if key else self.root.rstrip("/")
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def iter_children(self, prefix: str) -> Iterator[str]:
+        """Immediate child names (folders or files) of ``prefix``."""
+        prefix = prefix.rstrip("/") + "/"
+        seen: set[str] = set()
+        for key in self.list(prefix):
+            child = key[len(prefix):].split("/", 1)[0]
+            if child not in seen:
+                seen.add(child)
+                yield child
+
+    @property
+    def is_local(self) -> bool:
+        return self.root.startswith("file://")
+
+
+# ------------------------------------------------------------------------------ local
+class LocalStore(ArtifactStore):
+    def __init__(self, root: str):
+        parsed = urlparse(root)
+        if parsed.scheme != "file":
+            raise StoreError(f"not a file:// root: {root}")
+        raw = root[len("file://"):]
+        self.base = Path(raw).expanduser().resolve()
+        self.root = "file://" + str(self.base)
+
+    def path(self, key: str) -> Path:
+        p = (self.base / key.lstrip("/")).resolve()
+        if p != self.base and self.base not in p.parents:
+            raise StoreError(f"key escapes the store root: {key}")
+        return p
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+
+    def get_bytes(self, key: str) -> bytes:
+        p = self.path(key)
+        if not p.is_file():
+            raise FileNotFoundError(f"not found in store: {self.uri(key)}")
+        return p.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix) if prefix else self.base
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.rglob("*"):
+            if p.is_file() and not (p.name.startswith(".") and ".tmp-" in p.name):
+                out.append(p.relative_to(self.base).as_posix())
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        p = self.path(key)
+        if p.is_file():
+            p.unlink()
+            # prune empty folders up to the root
+            parent = p.parent
+            while parent != self.base and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def upload_file(self, local: Path, key: str) -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dest)
+
+    def download_file(self, key: str, local: Path) -> None:
+        src = self.path(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"not found in store: {self.uri(key)}")
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, local)
+
+    def storage_options(self) -> dict[str, str]:
+        return {}
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, dest)  # atomic, and fails when dest exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def spark_uri(self, key: str = "") -> str:
+        return (self.path(key) if key else self.base).as_uri()
+
+    def check_access(self) -> None:
+        probe = self.base
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise StoreError(f"store.root: {self.root} is not writable ({probe})")
+
+    def local_path(self, key: str = "") -> Path:
+        return self.path(key) if key else self.base
+
+    def table_uri(self, key: str) -> str:
+        return str(self.local_path(key))
+
+
+# ------------------------------------------------------------------------------ s3
+class S3Store(ArtifactStore):
+    def __init__(self, settings: StoreSettings):
+        parsed = urlparse(settings.root)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StoreError(f"not an s3:// root with a bucket: {settings.root}")
+        self.settings = settings
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.root = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            s = self.settings
+            kwargs = {
+                "region_name": s.region,
+                "config": Config(retries={"max_attempts": 5, "mode": "standard"}),
+            }
+            endpoint = s.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint:
+                kwargs["endpoint_url"] = endpoint
+            if s.access_key_id and s.secret_access_key:
+                kwargs["aws_access_key_id"] = s.access_key_id.get_secret_value()
+                kwargs["aws_secret_access_key"] = s.secret_access_key.get_secret_value()
+            self._client = boto3.client("s3", **kwargs)
+        return self._client
+
+    def _key(self, key: str) -> str:
+        key = key.lstrip("/")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"not found in store: {self.uri(key)}") from None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        out: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            out.extend(self._rel(obj["Key"]) for obj in page.get("Contents", []))
+        if prefix and not prefix.endswith("/"):
+            # "a/b" must not match "a/bc/..."
+            out = [k for k in out if k == prefix or k.startswith(prefix + "/")]
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def upload_file(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key))
+
+    def download_file(self, key: str, local: Path) -> None:
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(local))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"not found in store: {self.uri(key)}") from None
+            raise
+
+    def storage_options(self) -> dict[str, str]:
+        s = self.settings
+        opts = {"AWS_REGION": s.region}
+        endpoint = s.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            opts["AWS_ENDPOINT_URL"] = endpoint
+        if s.allow_http or (endpoint or "").startswith("http://"):
+            opts["AWS_ALLOW_HTTP"] = "true"
+        if s.access_key_id and s.secret_access_key:
+            opts["AWS_ACCESS_KEY_ID"] = s.access_key_id.get_secret_value()
+            opts["AWS_SECRET_ACCESS_KEY"] = s.secret_access_key.get_secret_value()
+        # path-style addressing works with every S3-compatible server
+        opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        return opts
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                               "ConditionalRequestConflict"):
+                return False
+            raise
+
+    is_remote = True
+
+    def table_uri(self, key: str) -> str:
+        return self.uri(key)
+
+    def spark_uri(self, key: str = "") -> str:
+        return f"s3a://{self.bucket}/{self._key(key)}" if key else f"s3a://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def check_access(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        endpoint = self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"store.root: bucket {self.bucket!r} does not exist at {endpoint}") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreError(f"store credentials (store.access_key_id / AWS_ACCESS_KEY_ID) were refused "
+                                 f"for bucket {self.bucket!r} at {endpoint} ({code})") from None
+            raise StoreError(f"store.root: cannot access bucket {self.bucket!r} at {endpoint} ({code})") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"store.endpoint_url: cannot reach {endpoint} "
+                             f"({type(exc).__name__})") from None
+
+
+def open_store(settings: StoreSettings) -> ArtifactStore:
+    """The store for ``settings.root``."""
+    if settings.root.startswith("file://"):
+        store: ArtifactStore = LocalStore(settings.root)
+    elif settings.root.startswith("s3://"):
+        store = S3Store(settings)
+    else:
+        raise StoreError(f"unsupported store root {settings.root!r}: use file:// or s3://")
+    store.staging_dir = settings.local_staging_dir
+    return store

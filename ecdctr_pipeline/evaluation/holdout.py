@@ -1,0 +1,40 @@
+"""Scoring a model on a run's held-out data (CPM's tail, A-CTR's holdout day) at the same pinned
+table version it trained from, through the shared input pipeline; and the CPM's recorded tail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.evaluation.metrics import evaluate
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
+from ecdctr_pipeline.modeling.training import TrainArgs, predict, read_arrays
+
+
+def score(model, arrays, layout: FeatureLayout) -> dict:
+    """GAUC (+coverage), AUC and log loss of ``model`` on raw columns."""
+    return evaluate(arrays["click"], predict(model, arrays, layout), arrays["user_id"])
+
+
+def holdout_arrays(args: TrainArgs):
+    if args.data.eval_window is None:
+        raise ValueError(f"{args.who}: the run has no held-out window")
+    return read_arrays(args.store, args.data, args.data.eval_window, who=args.who)
+
+
+def evaluate_model(args: TrainArgs, model) -> tuple[dict, int]:
+    """``model`` on the run's held-out window: (metrics, rows scored)."""
+    arrays = holdout_arrays(args)
+    return score(model, arrays, args.data.layout), int(len(arrays["click"]))
+
+
+def cpm_tail_metrics(store: ArtifactStore, monday: str | dt.date) -> dict:
+    """The CPM's evaluation on its held-out tail, from its manifest (refuses a degenerate model)."""
+    w = calendar.parse_date(monday, what="--as-of")
+    m = artifacts.read_manifest(store, paths.cpm_checkpoint(w))
+    if not m.metrics.get("gauc_coverage"):
+        raise EcdctrError(f"CPM {w}: no GAUC on the evaluation tail (coverage {m.metrics.get('gauc_coverage')})")
+    return {k: m.metrics.get(k) for k in ("gauc", "gauc_coverage", "auc", "logloss")}

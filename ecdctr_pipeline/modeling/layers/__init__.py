@@ -1,0 +1,11 @@
+"""Keras layers of the E-CDCTR models, one per module, registered as ``ecdctr>Name``."""
+
+from ecdctr_pipeline.modeling.layers.cross_network import CrossNetwork
+from ecdctr_pipeline.modeling.layers.historical import HistoricalEmbedding, MergedHistoricalEmbedding
+from ecdctr_pipeline.modeling.layers.id_lookup import FrozenIdLookup, ModuloHash
+from ecdctr_pipeline.modeling.layers.mlp_block import MLPBlock
+from ecdctr_pipeline.modeling.layers.sequence_mask import SequenceMask
+from ecdctr_pipeline.modeling.layers.target_attention import TargetAttention
+
+__all__ = ["CrossNetwork", "FrozenIdLookup", "HistoricalEmbedding", "MLPBlock", "MergedHistoricalEmbedding",
+           "ModuloHash", "SequenceMask", "TargetAttention"]

@@ -1,0 +1,156 @@
+"""Model builders. Blocks come from :mod:`.layers`; layer names are fixed so CPM and A-CTR
+weights transfer by name.
+
+* :func:`build_tpm_model` — the tiny pre-trained model: exact-id user/item embeddings
+  (their rows are the monthly snapshots), hashed category and profile embeddings, a
+  shallow MLP.
+* :func:`build_complete_model` — CPM / A-CTR / Target-only: id, profile and context
+  embeddings, DIN target attention over the behaviour sequence, log counters, the two
+  historical-embedding vectors (omitted for Target-only), a DCN-v2 cross network, an MLP
+  with BatchNorm and a sigmoid output ``ctr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ecdctr_pipeline.data.embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
+from ecdctr_pipeline.modeling.layers import (
+    CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask,
+    TargetAttention,
+)
+from ecdctr_pipeline.core.schema import RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN
+from ecdctr_pipeline.core.settings import CPMSettings, FeatureSettings, TPMSettings
+
+OUTPUT = "ctr"
+_VOCAB = {c.name: c.vocab_size for c in RAW_COLUMNS}
+
+
+def _cat_rows(name: str, features: FeatureSettings) -> int:
+    """Embedding rows of a categorical input: its vocabulary + 1 missing bucket, or hashed."""
+    vs = _VOCAB.get(name)
+    return vs + 1 if vs is not None else features.hash_buckets.get(name, 1000)
+
+
+def _embed_categorical(inputs: dict, names, dim: int, features: FeatureSettings, prefix: str = "emb_") -> list:
+    out = []
+    for name in names:
+        rows = _cat_rows(name, features)
+        x = inputs[name]
+        if _VOCAB.get(name) is None:  # hashed (brand): non-negative bucket, -1 (missing) included
+            x = ModuloHash(rows, name=f"hash_{name}")(x)
+        out.append(keras.layers.Flatten(name=f"flat_{name}")(
+            keras.layers.Embedding(rows, dim, name=f"{prefix}{name}")(x)))
+    return out
+
+
+# ------------------------------------------------------------------ TPM
+def build_tpm_model(cfg: TPMSettings, features: FeatureSettings, user_vocab: np.ndarray,
+                    item_vocab: np.ndarray) -> keras.Model:
+    layout = FeatureLayout("tpm")
+    names = ("user_id", "item_id", "category_id") + layout.categorical
+    inputs = {n: keras.Input(shape=(1,), dtype="int64", name=n) for n in names}
+    d = cfg.embedding_dim
+    user_rows = FrozenIdLookup(len(user_vocab), name="tpm_user_lookup")
+    item_rows = FrozenIdLookup(len(item_vocab), name="tpm_item_lookup")
+    user_emb = keras.layers.Embedding(len(user_vocab) + 1, d, name="tpm_user_embedding")
+    item_emb = keras.layers.Embedding(len(item_vocab) + 1, d, name="tpm_item_embedding")
+    parts = [keras.layers.Flatten(name="flat_user")(user_emb(user_rows(inputs["user_id"]))),
+             keras.layers.Flatten(name="flat_item")(item_emb(item_rows(inputs["item_id"])))]
+    cat = ModuloHash(features.hash_buckets["category_id"], name="hash_category_id")(inputs["category_id"])
+    parts.append(keras.layers.Flatten(name="flat_category_id")(
+        keras.layers.Embedding(features.hash_buckets["category_id"], d, name="tpm_emb_category_id")(cat)))
+    parts += _embed_categorical(inputs, layout.categorical, d, features, prefix="tpm_emb_")
+    x = keras.layers.Concatenate(name="tpm_concat")(parts)
+    for i, u in enumerate(cfg.hidden_units):
+        x = keras.layers.Dense(u, activation="relu", name=f"tpm_dense_{i}")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
+    model = keras.Model(inputs, out, name="tpm")
+    user_rows.set_vocabulary(np.asarray(user_vocab, np.int64))
+    item_rows.set_vocabulary(np.asarray(item_vocab, np.int64))
+    return model
+
+
+# ------------------------------------------------------------------ complete model
+def complete_inputs(layout: FeatureLayout) -> dict:
+    inputs = {n: keras.Input(shape=(1,), dtype="int64", name=n) for n in ("user_id", "item_id", "category_id")}
+    for n in layout.categorical:
+        inputs[n] = keras.Input(shape=(1,), dtype="int64", name=n)
+    for n in layout.dense:
+        inputs[n] = keras.Input(shape=(1,), dtype="float32", name=n)
+    for n in layout.sequences:
+        inputs[n] = keras.Input(shape=(layout.max_seq_len,), dtype="int64", name=n)
+    inputs[SEQ_LEN] = keras.Input(shape=(1,), dtype="int64", name=SEQ_LEN)
+    return inputs
+
+
+@dataclass(frozen=True)
+class MergedTables:
+    """Historical vectors folded into one table per side (serving): sorted ids, ``(n+1, d)``, row 0 unknown."""
+
+    user_ids: np.ndarray
+    user_merged: np.ndarray
+    item_ids: np.ndarray
+    item_merged: np.ndarray
+
+
+def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: HistoricalTables | None,
+                         name: str = "complete", merged: MergedTables | None = None) -> keras.Model:
+    """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
+
+    With ``merged`` the two historical blocks are replaced by single lookups into the merged
+    tables (the serving form); every other layer keeps its name and shape.
+    """
+    layout = FeatureLayout.complete(features)
+    inputs = complete_inputs(layout)
+    d = cfg.embedding_dim
+    hb = features.hash_buckets
+    item_hash = ModuloHash(hb["item_id"], name="hash_item_id")
+    cat_hash = ModuloHash(hb["category_id"], name="hash_category_id")
+    user_emb = keras.layers.Embedding(hb["user_id"], d, name="emb_user_id")
+    item_emb = keras.layers.Embedding(hb["item_id"], d, name="emb_item_id")
+    cat_emb = keras.layers.Embedding(hb["category_id"], d, name="emb_category_id")
+    flat = lambda n, x: keras.layers.Reshape((d,), name=f"flat_{n}")(x)  # noqa: E731
+    u = flat("user_id", user_emb(ModuloHash(hb["user_id"], name="hash_user_id")(inputs["user_id"])))
+    it = flat("item_id", item_emb(item_hash(inputs["item_id"])))
+    c = flat("category_id", cat_emb(cat_hash(inputs["category_id"])))
+    # behaviour sequence: shared item/category embeddings, DIN attention with the candidate as query
+    seq = keras.layers.Concatenate(name="seq_concat")(
+        [item_emb(item_hash(inputs[SEQ_ITEMS])), cat_emb(cat_hash(inputs[SEQ_CATS]))])
+    mask = SequenceMask(layout.max_seq_len, name="seq_mask")(inputs[SEQ_LEN])
+    query = keras.layers.Concatenate(name="query_concat")([it, c])
+    interest = TargetAttention(cfg.attention_units, name="din_attention")([query, seq, mask])
+    parts = [u, it, c, interest]
+    parts += _embed_categorical(inputs, layout.categorical, d, features)
+    parts.append(keras.layers.Concatenate(name="counters")([inputs[n] for n in layout.dense]))
+    if merged is not None:
+        d_h = merged.user_merged.shape[1]
+        hu = MergedHistoricalEmbedding(len(merged.user_ids), d_h, name="hist_user")
+        hi = MergedHistoricalEmbedding(len(merged.item_ids), d_h, name="hist_item")
+        parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
+    elif hist is not None:
+        hu = HistoricalEmbedding(len(hist.user_ids), hist.dim, len(hist.months), name="hist_user")
+        hi = HistoricalEmbedding(len(hist.item_ids), hist.dim, len(hist.months), name="hist_item")
+        parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
+    x = keras.layers.Concatenate(name="features_concat")(parts)
+    x = CrossNetwork(cfg.cross_layers, name="cross")(x)
+    x = MLPBlock(cfg.hidden_units, dropout=cfg.dropout, name="mlp")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
+    model = keras.Model(inputs, out, name=name)
+    if merged is not None:
+        model.get_layer("hist_user").set_table(merged.user_ids, merged.user_merged)
+        model.get_layer("hist_item").set_table(merged.item_ids, merged.item_merged)
+    elif hist is not None:
+        model.get_layer("hist_user").set_tables(hist.user_ids, hist.user_vectors)
+        model.get_layer("hist_item").set_tables(hist.item_ids, hist.item_vectors)
+    return model
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")], jit_compile=False)
+    return model

@@ -1,0 +1,248 @@
+"""The training API every tier uses, in the manner of TFX's ``FnArgs``/``run_fn``.
+
+* :class:`TrainArgs` — everything one training run needs, resolved before it starts by the
+  tier's resolver (:mod:`ecdctr_pipeline.tiers`): the plan, the feature table and the Delta
+  version read (pinned), the embedding-set manifest, the base model (A-CTR's CPM checkpoint),
+  the architecture and the hyper-parameters, and the store.
+* A tier's ``run_training(args) -> TrainResult`` only trains and returns (a Keras model or
+  the files it produced, train metrics, row counts). Holdout evaluation and blessing are in
+  :mod:`ecdctr_pipeline.evaluation`; :func:`publish` is the one place any tier publishes.
+
+Plus the helpers the tiers share: reading a window of a feature table at a pinned version,
+fitting and scoring through the shared input pipeline, saving and loading Keras models.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecdctr_pipeline.core import calendar
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.data import artifacts, delta
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.preprocessing import LABEL, FeatureLayout, raw_columns
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+KINDS = {"tpm": "tpm_embedding_set", "cpm": "cpm_checkpoint", "actr": "actr_model"}
+
+
+class TrainingError(EcdctrError):
+    """Training cannot run (missing features, empty month, ...)."""
+
+
+@dataclass(frozen=True)
+class HParams:
+    learning_rate: float
+    batch_size: int
+    epochs: int  # TPM: epochs per month
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A feature table at one Delta version, and the windows a run reads from it."""
+
+    table: str
+    version: int
+    train_window: calendar.Window
+    eval_window: calendar.Window | None  # CPM's tail / A-CTR's holdout; None for TPM
+    layout: FeatureLayout
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """One resolved training run (the tier's ``FnArgs``)."""
+
+    tier: str  # "tpm" | "cpm" | "actr" | "target_only"
+    who: str  # names the run in messages, e.g. "train actr 2026-11-24"
+    logical_date: str
+    artifact_id: str
+    artifact: str  # store prefix it publishes to (None-like "" for runs that never publish)
+    plan: Any  # calendar.TPMPlan | CPMPlan | ACTRPlan
+    data: DataSpec
+    hparams: HParams
+    model: Any  # architecture settings: TPMSettings | CPMSettings
+    features: Any  # FeatureSettings
+    store: ArtifactStore = field(repr=False)
+    embedding_set: artifacts.Manifest | None = None
+    base_model: artifacts.Manifest | None = None  # A-CTR: the CPM checkpoint it starts from
+    base_prefix: str | None = None
+    transfer_policy: str | None = None
+    data_window: calendar.Window | None = None  # recorded in the manifest (default: the data's windows)
+    months: tuple[str, ...] = ()  # recorded in the manifest
+    params: dict = field(default_factory=dict)  # recorded in the manifest
+    lineage: dict = field(default_factory=dict)  # recorded in the manifest's extra (e.g. cpm_choice)
+
+
+@dataclass
+class TrainResult:
+    """What ``run_training`` returns: a model or produced files, and what training measured."""
+
+    model: Any = None  # keras.Model (CPM, A-CTR)
+    files: dict[str, Path] = field(default_factory=dict)  # produced files (TPM's tables)
+    train_metrics: dict[str, float | None] = field(default_factory=dict)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    scratch: Path | None = None  # local folder holding ``files``; removed by :meth:`cleanup`
+
+    def cleanup(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclass
+class TierRun:
+    """The outcome of ``ecdctr train <tier>``: published (or already there), with its metrics."""
+
+    tier: str
+    artifact: str  # store prefix
+    logical_date: str
+    skipped: bool
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ data
+def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Window], *, who: str) -> int:
+    """The current version of ``table`` after checking every day of ``windows`` is present."""
+    present = set(delta.partitions(store, table))
+    for window in windows:
+        for day in window.partitions():
+            if day not in present:
+                raise TrainingError(f"{who}: {table} has no partition {day} (window {window}); "
+                                    "run the extraction first")
+    version = delta.version(store, table)
+    if version is None:
+        raise TrainingError(f"{who}: {table} does not exist; run the extraction first")
+    return version
+
+
+def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
+    """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
+    present = set(delta.partitions(store, data.table))
+    missing = [d for d in window.partitions() if d not in present]
+    if missing:
+        raise TrainingError(f"{who}: {data.table} has no partition {missing[0]} (window {window}); "
+                            "run the extraction first")
+    cols = list(dict.fromkeys(list(data.layout.columns) + ["dt"]))
+    table, _ = delta.read(store, data.table, partitions=window.partitions(), columns=cols, version=data.version)
+    return table
+
+
+def read_arrays(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str) -> dict[str, np.ndarray]:
+    return raw_columns(read_window(store, data, window, who=who), data.layout)
+
+
+def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str):
+    """Every day of ``window`` of ``table`` at its current version: ``(Arrow table, version)``."""
+    version = pinned_version(store, table, [window], who=who)
+    data = DataSpec(table, version, window, None, layout)
+    return read_window(store, data, window, who=who), version
+
+
+# ------------------------------------------------------------------ fit / predict
+def quiet_tf() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def set_seed(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def fit(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, *, batch_size: int, epochs: int, seed: int,
+        label: str) -> dict:
+    from ecdctr_pipeline.modeling.inputs import make_dataset
+
+    ds = make_dataset(arrays, layout, batch_size, shuffle=True, seed=seed)
+    n_batches = -(-len(arrays[LABEL]) // batch_size)
+    log.info("%s: %d rows, %d batches x %d epoch(s)", label, len(arrays[LABEL]), n_batches, epochs)
+    hist = model.fit(ds, epochs=epochs, shuffle=False, verbose=2 if n_batches > 20 else 0)
+    return {k: float(v[-1]) for k, v in hist.history.items()}
+
+
+def predict(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_size: int = 8192) -> np.ndarray:
+    """Scores of raw columns through the shared preprocessing graph."""
+    from ecdctr_pipeline.modeling.inputs import make_dataset
+
+    if LABEL not in arrays:
+        arrays = {**arrays, LABEL: np.zeros(len(next(iter(arrays.values()))), np.float32)}
+    ds = make_dataset(arrays, layout, batch_size, shuffle=False).map(lambda x, y: x)
+    return model.predict(ds, verbose=0).reshape(-1)
+
+
+# ------------------------------------------------------------------ models in the store
+def save_model(model, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_FILE
+    model.save(path)
+    return path
+
+
+def load_model(store: ArtifactStore, prefix: str, manifest: artifacts.Manifest | None = None):
+    """A published Keras model (verified against its manifest)."""
+    import keras
+
+    from ecdctr_pipeline.modeling import layers  # noqa: F401 - registers the custom layers
+
+    manifest = manifest or artifacts.read_manifest(store, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix="ecdctr-model-"))
+    try:
+        data = artifacts.load_bytes(store, prefix, MODEL_FILE, manifest)
+        path = tmp / MODEL_FILE
+        path.write_bytes(data)
+        return keras.models.load_model(path, compile=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ publish (every tier)
+def publish(args: TrainArgs, result: TrainResult, *, metrics: dict, blessing: artifacts.Blessing | None = None,
+            files: dict[str, Any] | None = None) -> artifacts.Manifest:
+    """Publish a run's artifact with its lineage: the model (or the produced files), the
+    manifest recording the table version read, the embedding set, the CPM checkpoint, metrics
+    and the blessing record."""
+    out = dict(result.files)
+    scratch = args.store.scratch_dir(f"ecdctr-{args.tier}-")
+    try:
+        if result.model is not None:
+            out[MODEL_FILE] = save_model(result.model, scratch)
+        out.update(files or {})
+        window = args.data_window or calendar.Window(
+            args.data.train_window.start, (args.data.eval_window or args.data.train_window).end)
+        es = args.embedding_set
+        manifest = artifacts.Manifest(
+            kind=KINDS[args.tier], artifact_id=args.artifact_id, logical_date=args.logical_date,
+            data_window=window.to_dict(), months=list(args.months or (str(m) for m in window.months())),
+            inputs=artifacts.Inputs(delta_tables={args.data.table: args.data.version},
+                                    embedding_set=es.artifact_id if es else None,
+                                    embedding_months=list(es.months) if es else [],
+                                    cpm_checkpoint=args.base_model.artifact_id if args.base_model else None),
+            row_counts=result.row_counts, metrics=metrics, params=args.params, blessing=blessing,
+            extra={**args.lineage, **result.extra},
+        )
+        return artifacts.publish(args.store, args.artifact, out, manifest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def elapsed(t0: float) -> float:
+    import time
+
+    return round(time.perf_counter() - t0, 2)

@@ -1,0 +1,64 @@
+"""The three tiers of E-CDCTR, one module each: :mod:`.tpm` (monthly), :mod:`.cpm` (weekly),
+:mod:`.actr` (daily), plus :mod:`.baselines` (Target-only) and :mod:`.readiness` (what the
+sensors wait for).
+
+Each tier module has the same four functions, which :func:`train` chains:
+
+* ``plan(settings, when)`` — the calendar plan of the run (windows, artifact id);
+* ``resolve(settings, store, plan, **options) -> TrainArgs`` — pins the feature table's
+  version, finds the embedding set and the base model, and checks the calendar contract;
+* ``run_training(args) -> TrainResult`` — trains, nothing else;
+* ``assess(args, result) -> (metrics, blessing)`` — evaluation on the run's held-out data
+  (and A-CTR's blessing), through :mod:`ecdctr_pipeline.evaluation`.
+
+:func:`train` then publishes through :func:`ecdctr_pipeline.modeling.training.publish`, the one
+publishing path of all tiers. Idempotent for the logical date: a published artifact is left
+alone unless ``force``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from types import ModuleType
+
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.training import TierRun
+
+TIER_NAMES = ("tpm", "cpm", "actr")
+
+
+def module(tier: str) -> ModuleType:
+    if tier not in TIER_NAMES:
+        raise ValueError(f"unknown tier {tier!r}: expected one of {', '.join(TIER_NAMES)}")
+    return importlib.import_module(f"{__name__}.{tier}")
+
+
+def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: bool = False, **options) -> TierRun:
+    """Plan, resolve, train, assess and publish one run of ``tier`` for its logical date ``when``."""
+    from ecdctr_pipeline.modeling.training import publish, quiet_tf
+
+    quiet_tf()
+    t0 = time.perf_counter()
+    mod = module(tier)
+    plan = mod.plan(settings, when)
+    artifact_id, prefix = mod.artifact(plan)
+    existing = artifacts.find_manifest(store, prefix)
+    if existing is not None and not force:
+        return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
+    args = mod.resolve(settings, store, plan, **options)
+    result = mod.run_training(args)
+    try:
+        metrics, blessing = mod.assess(args, result)
+        files = None
+        if blessing is not None:  # the gate's evidence, next to the model
+            files = {"eval.json": json.dumps({"holdout": blessing.holdout, "metrics": metrics,
+                                              "blessing": blessing.model_dump()}, indent=2).encode()}
+        manifest = publish(args, result, metrics=metrics, blessing=blessing, files=files)
+    finally:
+        result.cleanup()
+    return TierRun(tier, prefix, args.logical_date, False, manifest.metrics, mod.summary(manifest),
+                   round(time.perf_counter() - t0, 2))

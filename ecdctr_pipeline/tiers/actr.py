@@ -1,0 +1,138 @@
+"""A-CTR, daily: the complete model initialised from the CPM checkpoint (transfer policy,
+BatchNorm excluded by default), fine-tuned on ad ``[D-28d, D-1d)``, evaluated on the holdout
+``[D-1d, D)`` and blessed or rejected against the served model.
+
+The CPM checkpoint is the one the DAG's ``wait_for_cpm`` sensor chose (``--cpm``), checked
+against the plan and never chosen again; manual runs without ``--cpm`` resolve the plan's
+(primary, else the allowed fallback). The embedding set is the one that CPM consumed, and its
+months are checked against this run's window from the set's own manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.errors import ArtifactMissingError
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data import artifacts, embedding_sets
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
+from ecdctr_pipeline.modeling.training import (
+    DataSpec, HParams, TrainArgs, TrainResult, fit, load_model, pinned_version, read_arrays, set_seed,
+)
+
+
+class CheckpointMissing(ArtifactMissingError):
+    """No usable CPM checkpoint for an A-CTR run."""
+
+
+def plan(settings: Settings, when) -> calendar.ACTRPlan:
+    return calendar.actr_plan(when, settings.calendar)
+
+
+def artifact(p: calendar.ACTRPlan) -> tuple[str, str]:
+    return p.day.isoformat(), paths.actr_model(p.day)
+
+
+def resolve_cpm(store: ArtifactStore, p: calendar.ACTRPlan) -> tuple[artifacts.Manifest, bool]:
+    """The CPM checkpoint an A-CTR run uses: the plan's Monday, else the allowed fallback.
+
+    Returns (manifest, fallback_used). Raises :class:`CheckpointMissing` naming what is absent.
+    """
+    primary = artifacts.find_manifest(store, paths.cpm_checkpoint(p.cpm_monday))
+    if primary is not None:
+        return primary, False
+    if p.fallback_monday is not None:
+        fb = artifacts.find_manifest(store, paths.cpm_checkpoint(p.fallback_monday))
+        if fb is not None:
+            return fb, True
+        raise CheckpointMissing(f"A-CTR {p.day}: neither CPM checkpoint W={p.cpm_monday} nor the fallback "
+                                f"W={p.fallback_monday} is published")
+    raise CheckpointMissing(f"A-CTR {p.day}: CPM checkpoint W={p.cpm_monday} is not published and the "
+                            f"previous one (W={p.cpm_monday - dt.timedelta(days=7)}) is older than "
+                            f"max_cpm_staleness_days={p.max_cpm_staleness_days}")
+
+
+def chosen_cpm(store: ArtifactStore, p: calendar.ACTRPlan, monday: str | dt.date) -> tuple[artifacts.Manifest, bool]:
+    """The CPM checkpoint a sensor chose (``--cpm``), checked against the plan, never re-chosen:
+    it must be the plan's Monday or its allowed fallback, and published. Returns (manifest, fallback)."""
+    w = calendar.parse_date(monday, what="--cpm")
+    allowed = [p.cpm_monday] + ([p.fallback_monday] if p.fallback_monday else [])
+    if w not in allowed:
+        fb = f"its allowed fallback W={p.fallback_monday}" if p.fallback_monday else \
+            f"a fallback (none allowed: max_cpm_staleness_days={p.max_cpm_staleness_days})"
+        raise calendar.CalendarError(f"A-CTR {p.day}: --cpm {w} is neither the plan's CPM checkpoint "
+                                     f"W={p.cpm_monday} nor {fb}")
+    m = artifacts.find_manifest(store, paths.cpm_checkpoint(w))
+    if m is None:
+        raise CheckpointMissing(f"A-CTR {p.day}: the chosen CPM checkpoint W={w} is not published")
+    return m, w != p.cpm_monday
+
+
+def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, cpm: str | dt.date | None = None,
+            policy: str | None = None, target_only: bool = False) -> TrainArgs:
+    """The run's :class:`TrainArgs`. ``target_only``: the paper's baseline on the same window
+    (same network, random init, no TPM inputs), which never publishes."""
+    who = f"{'target-only' if target_only else 'train actr'} {p.day}"
+    table = paths.complete_features("ad")
+    version = pinned_version(store, table, [p.train_window, p.holdout_window], who=who)
+    a = settings.actr
+    common = dict(
+        logical_date=p.day.isoformat(), artifact_id=p.day.isoformat(), plan=p, store=store,
+        data=DataSpec(table, version, p.train_window, p.holdout_window, FeatureLayout.complete(settings.features)),
+        hparams=HParams(a.learning_rate, a.batch_size, a.epochs, a.seed), model=settings.cpm,
+        features=settings.features, data_window=p.window,
+        params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
+                "learning_rate": a.learning_rate, "epochs": a.epochs, "batch_size": a.batch_size,
+                "bless_tolerance": a.bless_tolerance},
+    )
+    if target_only:
+        return TrainArgs(tier="target_only", who=who, artifact="", **common)
+    cpm_manifest, fallback = resolve_cpm(store, p) if cpm is None else chosen_cpm(store, p, cpm)
+    set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=who)
+    calendar.check_non_overlap(set_manifest.artifact_id, set_manifest.months, p.train_window, tier=f"A-CTR {p.day}")
+    choice = {"checkpoint": cpm_manifest.artifact_id, "fallback": fallback,
+              "chosen_by": "resolver (no --cpm)" if cpm is None else "--cpm (the wait_for_cpm sensor)"}
+    return TrainArgs(tier="actr", who=who, artifact=paths.actr_model(p.day), embedding_set=set_manifest,
+                     base_model=cpm_manifest, base_prefix=paths.cpm_checkpoint(cpm_manifest.artifact_id),
+                     transfer_policy=policy or a.transfer_policy, lineage={"cpm_choice": choice}, **common)
+
+
+def run_training(args: TrainArgs) -> TrainResult:
+    """Fine-tune from the CPM (or, for Target-only, train from random weights) on the ad window."""
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+    from ecdctr_pipeline.modeling.transfer import warm_start
+
+    hp = args.hparams
+    hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
+    train = read_arrays(args.store, args.data, args.data.train_window, who=args.who)
+    base = load_model(args.store, args.base_prefix, args.base_model) if args.base_model else None
+    set_seed(hp.seed)
+    model = build_complete_model(args.model, args.features, hist, name="actr" if base is not None else "target_only")
+    extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
+    compile_model(model, hp.learning_rate)
+    fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
+                      label=args.who)
+    return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
+                       row_counts={"train": int(len(train["click"]))}, extra=extra)
+
+
+def assess(args: TrainArgs, result: TrainResult):
+    """Holdout metrics and the blessing gate's verdict against the served model."""
+    from ecdctr_pipeline.evaluation.blessing import judge
+    from ecdctr_pipeline.evaluation.holdout import holdout_arrays, score
+
+    holdout = holdout_arrays(args)
+    result.row_counts["holdout"] = int(len(holdout["click"]))
+    metrics = score(result.model, holdout, args.data.layout)
+    p = args.plan
+    blessing = judge(args.store, metrics["gauc"], holdout_arrays=holdout, layout=args.data.layout, day=p.day,
+                     tolerance=float(args.params["bless_tolerance"]), holdout=p.holdout_window.to_dict())
+    return {**metrics, **result.train_metrics}, blessing
+
+
+def summary(m: artifacts.Manifest) -> dict:
+    return {"blessed": m.blessed, "blessing": m.blessing.model_dump() if m.blessing else None,
+            "cpm_checkpoint": m.inputs.cpm_checkpoint, "cpm_choice": m.extra.get("cpm_choice"),
+            "embedding_set": m.inputs.embedding_set}

@@ -1,0 +1,65 @@
+"""CPM, weekly: the complete model on natural ``[W-28d, W-1d)``, consuming embedding set
+``month(W-28d)`` (whose months all precede the window), evaluated on the tail ``[W-1d, W)``."""
+
+from __future__ import annotations
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data import artifacts, embedding_sets
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
+from ecdctr_pipeline.modeling.training import (
+    DataSpec, HParams, TrainArgs, TrainResult, fit, pinned_version, read_arrays, set_seed,
+)
+
+
+def plan(settings: Settings, when) -> calendar.CPMPlan:
+    return calendar.cpm_plan(when, settings.calendar)
+
+
+def artifact(p: calendar.CPMPlan) -> tuple[str, str]:
+    return p.monday.isoformat(), paths.cpm_checkpoint(p.monday)
+
+
+def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan) -> TrainArgs:
+    who = f"train cpm {p.monday}"
+    set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
+    calendar.check_non_overlap(p.embedding_set, set_manifest.months, p.window, tier=f"CPM {p.monday}")
+    table = paths.complete_features("natural")
+    version = pinned_version(store, table, [p.train_window, p.eval_window], who=who)
+    c = settings.cpm
+    return TrainArgs(
+        tier="cpm", who=who, logical_date=p.monday.isoformat(), artifact_id=p.monday.isoformat(),
+        artifact=paths.cpm_checkpoint(p.monday), plan=p, store=store,
+        data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features)),
+        hparams=HParams(c.learning_rate, c.batch_size, c.epochs, c.seed), model=c, features=settings.features,
+        embedding_set=set_manifest, data_window=p.window,
+        params={"train_window": p.train_window.to_dict(), "eval_window": p.eval_window.to_dict(), **c.model_dump()},
+    )
+
+
+def run_training(args: TrainArgs) -> TrainResult:
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+
+    hp = args.hparams
+    hist = embedding_sets.load(args.store, args.embedding_set)
+    train = read_arrays(args.store, args.data, args.data.train_window, who=args.who)
+    set_seed(hp.seed)
+    model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
+    fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
+                      label=args.who)
+    return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
+                       row_counts={"train": int(len(train["click"]))})
+
+
+def assess(args: TrainArgs, result: TrainResult):
+    """GAUC, AUC and log loss on the tail ``[W-1d, W)`` (no blessing: A-CTR's gate guards serving)."""
+    from ecdctr_pipeline.evaluation.holdout import evaluate_model
+
+    metrics, rows = evaluate_model(args, result.model)
+    result.row_counts["eval"] = rows
+    return {**metrics, **result.train_metrics}, None
+
+
+def summary(m: artifacts.Manifest) -> dict:
+    return {"embedding_set": m.inputs.embedding_set, "embedding_months": list(m.inputs.embedding_months)}

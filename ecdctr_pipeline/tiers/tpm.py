@@ -1,0 +1,88 @@
+"""TPM, monthly: a tiny CTR model trained month by month over ``M-6 .. M-1`` of natural data
+(weights carry over from month to month); after each of the last 3 months the user and item
+id tables are snapshotted into embedding set ``M`` (``user_<m>.parquet``, ``item_<m>.parquet``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout, raw_columns
+from ecdctr_pipeline.modeling.training import (
+    DataSpec, HParams, TrainArgs, TrainingError, TrainResult, fit, pinned_version, read_window, set_seed,
+)
+
+
+def plan(settings: Settings, when) -> calendar.TPMPlan:
+    return calendar.tpm_plan(when, settings.calendar)
+
+
+def artifact(p: calendar.TPMPlan) -> tuple[str, str]:
+    return str(p.month), paths.tpm_set(p.month)
+
+
+def resolve(settings: Settings, store: ArtifactStore, p: calendar.TPMPlan) -> TrainArgs:
+    who = f"train tpm {p.month}"
+    table = paths.tpm_features()
+    version = pinned_version(store, table, [p.data_window], who=who)
+    t = settings.tpm
+    return TrainArgs(
+        tier="tpm", who=who, logical_date=p.logical_date.isoformat(), artifact_id=str(p.month),
+        artifact=paths.tpm_set(p.month), plan=p, store=store,
+        data=DataSpec(table, version, p.data_window, None, FeatureLayout("tpm")),
+        hparams=HParams(t.learning_rate, t.batch_size, t.epochs_per_month, t.seed), model=t,
+        features=settings.features, data_window=p.data_window, months=tuple(str(m) for m in p.snapshot_months),
+        params={"dim": t.embedding_dim, "train_months": [str(m) for m in p.train_months],
+                "hidden_units": t.hidden_units, "learning_rate": t.learning_rate},
+    )
+
+
+def run_training(args: TrainArgs) -> TrainResult:
+    from ecdctr_pipeline.data import embedding_sets
+    from ecdctr_pipeline.modeling.models import build_tpm_model, compile_model
+
+    p, hp, layout = args.plan, args.hparams, args.data.layout
+    table = read_window(args.store, args.data, p.data_window, who=args.who)
+    arrays = raw_columns(table, layout)
+    month_of_row = np.asarray(table["dt"].to_numpy(zero_copy_only=False)).astype("U7")
+    for m in p.train_months:
+        if not (month_of_row == str(m)).any():
+            raise TrainingError(f"{args.who}: no rows for month {m} in {args.data.table}")
+    user_vocab, item_vocab = np.unique(arrays["user_id"]), np.unique(arrays["item_id"])
+    set_seed(hp.seed)
+    model = compile_model(build_tpm_model(args.model, args.features, user_vocab, item_vocab), hp.learning_rate)
+    seen_users = np.zeros(len(user_vocab), bool)
+    seen_items = np.zeros(len(item_vocab), bool)
+    result = TrainResult(scratch=args.store.scratch_dir("ecdctr-tpm-"))
+    try:
+        for i, m in enumerate(p.train_months):
+            part = {k: v[month_of_row == str(m)] for k, v in arrays.items()}
+            seen_users[np.searchsorted(user_vocab, np.unique(part["user_id"]))] = True
+            seen_items[np.searchsorted(item_vocab, np.unique(part["item_id"]))] = True
+            hist = fit(model, part, layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed + i,
+                       label=f"{args.who} month {m}")
+            result.train_metrics[f"train_loss_{m}"] = hist.get("loss")
+            result.row_counts[f"train_rows_{m}"] = int(len(part["click"]))
+            if m in p.snapshot_months:
+                for side, vocab, seen in (("user", user_vocab, seen_users), ("item", item_vocab, seen_items)):
+                    weights = model.get_layer(f"tpm_{side}_embedding").embeddings.numpy()
+                    name = embedding_sets.table_name(side, str(m))
+                    n = embedding_sets.write_table(result.scratch / name, vocab[seen], weights[1:][seen])
+                    result.files[name] = result.scratch / name
+                    result.row_counts[name.removesuffix(".parquet")] = n
+    except BaseException:
+        result.cleanup()
+        raise
+    return result
+
+
+def assess(args: TrainArgs, result: TrainResult):
+    """TPM has no held-out data: its record is the training loss of each month."""
+    return dict(result.train_metrics), None
+
+
+def summary(m: artifacts.Manifest) -> dict:
+    return {"months": m.months, "rows": m.row_counts}

@@ -1,0 +1,112 @@
+"""The package layout is the architecture: layers import only downwards (function-level imports
+included), no module import cycle, every package imports on its own, and the data-quality code
+never loads TensorFlow."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "ecdctr_pipeline"
+# lowest first; a package may import its own modules and any package listed before it
+LAYERS = ["core", "data", "quality", "modeling", "serving", "evaluation", "tiers", "cli", "orchestration", "app"]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ecdctr_pipeline module ``path`` imports, at any depth (absolute imports only: the
+    package uses no relative imports, checked here too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (use absolute ecdctr_pipeline.* imports)"
+            if node.module and node.module.startswith("ecdctr_pipeline"):
+                for a in node.names:
+                    out.add(f"{node.module}.{a.name}" if (PKG.parent / f"{node.module}.{a.name}".replace(".", "/")
+                                                          ).with_suffix(".py").exists()
+                            or (PKG.parent / f"{node.module}.{a.name}".replace(".", "/")).is_dir()
+                            else node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("ecdctr_pipeline")}
+    return out
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+EDGES = {m: _imports(p) - {m} for m, p in MODULES.items()}
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_package_is_a_known_layer():
+    packages = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(LAYERS), f"packages {sorted(packages)} vs layers {LAYERS}"
+    top_modules = {p.stem for p in PKG.glob("*.py")}
+    assert top_modules == {"__init__"}, f"modules outside any package: {sorted(top_modules - {'__init__'})}"
+
+
+def test_layers_import_only_downwards():
+    bad = []
+    for src, targets in EDGES.items():
+        sp = _package(src)
+        for dst in targets:
+            dp = _package(dst)
+            if sp is None or dp is None or sp == dp:
+                continue
+            if LAYERS.index(dp) > LAYERS.index(sp):
+                bad.append(f"{src} -> {dst}")
+    assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
+
+
+def test_no_module_import_cycle():
+    graph = {m: {t for t in ts if t in MODULES} for m, ts in EDGES.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for t in graph[m]:
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m)
+
+
+@pytest.mark.parametrize("packages", [("core",), ("data",), ("quality",), tuple(LAYERS)], ids=lambda p: "+".join(p))
+def test_packages_import_alone(packages):
+    """A fresh interpreter imports the package(s) and all their modules (no hidden order
+    dependence); the lower layers (core, data, quality) without loading TensorFlow."""
+    mods = [m for m in MODULES if _package(m) in packages]
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in mods)
+    if len(packages) == 1:
+        code += "assert not {'tensorflow', 'keras'} & set(sys.modules), sorted({'tensorflow', 'keras'} & set(sys.modules))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_quality_gate_path_loads_no_tensorflow():
+    """Running a tier's gate (what the quality_gate pod runs) never imports TensorFlow/Keras."""
+    code = ("import sys\nfrom ecdctr_pipeline.quality import gates, suites\nfrom ecdctr_pipeline.cli import verbs\n"
+            "verbs.build_parser().parse_args(['gate', 'actr', '--as-of', '2026-11-24'])\n"
+            "assert not {'tensorflow', 'keras'} & set(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
