@@ -110,3 +110,19 @@ def test_quality_gate_path_loads_no_tensorflow():
             "assert not {'tensorflow', 'keras'} & set(sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_readme_module_map_matches_the_tree():
+    """Every package row of the README's map names exactly the modules in that package."""
+    import re
+
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `ecdctr_pipeline/")]
+    seen = set()
+    for line in rows:
+        pkg = re.match(r"\| `ecdctr_pipeline/(\w+)/`", line).group(1)
+        seen.add(pkg)
+        named = set(re.findall(r"`(\w+)\.py`", line)) | {d.rstrip("/") for d in re.findall(r"`(\w+/)`", line)}
+        actual = {p.stem for p in (PKG / pkg).glob("*.py") if p.stem != "__init__"} | {
+            d.name for d in (PKG / pkg).iterdir() if d.is_dir() and (d / "__init__.py").exists()}
+        assert named == actual, f"README row for {pkg}: names {sorted(named)}, tree has {sorted(actual)}"
+    assert seen == set(LAYERS), f"README map covers {sorted(seen)}, packages are {LAYERS}"
