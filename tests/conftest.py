@@ -178,6 +178,23 @@ def tiny_pipeline_store(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def cpm_trained_store(tiny_pipeline_store, tmp_path_factory):
+    """The tiny store with TPM 2026-10 and CPM 2026-11-23 trained once per test session (tests
+    copy it before publishing into it)."""
+    from ecdctr_pipeline import tiers
+    from ecdctr_pipeline.data.store import open_store
+
+    dest = tmp_path_factory.mktemp("cpm-trained") / "store"
+    shutil.copytree(tiny_pipeline_store, dest)
+    s = tiny_settings(f"file://{dest}")
+    store = open_store(s.store)
+    tiers.train("tpm", s, store, "2026-10")
+    r = tiers.train("cpm", s, store, "2026-11-23")
+    assert not r.skipped and 0 < r.metrics["gauc_coverage"] <= 1
+    return dest
+
+
 @pytest.fixture
 def pipeline_settings(tiny_pipeline_store, tmp_path):
     """A private copy of the tiny store (tests publish artifacts into it)."""

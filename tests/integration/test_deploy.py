@@ -99,7 +99,7 @@ def test_image_entry_points_match_the_dag_commands():
     assert commands.SPARK_JOBS_DIR == "/opt/ecdctr/spark_jobs"
     assert (ROOT / "spark_jobs" / commands.SPARK_CLI_JOB).is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^ecdctr = "ecdctr_pipeline\.cli:main"$', pyproject, re.M)
+    assert re.search(r'^ecdctr = "ecdctr_pipeline\.app\.main:main"$', pyproject, re.M)
     airflow_reqs = "\n".join(ln for ln in (ROOT / "docker/airflow/requirements.txt").read_text().lower().splitlines()
                              if ln.strip() and not ln.startswith("#"))
     assert "tensorflow" not in airflow_reqs and "pyspark" not in airflow_reqs  # DAG parsing stays light

@@ -24,13 +24,11 @@ from tests.conftest import tiny_settings
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_pipeline_store, tmp_path_factory):
+def trained(cpm_trained_store, tmp_path_factory):
     dest = tmp_path_factory.mktemp("served") / "store"
-    shutil.copytree(tiny_pipeline_store, dest)
+    shutil.copytree(cpm_trained_store, dest)
     s = tiny_settings(f"file://{dest}")
     store = open_store(s.store)
-    tiers.train("tpm", s, store, "2026-10")
-    tiers.train("cpm", s, store, "2026-11-23")
     r = tiers.train("actr", s, store, "2026-11-24")
     assert r.extra["blessed"]
     return s

@@ -66,33 +66,17 @@ def test_cpm_refuses_missing_set(pipeline_settings):
     assert artifacts.find_manifest(open_store(pipeline_settings.store), paths.cpm_checkpoint("2026-11-23")) is None
 
 
-def test_cpm_refuses_overlapping_set(pipeline_settings):
-    train("tpm", pipeline_settings, "2026-10")
-    store = open_store(pipeline_settings.store)
+def test_cpm_refuses_overlapping_set(cpm_ready):
+    store = open_store(cpm_ready.store)
+    store.delete_prefix(paths.cpm_checkpoint("2026-11-23"))
     prefix = paths.tpm_set("2026-10")
     m = artifacts.read_manifest(store, prefix)
     # a set whose manifest claims a month inside the CPM window must be refused, never trained on
     bad = m.model_copy(update={"months": ["2026-08", "2026-09", "2026-10"]})
     store.put_bytes(paths.manifest_key(prefix), bad.to_json())
     with pytest.raises(OverlapError, match="months 2026-10 are not before the first training month 2026-10"):
-        train("cpm", pipeline_settings, "2026-11-23")
+        train("cpm", cpm_ready, "2026-11-23")
     assert artifacts.find_manifest(store, paths.cpm_checkpoint("2026-11-23")) is None
-
-
-@pytest.fixture(scope="module")
-def cpm_trained_store(tiny_pipeline_store, tmp_path_factory):
-    """The tiny store with TPM 2026-10 and CPM 2026-11-23 trained once for this module."""
-    import shutil
-
-    from tests.conftest import tiny_settings
-
-    dest = tmp_path_factory.mktemp("cpm-trained") / "store"
-    shutil.copytree(tiny_pipeline_store, dest)
-    s = tiny_settings(f"file://{dest}")
-    train("tpm", s, "2026-10")
-    r = train("cpm", s, "2026-11-23")
-    assert not r.skipped and 0 < r.metrics["gauc_coverage"] <= 1
-    return dest
 
 
 @pytest.fixture
