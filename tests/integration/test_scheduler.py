@@ -45,7 +45,10 @@ def _config(path: Path, st, webhook: str) -> Path:
         "calendar": {"tpm_train_months": 3},  # the three snapshot months, no more
         "tpm": {"batch_size": 1024, "hidden_units": [16]},
         "cpm": {"hidden_units": [32, 16], "batch_size": 512, "epochs": 1, "attention_units": [8]},
-        "actr": {"batch_size": 256, "epochs": 1},
+        # blessing is not what these tests are about (unit tests cover the gate, and a day's GAUC on
+        # the tiny log swings by more than the default tolerance): every model passes, so the
+        # export runs on each day and the served version is the last day's
+        "actr": {"batch_size": 256, "epochs": 1, "bless_tolerance": 1.0},
         # the evaluate step runs, but skips the Target-only comparison (tested with the trainers)
         "orchestration": {"retries": 0, "sensor_mode": "deferrable", "sensor_poke_interval_s": 1,
                           "sensor_timeout_s": 1200, "compare_target_only": False},
@@ -175,14 +178,10 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     assert shot.stat().st_size > 20_000  # a rendered page, not an empty canvas
 
 
-def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys, monkeypatch):
+def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys):
     """After the scheduler's pass, ``ecdctr backfill`` over the same range finds every artifact
     (nothing rerun); forced, it runs every A-CTR step's argv in-process and serves a new version."""
     from ecdctr_pipeline.app.main import main
-
-    # the retrained model is compared with itself as the served one: blessing it is not what this
-    # test is about (a retrain on CPU is not bit-identical), so any GAUC passes the gate here
-    monkeypatch.setenv("ECDCTR_ACTR__BLESS_TOLERANCE", "1.0")
 
     af, settings, cfg, _ = deployment
     store = open_store(settings.store)
