@@ -28,6 +28,7 @@ from ecdctr_pipeline.core.errors import ConfigError
 ENV_PREFIX = "ECDCTR_"
 ENV_CONFIG = "ECDCTR_CONFIG"
 ENV_STORE = "ECDCTR_STORE"
+ENV_PROFILE = "ECDCTR_PROFILE"
 
 
 class _Section(BaseModel):
@@ -250,7 +251,21 @@ class OrchestrationSettings(_Section):
         return v
 
 
+# Hyper-parameter profiles: values a profile sets unless the YAML file or the environment set
+# them. ``laptop`` is the defaults of the sections above; ``paper`` is the paper's Section 4.4.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "laptop": {},
+    "paper": {
+        "tpm": {"embedding_dim": 16, "learning_rate": 0.025, "batch_size": 500_000},
+        "cpm": {"embedding_dim": 16, "learning_rate": 5e-4, "batch_size": 10_000},
+        "actr": {"learning_rate": 5e-4, "batch_size": 10_000},
+    },
+}
+
+
 class Settings(_Section):
+    # which hyper-parameter profile fills the values not set explicitly (see PROFILES)
+    profile: Literal["laptop", "paper"] = "laptop"
     store: StoreSettings = Field(default_factory=StoreSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
@@ -264,7 +279,18 @@ class Settings(_Section):
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
 
-SECTIONS = tuple(Settings.model_fields)
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        profile = PROFILES.get(data.get("profile", "laptop"))
+        if not profile:  # laptop, or an unknown name (rejected by the field's validation)
+            return data
+        return _deep_merge(profile, data)  # explicit values win over the profile's
+
+
+SECTIONS = tuple(k for k in Settings.model_fields if k != "profile")
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -297,6 +323,9 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         if name == ENV_STORE:
             tree.setdefault("store", {})["root"] = raw
+            continue
+        if name == ENV_PROFILE:
+            tree["profile"] = raw
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
         if len(path) < 2 or path[0] not in SECTIONS:

@@ -86,3 +86,21 @@ def test_env_overrides_parse_yaml_scalars():
 
 def test_every_section_present():
     assert set(Settings.model_fields) >= {"store", "spark", "calendar", "tpm", "cpm", "actr", "quality", "alerts", "serving"}
+
+
+def test_hyper_parameter_profiles(tmp_path):
+    from ecdctr_pipeline.core.errors import ConfigError
+
+    laptop = load_settings(environ={})
+    assert laptop.profile == "laptop" and laptop.tpm.learning_rate == 1e-3 and laptop.cpm.batch_size == 1024
+    paper = load_settings(environ={"ECDCTR_PROFILE": "paper"})
+    assert (paper.tpm.learning_rate, paper.tpm.batch_size, paper.tpm.embedding_dim) == (0.025, 500_000, 16)
+    assert (paper.cpm.learning_rate, paper.cpm.batch_size) == (5e-4, 10_000)
+    assert (paper.actr.learning_rate, paper.actr.batch_size) == (5e-4, 10_000)
+    assert paper.cpm.hidden_units == laptop.cpm.hidden_units  # what the paper does not fix keeps its default
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("profile: paper\ntpm:\n  batch_size: 4096\n")
+    s = load_settings(cfg, environ={"ECDCTR_ACTR__BATCH_SIZE": "2048"})
+    assert (s.tpm.batch_size, s.tpm.learning_rate, s.actr.batch_size) == (4096, 0.025, 2048)  # explicit wins
+    with pytest.raises(ConfigError, match="invalid setting profile from environment"):
+        load_settings(environ={"ECDCTR_PROFILE": "cloud"})
