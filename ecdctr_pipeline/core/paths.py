@@ -59,6 +59,11 @@ def writer_lease(table: str) -> str:
     return f"leases/{table.strip('/')}.json"
 
 
+def resume_state(artifact: str) -> str:
+    """Where a trainer publishing ``artifact`` keeps its in-progress checkpoint (removed on publish)."""
+    return f"_resume/{artifact.strip('/')}"
+
+
 def raw_table(domain: str) -> str:
     return f"raw/{_check_domain(domain)}"
 

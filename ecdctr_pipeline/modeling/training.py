@@ -187,6 +187,86 @@ def predict(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_s
     return model.predict(ds, verbose=0).reshape(-1)
 
 
+# ------------------------------------------------------------------ resume after a killed run
+def run_fingerprint(args: TrainArgs) -> str:
+    """What a checkpoint may be resumed into: the same run (artifact, data version, inputs,
+    hyper-parameters, architecture, code version)."""
+    import hashlib
+    import json
+
+    ident = {"artifact": args.artifact, "table": args.data.table, "version": args.data.version,
+             "hparams": asdict(args.hparams), "model": args.model.model_dump(mode="json"),
+             "embedding_set": args.embedding_set.attempt if args.embedding_set else None,
+             "base_model": args.base_model.attempt if args.base_model else None,
+             "policy": args.transfer_policy, "code": artifacts.code_version()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit_resumable(args: TrainArgs, model, arrays: dict[str, np.ndarray]) -> tuple[Any, dict, int]:
+    """:func:`fit` with a checkpoint in the store after every epoch (the model with its optimizer
+    state, then ``state.json``). A run of the same :func:`run_fingerprint` that finds one — a pod
+    killed mid-epoch and started again — continues from the epoch after it. Returns
+    ``(model, last epoch's metrics, epoch resumed from or -1)``; :func:`clear_resume` removes
+    the checkpoint once the artifact is published."""
+    import json
+
+    import keras
+
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.modeling import layers  # noqa: F401 - custom layers for load_model
+    from ecdctr_pipeline.modeling.inputs import make_dataset
+
+    hp, store = args.hparams, args.store
+    prefix, fp = paths.resume_state(args.artifact), run_fingerprint(args)
+    start = 0
+    try:
+        state = json.loads(store.get_bytes(f"{prefix}/state.json"))
+    except FileNotFoundError:
+        state = None
+    scratch = store.scratch_dir("ecdctr-resume-")
+    try:
+        if state and state.get("fingerprint") == fp:
+            local = scratch / "resume.keras"
+            store.download_file(f"{prefix}/{state['model']}", local)
+            model = keras.models.load_model(local, compile=True)
+            start = int(state["epoch"]) + 1
+            log.info("%s: resuming after epoch %d of %d from %s", args.who, start, hp.epochs, store.uri(prefix))
+        elif state:
+            log.info("%s: ignoring a checkpoint of another run at %s", args.who, store.uri(prefix))
+            store.delete_prefix(prefix)
+
+        class _Checkpoint(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                name = f"epoch-{epoch}.keras"
+                path = scratch / name
+                self.model.save(path)
+                store.upload_file(path, f"{prefix}/{name}")
+                store.put_bytes(f"{prefix}/state.json", json.dumps(
+                    {"fingerprint": fp, "epoch": epoch, "model": name, "of": hp.epochs}).encode())
+                if epoch > 0:
+                    store.delete(f"{prefix}/epoch-{epoch - 1}.keras")
+                path.unlink(missing_ok=True)
+
+        metrics: dict = {}
+        if start < hp.epochs:
+            ds = make_dataset(arrays, args.data.layout, hp.batch_size, shuffle=True, seed=hp.seed)
+            n_batches = -(-len(arrays[LABEL]) // hp.batch_size)
+            log.info("%s: %d rows, %d batches x %d epoch(s)", args.who, len(arrays[LABEL]), n_batches, hp.epochs)
+            hist = model.fit(ds, epochs=hp.epochs, initial_epoch=start, shuffle=False, callbacks=[_Checkpoint()],
+                             verbose=2 if n_batches > 20 else 0)
+            metrics = {k: float(v[-1]) for k, v in hist.history.items()}
+        return model, metrics, start - 1 if start else -1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def clear_resume(args: TrainArgs) -> None:
+    from ecdctr_pipeline.core import paths
+
+    if args.artifact:
+        args.store.delete_prefix(paths.resume_state(args.artifact))
+
+
 # ------------------------------------------------------------------ models in the store
 def save_model(model, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

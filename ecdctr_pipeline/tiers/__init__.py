@@ -39,7 +39,7 @@ def module(tier: str) -> ModuleType:
 
 def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: bool = False, **options) -> TierRun:
     """Plan, resolve, train, assess and publish one run of ``tier`` for its logical date ``when``."""
-    from ecdctr_pipeline.modeling.training import publish, quiet_tf
+    from ecdctr_pipeline.modeling.training import clear_resume, publish, quiet_tf
 
     quiet_tf()
     t0 = time.perf_counter()
@@ -60,5 +60,6 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
         manifest = publish(args, result, metrics=metrics, blessing=blessing, files=files)
     finally:
         result.cleanup()
+    clear_resume(args)  # published: the in-progress checkpoint is not needed any more
     return TierRun(tier, prefix, args.logical_date, False, manifest.metrics, mod.summary(manifest),
                    round(time.perf_counter() - t0, 2))

@@ -19,7 +19,8 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, load_model, pinned_version, read_arrays, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, pinned_version, read_arrays,
+    set_seed,
 )
 
 
@@ -112,8 +113,13 @@ def run_training(args: TrainArgs) -> TrainResult:
     model = build_complete_model(args.model, args.features, hist, name="actr" if base is not None else "target_only")
     extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
     compile_model(model, hp.learning_rate)
-    fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
-                      label=args.who)
+    if args.artifact:  # a published run checkpoints each epoch in the store and resumes after a kill
+        model, fit_metrics, resumed = fit_resumable(args, model, train)
+        if resumed >= 0:
+            extra["resumed_after_epoch"] = resumed
+    else:  # Target-only (never published)
+        fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
+                          label=args.who)
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
                        row_counts={"train": int(len(train["click"]))}, extra=extra)
 

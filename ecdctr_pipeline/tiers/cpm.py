@@ -9,7 +9,7 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, pinned_version, read_arrays, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit_resumable, pinned_version, read_arrays, set_seed,
 )
 
 
@@ -46,10 +46,10 @@ def run_training(args: TrainArgs) -> TrainResult:
     train = read_arrays(args.store, args.data, args.data.train_window, who=args.who)
     set_seed(hp.seed)
     model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
-    fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
-                      label=args.who)
+    model, fit_metrics, resumed = fit_resumable(args, model, train)
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
-                       row_counts={"train": int(len(train["click"]))})
+                       row_counts={"train": int(len(train["click"]))},
+                       extra={"resumed_after_epoch": resumed} if resumed >= 0 else {})
 
 
 def assess(args: TrainArgs, result: TrainResult):
