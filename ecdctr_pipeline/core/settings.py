@@ -120,7 +120,7 @@ class FeatureSettings(_Section):
             raise ValueError("counter_windows_days must be a non-empty list of positive days")
         missing = {"user_id", "item_id", "category_id", "item_brand"} - set(self.hash_buckets)
         if missing or any(v <= 0 for v in self.hash_buckets.values()):
-            raise ValueError(f"hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
+            raise ValueError("hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
         return self
 
 
@@ -155,6 +155,20 @@ class ACTRSettings(_Section):
     seed: int = 0
     bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
     cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)
+
+
+class TrainingSettings(_Section):
+    """How every trainer reads its window and which devices it uses (all tiers)."""
+
+    # streaming input: rows are shuffled inside a bounded buffer (plus one record batch), files
+    # are read this many rows at a time; peak memory follows these, not the window
+    shuffle_buffer_rows: int = Field(65_536, gt=0)
+    read_batch_rows: int = Field(8_192, gt=0)
+    # auto: multi_worker when TF_CONFIG / TRAINER_WORKER_HOSTS name several workers, mirrored
+    # when the pod sees several GPUs, else one device
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    workers: int = Field(1, ge=1, le=64)  # Kubernetes mode: pods of a trainer step (an Indexed Job)
+    worker_port: int = Field(2222, gt=0, lt=65536)  # the workers' collective port (headless Service)
 
 
 class QualitySettings(_Section):
@@ -273,6 +287,7 @@ class Settings(_Section):
     tpm: TPMSettings = Field(default_factory=TPMSettings)
     cpm: CPMSettings = Field(default_factory=CPMSettings)
     actr: ACTRSettings = Field(default_factory=ACTRSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)

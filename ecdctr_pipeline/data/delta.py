@@ -274,3 +274,17 @@ def file_uris(store: ArtifactStore, key: str, partitions: Sequence[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return t.file_uris(partition_filters=[(partition_column, "in", sorted(set(partitions)))])
+
+
+def dataset(store: ArtifactStore, key: str, partitions: Sequence[str], *, version: int,
+            partition_column: str = PARTITION_COLUMN):
+    """The Parquet files of ``partitions`` at ``version`` as a ``pyarrow.dataset.Dataset`` (lazy:
+    nothing is read until its fragments are scanned). Streaming readers scan it record batch by
+    record batch instead of materialising the snapshot."""
+    t = _open(store, key, version)
+    if t is None:
+        raise DeltaError(f"Delta table not found: {store.uri(key)}")
+    vals = sorted(set(partitions))
+    if not vals:
+        raise DeltaError(f"no partitions asked of {store.uri(key)}")
+    return t.to_pyarrow_dataset(partitions=[(partition_column, "in", vals)])

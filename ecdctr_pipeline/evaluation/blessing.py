@@ -30,7 +30,7 @@ def served_baseline(store: ArtifactStore, before: dt.date) -> tuple[str, artifac
     return max(blessed, key=lambda pm: pm[1].logical_date) if blessed else None
 
 
-def judge(store: ArtifactStore, candidate_gauc: float, *, holdout_arrays, layout, day: dt.date, tolerance: float,
+def judge(store: ArtifactStore, candidate_gauc: float, *, holdout_source, layout, day: dt.date, tolerance: float,
           holdout: dict | None = None) -> artifacts.Blessing:
     """Score the served baseline on the same holdout rows and bless or reject the candidate."""
     from ecdctr_pipeline.evaluation.holdout import score
@@ -41,7 +41,7 @@ def judge(store: ArtifactStore, candidate_gauc: float, *, holdout_arrays, layout
     if baseline is not None:
         b_prefix, b_manifest = baseline
         try:
-            b = score(load_model(store, b_prefix, b_manifest), holdout_arrays, layout)
+            b = score(load_model(store, b_prefix, b_manifest), holdout_source, layout)
             record = artifacts.Baseline(model=b_manifest.artifact_id, gauc=b["gauc"])
         except MetricError as exc:
             record = artifacts.Baseline(model=b_manifest.artifact_id, gauc=None, error=str(exc))

@@ -11,24 +11,28 @@ from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.evaluation.metrics import evaluate
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
-from ecdctr_pipeline.modeling.training import TrainArgs, predict, read_arrays
+from ecdctr_pipeline.modeling.training import TrainArgs, open_source
 
 
-def score(model, arrays, layout: FeatureLayout) -> dict:
-    """GAUC (+coverage), AUC and log loss of ``model`` on raw columns."""
-    return evaluate(arrays["click"], predict(model, arrays, layout), arrays["user_id"])
+def score(model, source, layout: FeatureLayout) -> dict:
+    """GAUC (+coverage), AUC and log loss of ``model`` on a streaming source (scored batch by
+    batch; only labels, scores and user ids are kept)."""
+    from ecdctr_pipeline.modeling.streaming import score_stream
+
+    labels, scores, users = score_stream(model, source, layout)
+    return evaluate(labels, scores, users)
 
 
-def holdout_arrays(args: TrainArgs):
+def holdout_source(args: TrainArgs):
     if args.data.eval_window is None:
         raise ValueError(f"{args.who}: the run has no held-out window")
-    return read_arrays(args.store, args.data, args.data.eval_window, who=args.who)
+    return open_source(args, args.data.eval_window)
 
 
 def evaluate_model(args: TrainArgs, model) -> tuple[dict, int]:
     """``model`` on the run's held-out window: (metrics, rows scored)."""
-    arrays = holdout_arrays(args)
-    return score(model, arrays, args.data.layout), int(len(arrays["click"]))
+    source = holdout_source(args)
+    return score(model, source, args.data.layout), source.num_rows
 
 
 def cpm_tail_metrics(store: ArtifactStore, monday: str | dt.date) -> dict:

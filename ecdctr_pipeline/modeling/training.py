@@ -25,9 +25,10 @@ import numpy as np
 
 from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import TrainingSettings
 from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.data.store import ArtifactStore
-from ecdctr_pipeline.modeling.preprocessing import LABEL, FeatureLayout, raw_columns
+from ecdctr_pipeline.modeling.preprocessing import LABEL, FeatureLayout
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class TrainArgs:
     months: tuple[str, ...] = ()  # recorded in the manifest
     params: dict = field(default_factory=dict)  # recorded in the manifest
     lineage: dict = field(default_factory=dict)  # recorded in the manifest's extra (e.g. cpm_choice)
+    training: Any = field(default_factory=TrainingSettings)  # input pipeline and distribution
 
 
 @dataclass
@@ -130,20 +132,28 @@ def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Wind
     return version
 
 
-def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
-    """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
-    present = set(delta.partitions(store, data.table))
+def check_partitions(store: ArtifactStore, table: str, window: calendar.Window, *, who: str) -> None:
+    present = set(delta.partitions(store, table))
     missing = [d for d in window.partitions() if d not in present]
     if missing:
-        raise TrainingError(f"{who}: {data.table} has no partition {missing[0]} (window {window}); "
+        raise TrainingError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
                             "run the extraction first")
+
+
+def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
+    """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
+    check_partitions(store, data.table, window, who=who)
     cols = list(dict.fromkeys(list(data.layout.columns) + ["dt"]))
     table, _ = delta.read(store, data.table, partitions=window.partitions(), columns=cols, version=data.version)
     return table
 
 
-def read_arrays(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str) -> dict[str, np.ndarray]:
-    return raw_columns(read_window(store, data, window, who=who), data.layout)
+def open_source(args: "TrainArgs", window: calendar.Window):
+    """The streaming :class:`~ecdctr_pipeline.modeling.streaming.WindowSource` of ``window`` of the
+    run's table at its pinned version."""
+    from ecdctr_pipeline.modeling import streaming
+
+    return streaming.open_source(args.store, args.data, window, who=args.who)
 
 
 def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str):
@@ -166,14 +176,45 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def fit(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, *, batch_size: int, epochs: int, seed: int,
-        label: str) -> dict:
-    from ecdctr_pipeline.modeling.inputs import make_dataset
+def placement(args: "TrainArgs"):
+    """The process's :class:`~ecdctr_pipeline.modeling.distribute.Placement` for this run (build
+    and compile the model under ``placement(args).strategy.scope()``)."""
+    from ecdctr_pipeline.modeling import distribute
 
-    ds = make_dataset(arrays, layout, batch_size, shuffle=True, seed=seed)
-    n_batches = -(-len(arrays[LABEL]) // batch_size)
-    log.info("%s: %d rows, %d batches x %d epoch(s)", label, len(arrays[LABEL]), n_batches, epochs)
-    hist = model.fit(ds, epochs=epochs, shuffle=False, verbose=2 if n_batches > 20 else 0)
+    return distribute.placement(args.training.distribution)
+
+
+def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, label: str, first_epoch: int = 0,
+        callbacks: tuple = ()) -> dict:
+    """Train ``model`` on a streaming ``source`` (a
+    :class:`~ecdctr_pipeline.modeling.streaming.WindowSource`) for epochs ``first_epoch`` ..
+    ``hparams.epochs - 1`` under the run's placement; returns the last epoch's metrics.
+
+    On one device the stream is one pass an epoch (the last batch may be short). With several
+    replicas each input pipeline (one per worker) reads its own shard of the files endlessly and
+    an epoch is ``ceil(rows / global batch)`` steps, so the replicas stay in lockstep; a shard's
+    rows left over at an epoch's end start the next one."""
+    from ecdctr_pipeline.modeling import distribute, streaming
+
+    place = distribute.placement(training.distribution)
+    hp = hparams
+
+    endless = place.replicas > 1
+
+    def make(index: int, count: int, batch: int):
+        return streaming.make_dataset(source.shard(index, count), layout, batch, shuffle=True, seed=hp.seed,
+                                      buffer_rows=training.shuffle_buffer_rows, read_rows=training.read_batch_rows,
+                                      first_epoch=first_epoch, repeat=endless)
+
+    ds = distribute.distribute(place, make, hp.batch_size)
+    if endless:
+        distribute.build_state(model, place)
+    n_batches = -(-source.num_rows // hp.batch_size)
+    steps = n_batches if endless else None
+    log.info("%s: %s, %d batches x %d epoch(s) on %s", label, source.describe(), n_batches, hp.epochs,
+             place.describe())
+    hist = model.fit(ds, epochs=hp.epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
+                     callbacks=list(callbacks), verbose=2 if n_batches > 20 else 0)
     return {k: float(v[-1]) for k, v in hist.history.items()}
 
 
@@ -202,21 +243,21 @@ def run_fingerprint(args: TrainArgs) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fit_resumable(args: TrainArgs, model, arrays: dict[str, np.ndarray]) -> tuple[Any, dict, int]:
+def fit_resumable(args: TrainArgs, model, source) -> tuple[Any, dict, int]:
     """:func:`fit` with a checkpoint in the store after every epoch (the model with its optimizer
-    state, then ``state.json``). A run of the same :func:`run_fingerprint` that finds one — a pod
-    killed mid-epoch and started again — continues from the epoch after it. Returns
-    ``(model, last epoch's metrics, epoch resumed from or -1)``; :func:`clear_resume` removes
-    the checkpoint once the artifact is published."""
+    state, then ``state.json``), written by the chief worker. A run of the same
+    :func:`run_fingerprint` that finds one — a pod killed mid-epoch and started again — continues
+    from the epoch after it. Returns ``(model, last epoch's metrics, epoch resumed from or -1)``;
+    :func:`clear_resume` removes the checkpoint once the artifact is published."""
     import json
 
     import keras
 
     from ecdctr_pipeline.core import paths
     from ecdctr_pipeline.modeling import layers  # noqa: F401 - custom layers for load_model
-    from ecdctr_pipeline.modeling.inputs import make_dataset
 
     hp, store = args.hparams, args.store
+    place = placement(args)
     prefix, fp = paths.resume_state(args.artifact), run_fingerprint(args)
     start = 0
     try:
@@ -228,15 +269,18 @@ def fit_resumable(args: TrainArgs, model, arrays: dict[str, np.ndarray]) -> tupl
         if state and state.get("fingerprint") == fp:
             local = scratch / "resume.keras"
             store.download_file(f"{prefix}/{state['model']}", local)
-            model = keras.models.load_model(local, compile=True)
+            with place.strategy.scope():
+                model = keras.models.load_model(local, compile=True)
             start = int(state["epoch"]) + 1
             log.info("%s: resuming after epoch %d of %d from %s", args.who, start, hp.epochs, store.uri(prefix))
-        elif state:
+        elif state and place.is_chief:
             log.info("%s: ignoring a checkpoint of another run at %s", args.who, store.uri(prefix))
             store.delete_prefix(prefix)
 
         class _Checkpoint(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
+                if not place.is_chief:
+                    return
                 name = f"epoch-{epoch}.keras"
                 path = scratch / name
                 self.model.save(path)
@@ -249,12 +293,8 @@ def fit_resumable(args: TrainArgs, model, arrays: dict[str, np.ndarray]) -> tupl
 
         metrics: dict = {}
         if start < hp.epochs:
-            ds = make_dataset(arrays, args.data.layout, hp.batch_size, shuffle=True, seed=hp.seed)
-            n_batches = -(-len(arrays[LABEL]) // hp.batch_size)
-            log.info("%s: %d rows, %d batches x %d epoch(s)", args.who, len(arrays[LABEL]), n_batches, hp.epochs)
-            hist = model.fit(ds, epochs=hp.epochs, initial_epoch=start, shuffle=False, callbacks=[_Checkpoint()],
-                             verbose=2 if n_batches > 20 else 0)
-            metrics = {k: float(v[-1]) for k, v in hist.history.items()}
+            metrics = fit(model, source, args.data.layout, hparams=hp, training=args.training, label=args.who,
+                          first_epoch=start, callbacks=(_Checkpoint(),))
         return model, metrics, start - 1 if start else -1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

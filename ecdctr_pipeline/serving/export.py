@@ -21,7 +21,6 @@ into one merged table per side (paper §3.6.2), so the served graph does one loo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 import time

@@ -19,8 +19,8 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, pinned_version, read_arrays,
-    set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, open_source, pinned_version,
+    placement, set_seed,
 )
 
 
@@ -83,7 +83,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         logical_date=p.day.isoformat(), artifact_id=p.day.isoformat(), plan=p, store=store,
         data=DataSpec(table, version, p.train_window, p.holdout_window, FeatureLayout.complete(settings.features)),
         hparams=HParams(a.learning_rate, a.batch_size, a.epochs, a.seed), model=settings.cpm,
-        features=settings.features, data_window=p.window,
+        features=settings.features, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
                 "learning_rate": a.learning_rate, "epochs": a.epochs, "batch_size": a.batch_size,
                 "bless_tolerance": a.bless_tolerance},
@@ -107,33 +107,34 @@ def run_training(args: TrainArgs) -> TrainResult:
 
     hp = args.hparams
     hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
-    train = read_arrays(args.store, args.data, args.data.train_window, who=args.who)
+    train = open_source(args, args.data.train_window)
     base = load_model(args.store, args.base_prefix, args.base_model) if args.base_model else None
     set_seed(hp.seed)
-    model = build_complete_model(args.model, args.features, hist, name="actr" if base is not None else "target_only")
-    extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
-    compile_model(model, hp.learning_rate)
+    with placement(args).strategy.scope():
+        model = build_complete_model(args.model, args.features, hist,
+                                     name="actr" if base is not None else "target_only")
+        extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
+        compile_model(model, hp.learning_rate)
     if args.artifact:  # a published run checkpoints each epoch in the store and resumes after a kill
         model, fit_metrics, resumed = fit_resumable(args, model, train)
         if resumed >= 0:
             extra["resumed_after_epoch"] = resumed
     else:  # Target-only (never published)
-        fit_metrics = fit(model, train, args.data.layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed,
-                          label=args.who)
+        fit_metrics = fit(model, train, args.data.layout, hparams=hp, training=args.training, label=args.who)
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
-                       row_counts={"train": int(len(train["click"]))}, extra=extra)
+                       row_counts={"train": train.num_rows}, extra=extra)
 
 
 def assess(args: TrainArgs, result: TrainResult):
     """Holdout metrics and the blessing gate's verdict against the served model."""
     from ecdctr_pipeline.evaluation.blessing import judge
-    from ecdctr_pipeline.evaluation.holdout import holdout_arrays, score
+    from ecdctr_pipeline.evaluation.holdout import holdout_source, score
 
-    holdout = holdout_arrays(args)
-    result.row_counts["holdout"] = int(len(holdout["click"]))
+    holdout = holdout_source(args)
+    result.row_counts["holdout"] = holdout.num_rows
     metrics = score(result.model, holdout, args.data.layout)
     p = args.plan
-    blessing = judge(args.store, metrics["gauc"], holdout_arrays=holdout, layout=args.data.layout, day=p.day,
+    blessing = judge(args.store, metrics["gauc"], holdout_source=holdout, layout=args.data.layout, day=p.day,
                      tolerance=float(args.params["bless_tolerance"]), holdout=p.holdout_window.to_dict())
     return {**metrics, **result.train_metrics}, blessing
 

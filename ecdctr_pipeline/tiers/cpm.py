@@ -9,7 +9,7 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit_resumable, pinned_version, read_arrays, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit_resumable, open_source, pinned_version, placement, set_seed,
 )
 
 
@@ -33,7 +33,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan) -> Tr
         artifact=paths.cpm_checkpoint(p.monday), plan=p, store=store,
         data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features)),
         hparams=HParams(c.learning_rate, c.batch_size, c.epochs, c.seed), model=c, features=settings.features,
-        embedding_set=set_manifest, data_window=p.window,
+        embedding_set=set_manifest, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "eval_window": p.eval_window.to_dict(), **c.model_dump()},
     )
 
@@ -43,12 +43,13 @@ def run_training(args: TrainArgs) -> TrainResult:
 
     hp = args.hparams
     hist = embedding_sets.load(args.store, args.embedding_set)
-    train = read_arrays(args.store, args.data, args.data.train_window, who=args.who)
+    train = open_source(args, args.data.train_window)
     set_seed(hp.seed)
-    model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
+    with placement(args).strategy.scope():
+        model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
     model, fit_metrics, resumed = fit_resumable(args, model, train)
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
-                       row_counts={"train": int(len(train["click"]))},
+                       row_counts={"train": train.num_rows},
                        extra={"resumed_after_epoch": resumed} if resumed >= 0 else {})
 
 

@@ -10,9 +10,9 @@ from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
-from ecdctr_pipeline.modeling.preprocessing import FeatureLayout, raw_columns
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainingError, TrainResult, fit, pinned_version, read_window, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, pinned_version, placement, set_seed,
 )
 
 
@@ -34,38 +34,41 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.TPMPlan) -> Tr
         artifact=paths.tpm_set(p.month), plan=p, store=store,
         data=DataSpec(table, version, p.data_window, None, FeatureLayout("tpm")),
         hparams=HParams(t.learning_rate, t.batch_size, t.epochs_per_month, t.seed), model=t,
-        features=settings.features, data_window=p.data_window, months=tuple(str(m) for m in p.snapshot_months),
+        features=settings.features, data_window=p.data_window, training=settings.training,
+        months=tuple(str(m) for m in p.snapshot_months),
         params={"dim": t.embedding_dim, "train_months": [str(m) for m in p.train_months],
                 "hidden_units": t.hidden_units, "learning_rate": t.learning_rate},
     )
 
 
 def run_training(args: TrainArgs) -> TrainResult:
+    from dataclasses import replace
+
     from ecdctr_pipeline.data import embedding_sets
+    from ecdctr_pipeline.modeling import streaming
     from ecdctr_pipeline.modeling.models import build_tpm_model, compile_model
 
     p, hp, layout = args.plan, args.hparams, args.data.layout
-    table = read_window(args.store, args.data, p.data_window, who=args.who)
-    arrays = raw_columns(table, layout)
-    month_of_row = np.asarray(table["dt"].to_numpy(zero_copy_only=False)).astype("U7")
-    for m in p.train_months:
-        if not (month_of_row == str(m)).any():
-            raise TrainingError(f"{args.who}: no rows for month {m} in {args.data.table}")
-    user_vocab, item_vocab = np.unique(arrays["user_id"]), np.unique(arrays["item_id"])
+    months = {}
+    for m in p.train_months:  # one streaming source a month; the id columns are read first for the vocabularies
+        months[m] = streaming.open_source(args.store, args.data, m.window, who=f"{args.who} month {m}")
+    ids = {m: (np.unique(s.column("user_id")), np.unique(s.column("item_id"))) for m, s in months.items()}
+    user_vocab = np.unique(np.concatenate([u for u, _ in ids.values()]))
+    item_vocab = np.unique(np.concatenate([i for _, i in ids.values()]))
     set_seed(hp.seed)
-    model = compile_model(build_tpm_model(args.model, args.features, user_vocab, item_vocab), hp.learning_rate)
+    with placement(args).strategy.scope():
+        model = compile_model(build_tpm_model(args.model, args.features, user_vocab, item_vocab), hp.learning_rate)
     seen_users = np.zeros(len(user_vocab), bool)
     seen_items = np.zeros(len(item_vocab), bool)
     result = TrainResult(scratch=args.store.scratch_dir("ecdctr-tpm-"))
     try:
-        for i, m in enumerate(p.train_months):
-            part = {k: v[month_of_row == str(m)] for k, v in arrays.items()}
-            seen_users[np.searchsorted(user_vocab, np.unique(part["user_id"]))] = True
-            seen_items[np.searchsorted(item_vocab, np.unique(part["item_id"]))] = True
-            hist = fit(model, part, layout, batch_size=hp.batch_size, epochs=hp.epochs, seed=hp.seed + i,
+        for i, (m, source) in enumerate(months.items()):
+            seen_users[np.searchsorted(user_vocab, ids[m][0])] = True
+            seen_items[np.searchsorted(item_vocab, ids[m][1])] = True
+            hist = fit(model, source, layout, hparams=replace(hp, seed=hp.seed + i), training=args.training,
                        label=f"{args.who} month {m}")
             result.train_metrics[f"train_loss_{m}"] = hist.get("loss")
-            result.row_counts[f"train_rows_{m}"] = int(len(part["click"]))
+            result.row_counts[f"train_rows_{m}"] = source.num_rows
             if m in p.snapshot_months:
                 for side, vocab, seen in (("user", user_vocab, seen_users), ("item", item_vocab, seen_items)):
                     weights = model.get_layer(f"tpm_{side}_embedding").embeddings.numpy()

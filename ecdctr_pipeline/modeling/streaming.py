@@ -1,0 +1,237 @@
+"""Streaming input: the trainers and the holdout evaluation read the Parquet files of the pinned
+Delta version record batch by record batch, so peak memory follows the shuffle buffer, not the
+window.
+
+* :class:`WindowSource` — the files (fragments) of one window of a feature table at one Delta
+  version, with their row counts from the Parquet footers; :meth:`WindowSource.shard` splits
+  them between input pipelines (workers) by whole files, balancing rows.
+* :func:`raw_batches` — raw-column batches (the dict :func:`~.preprocessing.raw_columns` makes)
+  of exactly ``batch_size`` rows (the last one may be short). Shuffling is bounded: the file
+  order is permuted per epoch, and rows are permuted inside a buffer of at most
+  ``buffer_rows`` + one record batch; after each draw half of the buffer stays to mix with the
+  next files. Nothing is dropped: every row of the shard is yielded once per pass.
+* :func:`make_dataset` — the ``tf.data.Dataset`` over :func:`raw_batches`, mapped through the
+  shared preprocessing graph (:func:`~.preprocessing.transform`, the one serving runs) and
+  prefetched; each iteration (epoch) reshuffles with ``seed + epoch``.
+* :func:`score_stream` — predictions, labels and user ids of a whole source, batch by batch
+  (three flat NumPy arrays: what GAUC needs and nothing else).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ecdctr_pipeline.core import calendar
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.data import delta
+from ecdctr_pipeline.data.store import ArtifactStore
+from ecdctr_pipeline.modeling.preprocessing import LABEL, FeatureLayout, raw_columns
+
+log = logging.getLogger(__name__)
+
+READ_BATCH_ROWS = 8192
+BUFFER_ROWS = 65_536
+
+
+class StreamError(EcdctrError):
+    """A source that cannot be streamed as asked (no rows, fewer files than workers)."""
+
+
+@dataclass(frozen=True)
+class WindowSource:
+    """The Parquet fragments of ``window`` of ``table`` at Delta ``version``."""
+
+    table: str
+    version: int
+    window: calendar.Window
+    fragments: tuple[Any, ...] = field(repr=False)
+    rows: tuple[int, ...]
+    shard_of: tuple[int, int] = (0, 1)  # (index, count)
+
+    @classmethod
+    def open(cls, store: ArtifactStore, table: str, version: int, window: calendar.Window) -> "WindowSource":
+        ds = delta.dataset(store, table, window.partitions(), version=version)
+        frags = sorted(ds.get_fragments(), key=lambda f: f.path)
+        return cls(table, version, window, tuple(frags), tuple(int(f.count_rows()) for f in frags))
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.rows)
+
+    def describe(self) -> str:
+        i, n = self.shard_of
+        shard = f", shard {i + 1}/{n}" if n > 1 else ""
+        return f"{self.table}@v{self.version} {self.window} ({len(self.fragments)} file(s), {self.num_rows} rows{shard})"
+
+    def shard(self, index: int, count: int) -> "WindowSource":
+        """Shard ``index`` of ``count``: whole files, each given to the shard with fewest rows so far
+        (largest first), so shards differ by at most one file's rows."""
+        if not 0 <= index < count:
+            raise StreamError(f"shard index {index} outside 0..{count - 1}")
+        if count == 1:
+            return self
+        if len(self.fragments) < count:
+            raise StreamError(f"{self.describe()}: {len(self.fragments)} file(s) cannot feed {count} workers")
+        loads = [0] * count
+        mine: list[int] = []
+        for j in sorted(range(len(self.rows)), key=lambda j: (-self.rows[j], j)):
+            k = min(range(count), key=lambda k: (loads[k], k))
+            loads[k] += self.rows[j]
+            if k == index:
+                mine.append(j)
+        mine.sort()
+        return WindowSource(self.table, self.version, self.window, tuple(self.fragments[j] for j in mine),
+                            tuple(self.rows[j] for j in mine), (index, count))
+
+    def record_batches(self, columns: list[str], *, read_rows: int = READ_BATCH_ROWS,
+                       order: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+        for j in (range(len(self.fragments)) if order is None else order):
+            yield from self.fragments[j].to_batches(columns=columns, batch_size=read_rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column of every row (e.g. the ids a vocabulary is built from), file by file."""
+        parts = [np.asarray(b.column(0)) for b in self.record_batches([name])]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str) -> WindowSource:
+    """The :class:`WindowSource` of ``window`` of a run's table at its pinned version
+    (``data``: a :class:`~.training.DataSpec`), after checking every day of it is present."""
+    from ecdctr_pipeline.modeling.training import check_partitions
+
+    check_partitions(store, data.table, window, who=who)
+    source = WindowSource.open(store, data.table, data.version, window)
+    if source.num_rows == 0:
+        raise StreamError(f"{who}: {source.describe()} has no rows")
+    return source
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _take(arrays: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in arrays.items()}
+
+
+def raw_batches(source: WindowSource, layout: FeatureLayout, batch_size: int, *, shuffle: bool, seed: int = 0,
+                buffer_rows: int = BUFFER_ROWS, read_rows: int = READ_BATCH_ROWS,
+                extra: tuple[str, ...] = ()) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of raw columns (plus ``extra`` columns, e.g. ``user_id`` for GAUC) of one pass over
+    ``source``; see the module docstring for the bounded shuffle."""
+    if batch_size <= 0:
+        raise StreamError(f"batch size must be positive, got {batch_size}")
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(len(source.fragments))) if shuffle else None
+    columns = list(dict.fromkeys(list(layout.columns) + list(extra)))
+    cap = max(buffer_rows, 2 * batch_size) if shuffle else batch_size
+    pending: list[dict[str, np.ndarray]] = []
+    n_pending = 0
+
+    def convert(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
+        table = pa.Table.from_batches([rb])
+        out = raw_columns(table, layout)
+        for name in extra:
+            if name not in out:
+                out[name] = np.asarray(table[name])
+        return out
+
+    for rb in source.record_batches(columns, read_rows=read_rows, order=order):
+        if rb.num_rows == 0:
+            continue
+        pending.append(convert(rb))
+        n_pending += rb.num_rows
+        if n_pending < cap:
+            continue
+        buf = _concat(pending)
+        if shuffle:
+            buf = _take(buf, rng.permutation(n_pending))
+            n_out = (n_pending - cap // 2) // batch_size * batch_size  # keep about half to mix
+        else:
+            n_out = n_pending // batch_size * batch_size
+        for s in range(0, n_out, batch_size):
+            yield {k: v[s:s + batch_size] for k, v in buf.items()}
+        rest = {k: v[n_out:] for k, v in buf.items()}
+        n_pending = n_pending - n_out
+        pending = [rest] if n_pending else []
+    if n_pending:
+        buf = _concat(pending)
+        if shuffle:
+            buf = _take(buf, rng.permutation(n_pending))
+        for s in range(0, n_pending, batch_size):
+            yield {k: v[s:s + batch_size] for k, v in buf.items()}
+
+
+def signature(layout: FeatureLayout, extra: dict[str, Any] | None = None) -> dict:
+    import tensorflow as tf
+
+    spec = {n: tf.TensorSpec((None, layout.max_seq_len) if n in layout.sequences else (None,), tf.int64)
+            for n in layout.features}
+    spec[LABEL] = tf.TensorSpec((None,), tf.float32)
+    for name, dtype in (extra or {}).items():
+        spec[name] = tf.TensorSpec((None,), dtype)
+    return spec
+
+
+def make_dataset(source: WindowSource, layout: FeatureLayout, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 buffer_rows: int = BUFFER_ROWS, read_rows: int = READ_BATCH_ROWS, first_epoch: int = 0,
+                 repeat: bool = False):
+    """``(model inputs, label)`` batches of ``source`` through the shared preprocessing graph.
+    Each iteration of the dataset is one pass (epoch ``first_epoch``, then +1 ...) reshuffled with
+    ``seed + epoch``; ``repeat`` makes it endless (multi-worker training sets the steps)."""
+    import itertools
+
+    import tensorflow as tf
+
+    from ecdctr_pipeline.modeling.preprocessing import transform
+
+    epochs = itertools.count(first_epoch)
+
+    def generate():
+        epoch = next(epochs)
+        yield from raw_batches(source, layout, batch_size, shuffle=shuffle, seed=seed + 7919 * epoch,
+                               buffer_rows=buffer_rows, read_rows=read_rows)
+
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature(layout))
+    if repeat:
+        ds = ds.repeat()
+    else:  # a pass has exactly this many batches (rows from the Parquet footers): Keras knows the
+        # epoch's length, and a file that yields other rows than its footer says fails the run
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-source.num_rows // batch_size)))
+
+    def to_model(raw):
+        return transform({k: v for k, v in raw.items() if k != LABEL}, layout), raw[LABEL]
+
+    ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    # the source is sharded by file above; tf.distribute must not shard it again
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def score_stream(model, source: WindowSource, layout: FeatureLayout, *, batch_size: int = 8192,
+                 read_rows: int = READ_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, scores, user ids)`` of every row of ``source``, in file order, predicted batch by
+    batch through the shared preprocessing graph."""
+    import tensorflow as tf
+
+    from ecdctr_pipeline.modeling.preprocessing import transform
+
+    @tf.function(reduce_retracing=True)
+    def step(raw):
+        return tf.reshape(model(transform(raw, layout), training=False), (-1,))
+
+    labels, scores, users = [], [], []
+    for raw in raw_batches(source, layout, batch_size, shuffle=False, read_rows=read_rows):
+        y = raw.pop(LABEL)
+        scores.append(step({k: tf.constant(v) for k, v in raw.items()}).numpy())
+        labels.append(y)
+        users.append(raw["user_id"])
+    return np.concatenate(labels), np.concatenate(scores).astype(np.float64), np.concatenate(users)
