@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="features/complete/ad")
     p.add_argument("--start", required=True, help="first day of the window")
@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU benchmarks)")
-    a = p.parse_args(argv)
+    return p
 
+
+def run(a: argparse.Namespace, settings=None) -> dict:
+    """Train as ``a`` says (settings: ``settings``, else ECDCTR_CONFIG / ECDCTR_*); the result."""
     import keras
     import tensorflow as tf
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         distribute.split_cpu(a.cpus)
     if a.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    s = load_settings()
+    s = settings or load_settings()
     store = open_store(s.store)
     window = calendar.Window(dt.date.fromisoformat(a.start), dt.date.fromisoformat(a.end))
     source = WindowSource.open(store, a.table, delta.version(store, a.table), window)
@@ -85,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     fit(model, source, layout, hparams=HParams(s.actr.learning_rate, a.batch, a.epochs, a.seed), training=training,
         label="train_worker", callbacks=(Log(),))
     seconds = time.perf_counter() - t0
-    print(json.dumps({"losses": losses, "seconds": seconds, "samples": source.num_rows * a.epochs,
-                      "rows": source.num_rows, "placement": place.describe(), "worker": place.worker,
-                      "replicas": place.replicas,
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    return {"losses": losses, "seconds": seconds, "samples": source.num_rows * a.epochs, "rows": source.num_rows,
+            "placement": place.describe(), "worker": place.worker, "replicas": place.replicas,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(run(parser().parse_args(argv))))
     return 0
 
 

@@ -231,6 +231,8 @@ class KubernetesSettings(_Section):
     spark_resources: dict[str, dict[str, str]] = Field(default_factory=lambda: {
         "requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}})
     config_map: str = "ecdctr-config"  # mounted at /etc/ecdctr, ECDCTR_CONFIG points at it
+    # headless Service the pods of multi-worker trainer Jobs resolve each other through (helm chart)
+    worker_service: str = "ecdctr-trainer-workers"
     secret_env: str | None = "ecdctr-secrets"  # optional Secret with ECDCTR_* / AWS_* variables
 
 

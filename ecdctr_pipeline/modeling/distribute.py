@@ -6,10 +6,11 @@ multi-worker when the environment describes more than one worker (``TF_CONFIG``,
 ``TRAINER_WORKER_HOSTS`` with the pod's ``JOB_COMPLETION_INDEX``), mirrored when the pod sees
 more than one GPU, else the default single-device strategy.
 
-In an Indexed Job (:mod:`ecdctr_pipeline.orchestration.pods`) each pod gets
-``TRAINER_WORKER_HOSTS`` (every worker's stable DNS name through the headless Service, in
-index order) and Kubernetes sets ``JOB_COMPLETION_INDEX``; :func:`tf_config` turns them into
-``TF_CONFIG``. Worker 0 is the chief: it alone writes checkpoints and publishes.
+In an Indexed Job (:func:`ecdctr_pipeline.orchestration.airflow_support.job_manifest`) each pod
+gets its Job's name (downward API), the headless Service, the number of workers and the port;
+Kubernetes sets ``JOB_COMPLETION_INDEX`` and names the pod ``<job>-<index>`` under the Service,
+so :func:`tf_config` builds every worker's stable DNS name (``TRAINER_WORKER_HOSTS`` may list
+them instead). Worker 0 is the chief: it alone writes checkpoints and publishes.
 
 Each input pipeline reads its own shard of the window's files
 (:meth:`~ecdctr_pipeline.modeling.streaming.WindowSource.shard`); the global batch is the
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 ENV_WORKER_HOSTS = "TRAINER_WORKER_HOSTS"
-ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"
+ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes in an Indexed Job's pods
+# set by the rendered Job (orchestration.airflow_support.job_manifest)
+ENV_JOB_NAME, ENV_SERVICE, ENV_WORKERS, ENV_PORT = "TRAINER_JOB_NAME", "TRAINER_SERVICE", "TRAINER_WORKERS", "TRAINER_PORT"
 KINDS = ("auto", "none", "mirrored", "multi_worker")
 
 
@@ -47,6 +50,16 @@ def tf_config(environ: Mapping[str, str] | None = None) -> dict | None:
             raise DistributionError(f"TF_CONFIG task index {index} outside 0..{len(workers) - 1}")
         return cfg
     hosts = [h.strip() for h in env.get(ENV_WORKER_HOSTS, "").split(",") if h.strip()]
+    if not hosts and env.get(ENV_JOB_NAME):  # an Indexed Job: <job>-<index>.<headless service>:<port>
+        try:
+            n, port = int(env.get(ENV_WORKERS, "")), int(env.get(ENV_PORT, ""))
+        except ValueError:
+            raise DistributionError(f"{ENV_JOB_NAME} is set but {ENV_WORKERS}={env.get(ENV_WORKERS)!r} / "
+                                    f"{ENV_PORT}={env.get(ENV_PORT)!r} are not integers") from None
+        service = env.get(ENV_SERVICE) or ""
+        if n < 1 or not service:
+            raise DistributionError(f"{ENV_JOB_NAME} is set but {ENV_WORKERS} < 1 or {ENV_SERVICE} is empty")
+        hosts = [f"{env[ENV_JOB_NAME]}-{i}.{service}:{port}" for i in range(n)]
     if not hosts:
         return None
     raw = env.get(ENV_JOB_INDEX)

@@ -97,6 +97,53 @@ def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> di
             "spec": spec}
 
 
+def runs_as_job(s: Settings, kind: str, step_name: str) -> bool:
+    """Whether a step runs as a multi-worker Indexed Job: the ``train_*`` steps when
+    ``training.workers`` > 1 (evaluations stay single pods)."""
+    return kind == "trainer" and step_name.startswith("train") and s.training.workers > 1
+
+
+def job_manifest(s: Settings, *, name: str, command: list[str]) -> dict:
+    """A trainer step with ``training.workers`` > 1: an Indexed Job of that many trainer pods
+    (all started at once, none retried by Kubernetes: Airflow retries the step, and the trainer
+    resumes from its checkpoint). Each pod finds the others through the headless Service
+    ``orchestration.kubernetes.worker_service`` (the helm chart's ``training-workers-service``) as
+    ``<job>-<index>.<service>``; worker 0 publishes."""
+    from ecdctr_pipeline.modeling.distribute import ENV_JOB_NAME, ENV_PORT, ENV_SERVICE, ENV_WORKERS
+
+    k, t = s.orchestration.kubernetes, s.training
+    pod = pod_manifest(s, name=name, kind="trainer", command=command)
+    container = pod["spec"]["containers"][0]
+    container["env"] += [
+        {"name": ENV_JOB_NAME,
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}},
+        {"name": ENV_SERVICE, "value": k.worker_service},
+        {"name": ENV_WORKERS, "value": str(t.workers)},
+        {"name": ENV_PORT, "value": str(t.worker_port)},
+        {"name": "ECDCTR_TRAINING__DISTRIBUTION", "value": "multi_worker"},
+    ]
+    container["ports"] = [{"name": "collective", "containerPort": t.worker_port}]
+    labels = dict(pod["metadata"]["labels"], **{"app.kubernetes.io/component": "trainer-worker"})
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": pod["metadata"]["name"], "namespace": k.namespace, "labels": labels},
+            "spec": {"completionMode": "Indexed", "completions": t.workers, "parallelism": t.workers,
+                     "backoffLimit": 0,
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": dict(pod["spec"], subdomain=k.worker_service)}}}
+
+
+def worker_service_manifest(s: Settings) -> dict:
+    """The headless Service of multi-worker trainer Jobs (rendered by the helm chart too)."""
+    k, t = s.orchestration.kubernetes, s.training
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": k.worker_service, "namespace": k.namespace,
+                         "labels": {"app.kubernetes.io/name": "ecdctr"}},
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": {"app.kubernetes.io/name": "ecdctr",
+                                  "app.kubernetes.io/component": "trainer-worker"},
+                     "ports": [{"name": "collective", "port": t.worker_port, "targetPort": t.worker_port}]}}
+
+
 def run_step(argv: list[str]):
     """An in-process step: the rendered argv through the CLI entry point; its JSON result is the
     XCom. A missing upstream artifact or an I/O error may resolve itself (Airflow retries); any
@@ -148,6 +195,16 @@ def _operator(step, s: Settings, tier: str):
         from kubernetes.client import ApiClient
 
         command = commands.pod_command(step.kind, argv, spark_master=s.spark.master)
+        if runs_as_job(s, step.kind, step.name):
+            from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
+            from kubernetes.client import ApiClient
+
+            class _Job:  # ApiClient.deserialize reads .data
+                data = __import__("json").dumps(job_manifest(s, name=f"{tier}-{step.name}", command=command))
+
+            return KubernetesJobOperator(namespace=o.kubernetes.namespace, full_job_spec=ApiClient().deserialize(
+                _Job(), "V1Job"), wait_until_job_complete=True, get_logs=True, do_xcom_push=False, outlets=outlets,
+                **common)
         manifest = pod_manifest(s, name=f"{tier}-{step.name}", kind=step.kind, command=command)
 
         class _Data:  # ApiClient.deserialize reads .data

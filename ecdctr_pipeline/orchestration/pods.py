@@ -1,6 +1,8 @@
-"""``python -m ecdctr_pipeline.orchestration.pods --out DIR``: write the Pod manifest of every
-production step of :mod:`steps` (what the KubernetesPodOperators run) as JSON, for ``make
-lint-deploy`` to validate against the Kubernetes schemas."""
+"""``python -m ecdctr_pipeline.orchestration.pods --out DIR``: write the manifest of every
+production step of :mod:`steps` as JSON, for ``make lint-deploy`` to validate against the
+Kubernetes schemas: the Pod each KubernetesPodOperator runs, and with ``training.workers`` > 1
+the Indexed Job of each trainer step (KubernetesJobOperator) plus the workers' headless
+Service."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from pathlib import Path
 
 from ecdctr_pipeline.core.settings import load_settings
 from ecdctr_pipeline.orchestration import commands, steps
-from ecdctr_pipeline.orchestration.airflow_support import pod_manifest
+from ecdctr_pipeline.orchestration.airflow_support import (
+    job_manifest, pod_manifest, runs_as_job, worker_service_manifest,
+)
 
 
 def production_steps(master: str) -> dict[str, tuple[str, list[str]]]:
@@ -27,11 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     s = load_settings()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("pod-*.json"):  # steps renamed or removed since the last run
+    multi = s.training.workers > 1
+    for old in out.glob("job-*.json" if multi else "pod-*.json"):  # steps renamed or removed since the last run
         old.unlink()
+    written = 0
     for name, (kind, cmd) in production_steps(s.spark.master).items():
+        if multi:
+            if runs_as_job(s, kind, name.split("-", 1)[1]):
+                (out / f"job-{name}.json").write_text(json.dumps(job_manifest(s, name=name, command=cmd), indent=2))
+                written += 1
+            continue
         (out / f"pod-{name}.json").write_text(json.dumps(pod_manifest(s, name=name, kind=kind, command=cmd), indent=2))
-    print(f"wrote {len(production_steps(s.spark.master))} pod manifests to {out}")
+        written += 1
+    if multi:
+        (out / "job-service-trainer-workers.json").write_text(json.dumps(worker_service_manifest(s), indent=2))
+        written += 1
+    what = f"{s.training.workers}-worker trainer job manifests" if multi else "pod manifests"
+    print(f"wrote {written} {what} to {out}")
     return 0
 
 

@@ -39,7 +39,7 @@ def module(tier: str) -> ModuleType:
 
 def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: bool = False, **options) -> TierRun:
     """Plan, resolve, train, assess and publish one run of ``tier`` for its logical date ``when``."""
-    from ecdctr_pipeline.modeling.training import clear_resume, publish, quiet_tf
+    from ecdctr_pipeline.modeling.training import clear_resume, placement, publish, quiet_tf
 
     quiet_tf()
     t0 = time.perf_counter()
@@ -51,6 +51,12 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
         return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
     args = mod.resolve(settings, store, plan, **options)
     result = mod.run_training(args)
+    place = placement(args)
+    if not place.is_chief:  # a multi-worker run: worker 0 evaluates and publishes
+        result.cleanup()
+        return TierRun(tier, prefix, args.logical_date, False, result.train_metrics,
+                       {"worker": place.worker, "workers": place.workers, "published_by": "worker 0"},
+                       round(time.perf_counter() - t0, 2))
     try:
         metrics, blessing = mod.assess(args, result)
         files = None
