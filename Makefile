@@ -14,7 +14,7 @@ JARS_STAMP := $(JARS)/.verified
 HELM_VERSION := v3.22.0
 HELM := .tools/bin/helm
 
-.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-serving lint-deploy clean
+.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving lint-deploy clean
 
 venv: $(STAMP) $(JARS_STAMP)
 
@@ -68,6 +68,11 @@ bench-features: venv
 
 bench-train: venv
 	$(BIN)/python benchmarks/bench_train.py
+
+# The training benchmark on the first GPU with mixed precision (a machine with an NVIDIA GPU and
+# TensorFlow's CUDA wheels: pip install "tensorflow[and-cuda]" at the locked version).
+bench-gpu: venv
+	$(BIN)/python benchmarks/bench_train.py --gpu --skip-gauc
 
 bench-serving: venv
 	$(BIN)/python benchmarks/bench_serving.py

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU benchmarks)")
+    p.add_argument("--input", choices=("stream", "memory"), default="stream",
+                   help="memory: the reference that reads the whole window into memory first")
     return p
 
 
@@ -84,12 +86,32 @@ def run(a: argparse.Namespace, settings=None) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             losses.append(float(logs["loss"]))
 
+    epoch_s: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_s.append(time.perf_counter() - self.t)
+
+    hp = HParams(s.actr.learning_rate, a.batch, a.epochs, a.seed)
     t0 = time.perf_counter()
-    fit(model, source, layout, hparams=HParams(s.actr.learning_rate, a.batch, a.epochs, a.seed), training=training,
-        label="train_worker", callbacks=(Log(),))
+    if a.input == "memory":
+        from ecdctr_pipeline.modeling.inputs import make_dataset
+        from ecdctr_pipeline.modeling.preprocessing import raw_columns
+
+        table, _ = delta.read(store, a.table, partitions=window.partitions(), columns=list(layout.columns))
+        arrays = raw_columns(table, layout)
+        del table
+        model.fit(make_dataset(arrays, layout, a.batch, shuffle=True, seed=a.seed), epochs=a.epochs, verbose=0,
+                  shuffle=False, callbacks=[Log(), Clock()])
+    else:
+        fit(model, source, layout, hparams=hp, training=training, label="train_worker", callbacks=(Log(), Clock()))
     seconds = time.perf_counter() - t0
-    return {"losses": losses, "seconds": seconds, "samples": source.num_rows * a.epochs, "rows": source.num_rows,
-            "placement": place.describe(), "worker": place.worker, "replicas": place.replicas,
+    return {"losses": losses, "seconds": seconds, "epoch_seconds": epoch_s, "samples": source.num_rows * a.epochs,
+            "rows": source.num_rows, "placement": place.describe(), "worker": place.worker,
+            "replicas": place.replicas, "input": a.input,
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

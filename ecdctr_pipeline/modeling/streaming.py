@@ -99,11 +99,17 @@ class WindowSource:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def check_partitions(store: ArtifactStore, table: str, window: calendar.Window, *, who: str) -> None:
+    present = set(delta.partitions(store, table))
+    missing = [d for d in window.partitions() if d not in present]
+    if missing:
+        raise StreamError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
+                          "run the extraction first")
+
+
 def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str) -> WindowSource:
     """The :class:`WindowSource` of ``window`` of a run's table at its pinned version
     (``data``: a :class:`~.training.DataSpec`), after checking every day of it is present."""
-    from ecdctr_pipeline.modeling.training import check_partitions
-
     check_partitions(store, data.table, window, who=who)
     source = WindowSource.open(store, data.table, data.version, window)
     if source.num_rows == 0:

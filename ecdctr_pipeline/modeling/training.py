@@ -132,16 +132,10 @@ def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Wind
     return version
 
 
-def check_partitions(store: ArtifactStore, table: str, window: calendar.Window, *, who: str) -> None:
-    present = set(delta.partitions(store, table))
-    missing = [d for d in window.partitions() if d not in present]
-    if missing:
-        raise TrainingError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
-                            "run the extraction first")
-
-
 def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
     """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
+    from ecdctr_pipeline.modeling.streaming import check_partitions
+
     check_partitions(store, data.table, window, who=who)
     cols = list(dict.fromkeys(list(data.layout.columns) + ["dt"]))
     table, _ = delta.read(store, data.table, partitions=window.partitions(), columns=cols, version=data.version)

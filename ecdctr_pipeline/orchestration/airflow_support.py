@@ -197,7 +197,6 @@ def _operator(step, s: Settings, tier: str):
         command = commands.pod_command(step.kind, argv, spark_master=s.spark.master)
         if runs_as_job(s, step.kind, step.name):
             from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
-            from kubernetes.client import ApiClient
 
             class _Job:  # ApiClient.deserialize reads .data
                 data = __import__("json").dumps(job_manifest(s, name=f"{tier}-{step.name}", command=command))

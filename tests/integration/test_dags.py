@@ -129,6 +129,41 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     assert "nvidia.com/gpu" not in (spark.full_pod_spec.spec.containers[0].resources.limits or {})
 
 
+def test_kubernetes_mode_with_workers_trains_in_indexed_jobs(airflow_db, monkeypatch):
+    """training.workers: 2 → each train_* step is an Indexed Job of 2 trainer pods that find each
+    other through the headless Service; evaluations stay single pods."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ecdctr_pipeline.modeling import distribute
+    from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
+
+    monkeypatch.setenv("ECDCTR_ORCHESTRATION__EXECUTION", "kubernetes")
+    monkeypatch.setenv("ECDCTR_TRAINING__WORKERS", "2")
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    for dag_id, task in (("ecdctr_tpm_monthly", "train_tpm"), ("ecdctr_cpm_weekly", "train_cpm"),
+                         ("ecdctr_actr_daily", "train_actr")):
+        op = bag.get_dag(dag_id).get_task(task)
+        assert type(op).__name__ == "KubernetesJobOperator", task
+        job = op.full_job_spec
+        assert (job.spec.completion_mode, job.spec.completions, job.spec.parallelism) == ("Indexed", 2, 2)
+        pod = job.spec.template.spec
+        assert pod.subdomain == "ecdctr-trainer-workers"
+        c = pod.containers[0]
+        assert c.resources.limits["nvidia.com/gpu"] == "1" and c.ports[0].container_port == 2222
+        env = {e.name: e for e in c.env}
+        assert env["TRAINER_JOB_NAME"].value_from.field_ref.field_path == \
+            "metadata.labels['batch.kubernetes.io/job-name']"
+        # what the pod's environment turns into: worker k of 2, each reachable through the Service
+        cfg = distribute.tf_config({"TRAINER_JOB_NAME": "actr-train-actr-abc", "JOB_COMPLETION_INDEX": "1",
+                                    **{k: env[k].value for k in ("TRAINER_SERVICE", "TRAINER_WORKERS",
+                                                                 "TRAINER_PORT")}})
+        assert cfg["cluster"]["worker"] == ["actr-train-actr-abc-0.ecdctr-trainer-workers:2222",
+                                             "actr-train-actr-abc-1.ecdctr-trainer-workers:2222"]
+        assert env["ECDCTR_TRAINING__DISTRIBUTION"].value == "multi_worker"
+    assert type(bag.get_dag("ecdctr_actr_daily").get_task("evaluate")).__name__ == "KubernetesPodOperator"
+
+
 def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
     """Each pod runs its registry step's argv, which the real CLI parser accepts once Airflow has
     rendered the templates (``ds``, the sensor's XCom) — never the image's default entrypoint."""

@@ -71,41 +71,19 @@ def two_buckets(s3_endpoint):
     return out
 
 
-def test_cluster_on_s3a_equals_local_row_for_row(spark_cluster, spark, two_buckets):
+def test_concurrent_cluster_writers_on_s3a_land_or_fail_cleanly_and_equal_local(spark_cluster, spark, two_buckets):
+    """Two A-CTR extraction steps submitted at once to the cluster, on one S3 bucket: each lands or
+    the loser fails at once in one line; what landed equals ``local[2]`` on the same log row for row.
+    (One test, not two: each cluster submit costs about a minute of test time.)"""
     on_cluster, on_local = two_buckets
-    r = spark_cluster.submit(_extract_ad("2026-11-24"), _settings(on_cluster),
-                             env={**_submit_env(on_cluster), **WEEK})
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = _result(r.stdout)
-    assert result["rows"] > 0 and not result["skipped"]
-    # the cluster's executors ran the tasks (not the driver): the master saw the application
-    apps = spark_cluster.status()["completedapps"]
-    assert any(a["name"] == "ecdctr" for a in apps)
-
-    extract_complete(_settings(on_local), open_store(on_local), "ad", "2026-11-24", spark=spark)
-    table = paths.complete_features("ad")
-    got_cluster = _sorted(delta.read(open_store(on_cluster), table)[0])
-    got_local = _sorted(delta.read(open_store(on_local), table)[0])
-    assert got_cluster.num_rows == result["rows"] == got_local.num_rows
-    assert got_cluster.equals(got_local)
-    for s in two_buckets:
-        dtab = DeltaTable(open_store(s).uri(table), storage_options=open_store(s).storage_options())
-        p = dtab.protocol()
-        assert (p.min_reader_version, p.min_writer_version) == DELTA_PROTOCOL and not p.writer_features
-        assert not open_store(s).exists(paths.writer_lease(table))  # the lease was released
-
-
-
-def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_endpoint):
-    s = new_bucket(s3_endpoint)
-    store = open_store(s)
-    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 25), "tiny", seed=5, domains=("ad",), progress=False)
+    store = open_store(on_cluster)
     days = ["2026-11-24", "2026-11-25"]
     results: dict[str, subprocess.CompletedProcess] = {}
 
     def run(day):  # one core each, so both drivers and their executors run at once
-        results[day] = spark_cluster.submit(_extract_ad(day), _settings(s),
-                                            env={**_submit_env(s), **WEEK, "ECDCTR_SPARK__EXTRA_CONF": "{spark.cores.max: '1'}"})
+        results[day] = spark_cluster.submit(_extract_ad(day), _settings(on_cluster),
+                                            env={**_submit_env(on_cluster), **WEEK,
+                                                 "ECDCTR_SPARK__EXTRA_CONF": "{spark.cores.max: '1'}"})
 
     threads = [threading.Thread(target=run, args=(d,)) for d in days]
     for t in threads:
@@ -113,7 +91,7 @@ def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_end
     for t in threads:
         t.join()
     landed = [d for d in days if results[d].returncode == 0]
-    settings = _settings(s)
+    settings = _settings(on_cluster)
     for d in days:
         if d not in landed:  # the loser fails at once, in one line, naming the holder of the lease
             # (spark-submit merges the Python driver's stderr into stdout, next to the JVM's logs)
@@ -123,6 +101,12 @@ def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_end
                 out[-2000:]
             assert results[d].returncode == 2
     assert landed, {d: r.stderr[-1500:] for d, r in results.items()}
+    for d in landed:
+        result = _result(results[d].stdout)
+        assert result["rows"] > 0 and not result["skipped"]
+    # the cluster's executors ran the tasks (not the driver): the master saw the applications
+    apps = spark_cluster.status()["completedapps"]
+    assert sum(a["name"] == "ecdctr" for a in apps) >= len(days)
 
     table = paths.complete_features("ad")
     dtab = DeltaTable(store.uri(table), storage_options=store.storage_options())
@@ -139,5 +123,13 @@ def test_two_concurrent_writers_on_s3_land_or_fail_cleanly(spark_cluster, s3_end
     assert got.num_rows == raw.num_rows
     assert got.group_by("dt").aggregate([("dt", "count")]).sort_by("dt").equals(
         raw.group_by("dt").aggregate([("dt", "count")]).sort_by("dt"))
-    assert not store.exists(paths.writer_lease(table))
 
+    # the same steps on local[2] give the same table, row for row
+    for d in landed:
+        extract_complete(_settings(on_local), open_store(on_local), "ad", d, spark=spark)
+    assert _sorted(got).equals(_sorted(delta.read(open_store(on_local), table)[0]))
+    for s in two_buckets:
+        dt_ = DeltaTable(open_store(s).uri(table), storage_options=open_store(s).storage_options())
+        p = dt_.protocol()
+        assert (p.min_reader_version, p.min_writer_version) == DELTA_PROTOCOL and not p.writer_features
+        assert not open_store(s).exists(paths.writer_lease(table))  # the lease was released

@@ -11,7 +11,7 @@ from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.data.store import open_store
 from ecdctr_pipeline.modeling import streaming
 from ecdctr_pipeline.modeling.preprocessing import LABEL, FeatureLayout, raw_columns
-from ecdctr_pipeline.modeling.training import DataSpec, TrainingError
+from ecdctr_pipeline.modeling.training import DataSpec
 from tests.conftest import tiny_settings
 
 WINDOW = calendar.Window(dt.date(2026, 10, 27), dt.date(2026, 11, 23))  # A-CTR 2026-11-24's training days
@@ -119,5 +119,5 @@ def test_streamed_scores_equal_in_memory_scores(ad):
 
 def test_a_missing_day_is_named(ad):
     _, store, data, _, _, _ = ad
-    with pytest.raises(TrainingError, match="has no partition 2026-11-24"):
+    with pytest.raises(streaming.StreamError, match="has no partition 2026-11-24"):
         streaming.open_source(store, data, calendar.Window(dt.date(2026, 11, 20), dt.date(2026, 11, 25)), who="t")
