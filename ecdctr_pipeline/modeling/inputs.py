@@ -1,9 +1,10 @@
-"""The tf.data input pipeline of every trainer and evaluation.
+"""tf.data over raw columns already in memory: the export's parity check (a day's holdout
+through the training graph vs the SavedModel) and the benchmarks' in-memory reference. The
+trainers and the holdout evaluation stream instead (:mod:`ecdctr_pipeline.modeling.streaming`).
 
-Raw columns (:func:`~ecdctr_pipeline.modeling.preprocessing.raw_columns`) stay in memory as
-tensors; each batch is gathered by index in parallel ``map`` calls, run through the shared
-preprocessing graph (:func:`~ecdctr_pipeline.modeling.preprocessing.transform`, the same one
-the serving signature runs) and prefetched. No Python runs per row.
+Each batch is gathered by index in parallel ``map`` calls, run through the shared preprocessing
+graph (:func:`~ecdctr_pipeline.modeling.preprocessing.transform`, the same one the serving
+signature runs) and prefetched. No Python runs per row.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class WindowSource:
     def record_batches(self, columns: list[str], *, read_rows: int = READ_BATCH_ROWS,
                        order: list[int] | None = None) -> Iterator[pa.RecordBatch]:
         for j in (range(len(self.fragments)) if order is None else order):
-            yield from self.fragments[j].to_batches(columns=columns, batch_size=read_rows)
+            yield from self.fragments[j].to_batches(columns=columns, batch_size=read_rows, use_threads=False)
 
     def column(self, name: str) -> np.ndarray:
         """One column of every row (e.g. the ids a vocabulary is built from), file by file."""
