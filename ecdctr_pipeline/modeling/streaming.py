@@ -20,6 +20,7 @@ window.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -222,6 +223,9 @@ def make_dataset(source: WindowSource, layout: FeatureLayout, batch_size: int, *
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+_score_steps: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def score_stream(model, source: WindowSource, layout: FeatureLayout, *, batch_size: int = 8192,
                  read_rows: int = READ_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(labels, scores, user ids)`` of every row of ``source``, in file order, predicted batch by
@@ -230,9 +234,13 @@ def score_stream(model, source: WindowSource, layout: FeatureLayout, *, batch_si
 
     from ecdctr_pipeline.modeling.preprocessing import transform
 
-    @tf.function(reduce_retracing=True)
-    def step(raw):
-        return tf.reshape(model(transform(raw, layout), training=False), (-1,))
+    step = _score_steps.get(model)
+    if step is None:  # one traced function per model (a new one per call would retrace every time)
+        @tf.function(reduce_retracing=True)
+        def step(raw):
+            return tf.reshape(model(transform(raw, layout), training=False), (-1,))
+
+        _score_steps[model] = step
 
     labels, scores, users = [], [], []
     for raw in raw_batches(source, layout, batch_size, shuffle=False, read_rows=read_rows):
