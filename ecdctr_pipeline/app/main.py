@@ -1,6 +1,6 @@
 """The ``ecdctr`` entry point: every step verb of :mod:`ecdctr_pipeline.cli.verbs`, plus the
 applications built on the pipeline — ``backfill`` (the DAGs' steps over a date range),
-``demo`` and ``experiments``."""
+``demo``, ``experiments`` and ``efficiency``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,34 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecdctr_pipeline.app.efficiency import run_efficiency
+
+    r = run_efficiency(_settings(args), scale=args.scale, monday=args.monday, days=args.days, seed=args.seed,
+                       out_dir=Path(args.out), months=args.months)
+    w, lift = r["weekly"], r["gauc_lift"]
+    _emit(args, r, f"weekly training: E-CDCTR {w['ecdctr_samples']:.0f} samples / {w['ecdctr_seconds']:.0f} s, "
+                   f"re-pretraining {w['repretrain_samples']:.0f} samples / {w['repretrain_seconds']:.0f} s "
+                   f"({w['samples_ratio']:.2f}x samples, {w['seconds_ratio']:.2f}x wall time); GAUC lift "
+                   f"{lift['lift']:+.4f} [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; report {r['markdown']} "
+                   f"({r['seconds']:.0f} s)")
+    return 0
+
+
 def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentParser) -> None:
+    ef = sub.add_parser("efficiency", help="weekly compute and GAUC of E-CDCTR vs re-pretraining (Markdown + PNG)",
+                        parents=[common, js])
+    ef.add_argument("--scale", default="medium", choices=["tiny", "small", "medium", "large"])
+    ef.add_argument("--seed", type=int, default=0)
+    ef.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
+    ef.add_argument("--days", type=int, default=2, help="A-CTR days both models are compared on (at most 7)")
+    ef.add_argument("--months", type=int, default=None,
+                    help="months the complete model is re-pretrained on (default: calendar.tpm_train_months)")
+    ef.add_argument("--out", default="reports/efficiency", help="folder for the Markdown report and PNG")
+    ef.set_defaults(func=cmd_efficiency)
+
     ex = sub.add_parser("experiments", help="E-CDCTR vs Target-only over seeds (Markdown + PNG)",
                         parents=[common, js])
     ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])

@@ -50,7 +50,9 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
     if existing is not None and not force:
         return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
     args = mod.resolve(settings, store, plan, **options)
+    t_train = time.perf_counter()
     result = mod.run_training(args)
+    result.extra["train_seconds"] = round(time.perf_counter() - t_train, 2)  # training only (manifest extra)
     place = placement(args)
     if not place.is_chief:  # a multi-worker run: worker 0 evaluates and publishes
         result.cleanup()

@@ -100,15 +100,18 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
                      transfer_policy=policy or a.transfer_policy, lineage={"cpm_choice": choice}, **common)
 
 
-def run_training(args: TrainArgs) -> TrainResult:
-    """Fine-tune from the CPM (or, for Target-only, train from random weights) on the ad window."""
+def run_training(args: TrainArgs, *, base=None) -> TrainResult:
+    """Fine-tune from the CPM (or, for Target-only, train from random weights) on the ad window.
+    ``base``: a Keras model to start from instead of ``args.base_model`` (experiments' baselines,
+    e.g. the re-pretrained complete model; ``args.transfer_policy`` applies)."""
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
     from ecdctr_pipeline.modeling.transfer import warm_start
 
     hp = args.hparams
     hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
     train = open_source(args, args.data.train_window)
-    base = load_model(args.store, args.base_prefix, args.base_model) if args.base_model else None
+    if base is None and args.base_model:
+        base = load_model(args.store, args.base_prefix, args.base_model)
     set_seed(hp.seed)
     with placement(args).strategy.scope():
         model = build_complete_model(args.model, args.features, hist,
@@ -119,7 +122,7 @@ def run_training(args: TrainArgs) -> TrainResult:
         model, fit_metrics, resumed = fit_resumable(args, model, train)
         if resumed >= 0:
             extra["resumed_after_epoch"] = resumed
-    else:  # Target-only (never published)
+    else:  # runs that never publish (Target-only, experiments' baselines)
         fit_metrics = fit(model, train, args.data.layout, hparams=hp, training=args.training, label=args.who)
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
                        row_counts={"train": train.num_rows}, extra=extra)

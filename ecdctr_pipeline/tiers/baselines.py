@@ -1,17 +1,21 @@
-"""Baselines trained on A-CTR's windows: Target-only (the same network, random init, no TPM
-inputs, trained on the same ad window with the same budget), and the day's comparison report
-of the published A-CTR model against it (``ecdctr evaluate actr``)."""
+"""Baselines trained on the tiers' windows: Target-only (the same network, random init, no TPM
+inputs, trained on the same ad window with the same budget), the day's comparison report of the
+published A-CTR model against it (``ecdctr evaluate actr``), and the efficiency claim's
+alternative: the complete model re-pretrained on months of natural data, then fine-tuned on the
+A-CTR window like the CPM is."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import time
 
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
-from ecdctr_pipeline.tiers import actr
+from ecdctr_pipeline.tiers import actr, cpm
 
 
 def target_only(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None) -> dict:
@@ -42,3 +46,41 @@ def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -
               "cpm_checkpoint": manifest.inputs.cpm_checkpoint, "embedding_set": manifest.inputs.embedding_set}
     store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())
     return report
+
+
+def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, months: int):
+    """The complete model without TPM inputs trained on the ``months`` calendar months of natural
+    data before Monday ``monday`` (CPM's hyper-parameters): ``(model, metrics on the CPM's
+    evaluation tail plus ``train_seconds``, TrainArgs, rows trained on)``. Never published."""
+    from ecdctr_pipeline.evaluation.holdout import evaluate_model
+    from ecdctr_pipeline.modeling.training import quiet_tf
+
+    quiet_tf()
+    args = cpm.resolve(settings, store, cpm.plan(settings, monday), repretrain_months=months)
+    t0 = time.perf_counter()
+    result = cpm.run_training(args)
+    seconds = round(time.perf_counter() - t0, 2)
+    metrics, _ = evaluate_model(args, result.model)
+    return result.model, {**metrics, "train_seconds": seconds}, args, result.row_counts["train"]
+
+
+def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):
+    """An A-CTR run of ``day`` that is never published, scored on its holdout: from the day's CPM
+    (``base`` None, as ``ecdctr train actr`` resolves it) or from the Keras model ``base`` (e.g.
+    :func:`repretrained`'s), with the transfer ``policy`` (default: settings). Returns
+    ``(labels, scores, users, rows trained on)`` of the holdout."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.modeling.streaming import score_stream
+    from ecdctr_pipeline.modeling.training import quiet_tf
+
+    quiet_tf()
+    p = actr.plan(settings, day)
+    policy = policy or settings.actr.transfer_policy
+    if base is None:
+        args = dataclasses.replace(actr.resolve(settings, store, p, policy=policy), artifact="")
+    else:
+        args = dataclasses.replace(actr.resolve(settings, store, p, target_only=True), tier="actr_from_model",
+                                   who=f"A-CTR from a given model {p.day}", transfer_policy=policy)
+    result = actr.run_training(args, base=base)
+    labels, scores, users = score_stream(result.model, holdout_source(args), args.data.layout)
+    return labels, scores, users, result.row_counts["train"]

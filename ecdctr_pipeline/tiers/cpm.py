@@ -1,7 +1,15 @@
 """CPM, weekly: the complete model on natural ``[W-28d, W-1d)``, consuming embedding set
-``month(W-28d)`` (whose months all precede the window), evaluated on the tail ``[W-1d, W)``."""
+``month(W-28d)`` (whose months all precede the window), evaluated on the tail ``[W-1d, W)``.
+
+``resolve(..., repretrain_months=N)`` gives the paper's costly alternative, the efficiency
+claim's baseline: the same network without TPM inputs re-pretrained on the ``N`` calendar months
+of natural data before ``W`` (same hyper-parameters, same evaluation tail), never published."""
 
 from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from calendar import monthrange
 
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.settings import Settings
@@ -9,7 +17,7 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit_resumable, open_source, pinned_version, placement, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, open_source, pinned_version, placement, set_seed,
 )
 
 
@@ -21,16 +29,36 @@ def artifact(p: calendar.CPMPlan) -> tuple[str, str]:
     return p.monday.isoformat(), paths.cpm_checkpoint(p.monday)
 
 
-def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan) -> TrainArgs:
-    who = f"train cpm {p.monday}"
-    set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
-    calendar.check_non_overlap(p.embedding_set, set_manifest.months, p.window, tier=f"CPM {p.monday}")
+def repretrain_plan(p: calendar.CPMPlan, months: int) -> calendar.CPMPlan:
+    """``p`` with its window widened to the ``months`` calendar months before ``W`` (from the same
+    day of month, clipped to the month's length); the evaluation tail is unchanged."""
+    if months <= 0:
+        raise calendar.CalendarError(f"re-pretraining months must be positive, got {months}")
+    m = calendar.Month.of(p.monday) - months
+    start = dt.date(m.year, m.month, min(p.monday.day, monthrange(m.year, m.month)[1]))
+    window = calendar.Window(start, p.monday)
+    return dataclasses.replace(p, window=window, train_window=calendar.Window(start, p.eval_window.start))
+
+
+def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *,
+            repretrain_months: int | None = None) -> TrainArgs:
+    """The CPM run's :class:`TrainArgs`; with ``repretrain_months`` the re-pretraining baseline
+    (no embedding set, a window of that many months, never published)."""
+    c = settings.cpm
+    baseline = repretrain_months is not None
+    if baseline:
+        p = repretrain_plan(p, repretrain_months)
+        who, set_manifest = f"re-pretrain {repretrain_months} months {p.monday}", None
+    else:
+        who = f"train cpm {p.monday}"
+        set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
+        calendar.check_non_overlap(p.embedding_set, set_manifest.months, p.window, tier=f"CPM {p.monday}")
     table = paths.complete_features("natural")
     version = pinned_version(store, table, [p.train_window, p.eval_window], who=who)
-    c = settings.cpm
     return TrainArgs(
-        tier="cpm", who=who, logical_date=p.monday.isoformat(), artifact_id=p.monday.isoformat(),
-        artifact=paths.cpm_checkpoint(p.monday), plan=p, store=store,
+        tier="cpm_repretrain" if baseline else "cpm", who=who, logical_date=p.monday.isoformat(),
+        artifact_id=p.monday.isoformat(), artifact="" if baseline else paths.cpm_checkpoint(p.monday), plan=p,
+        store=store,
         data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features)),
         hparams=HParams(c.learning_rate, c.batch_size, c.epochs, c.seed), model=c, features=settings.features,
         embedding_set=set_manifest, data_window=p.window, training=settings.training,
@@ -42,12 +70,16 @@ def run_training(args: TrainArgs) -> TrainResult:
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
 
     hp = args.hparams
-    hist = embedding_sets.load(args.store, args.embedding_set)
+    hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
     train = open_source(args, args.data.train_window)
     set_seed(hp.seed)
     with placement(args).strategy.scope():
         model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
-    model, fit_metrics, resumed = fit_resumable(args, model, train)
+    if args.artifact:  # the CPM checkpoints each epoch in the store and resumes after a kill
+        model, fit_metrics, resumed = fit_resumable(args, model, train)
+    else:  # the re-pretraining baseline (never published)
+        fit_metrics, resumed = fit(model, train, args.data.layout, hparams=hp, training=args.training,
+                                   label=args.who), -1
     return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
                        row_counts={"train": train.num_rows},
                        extra={"resumed_after_epoch": resumed} if resumed >= 0 else {})

@@ -71,3 +71,24 @@ def test_bad_inputs():
 ])
 def test_is_blessed(cand, base, tol, blessed):
     assert is_blessed(cand, base, tol) is blessed
+
+
+def test_paired_gauc_lift_interval_covers_the_lift_and_separates_a_better_model():
+    from ecdctr_pipeline.evaluation.metrics import paired_gauc_lift
+
+    rng = np.random.default_rng(0)
+    days = []
+    for _ in range(2):
+        u = rng.integers(0, 200, 4000)
+        y = (rng.random(4000) < 0.3).astype(int)
+        good = y * 0.5 + rng.random(4000)  # informative scores
+        noise = rng.random(4000)
+        days.append((y, u, good, noise))
+    r = paired_gauc_lift(days, n_boot=500)
+    assert r["gauc_a"] == pytest.approx(np.mean([gauc(y, a, u).gauc for y, u, a, _ in days]), abs=0.02)
+    assert r["lift"] == pytest.approx(r["gauc_a"] - r["gauc_b"])
+    assert 0 < r["ci_low"] <= r["lift"] <= r["ci_high"]
+    same = paired_gauc_lift([(y, u, a, a) for y, u, a, _ in days], n_boot=200)
+    assert same["lift"] == same["ci_low"] == same["ci_high"] == 0.0
+    with pytest.raises(MetricError, match="coverage is zero"):
+        paired_gauc_lift([(np.ones(5), np.arange(5), np.ones(5), np.ones(5))])
