@@ -152,7 +152,7 @@ def bench_training(repeat: int, gpu: bool) -> str:
                 runs[mode, k] = result(worker(config, tables[k], window, "--input", mode, "--epochs",
                                               epochs if k == 1 else "1", *common))
         print("training: 2 workers", file=sys.stderr)
-        from tests.conftest import free_port  # the tests' loopback port helper
+        from ecdctr_pipeline.core.net import free_port
 
         hosts = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
         pair = [worker(config, tables[1], window, "--distribution", "multi_worker", "--epochs", epochs, *common,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+from ecdctr_pipeline.core.net import free_port
 import uuid
 
 import pytest
@@ -38,11 +38,6 @@ def json_result(printed: str) -> dict:
     assert end, printed[-2000:]
     return json.loads(body[:end.end()])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

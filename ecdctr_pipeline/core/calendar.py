@@ -8,7 +8,9 @@ Every date is a UTC calendar day and every window is half-open ``[start, end)``.
 * CPM run on Monday ``W`` trains on natural data ``[W-28d, W)`` (the last
   ``cpm_eval_tail_days`` held out for evaluation) and consumes embedding set
   ``S = month(W-28d)``. Non-overlap rule: ``max(set months) < month(window.start)``.
-* A-CTR run on day ``D`` starts from the CPM of the latest Monday ``<= D``; if that one is
+* A-CTR run on day ``D`` starts from the CPM of the latest Monday ``<= D`` whose natural
+  training data ends by the holdout's start (``W - cpm_eval_tail_days <= D - actr_holdout_days``;
+  with one holdout day and one tail day that is the latest Monday ``<= D``); if that one is
   late it may fall back to the previous Monday's checkpoint only while that one is no older
   than ``max_cpm_staleness_days`` at ``D``. It trains on ad data ``[D-28d, D-1d)`` and is
   gated on the holdout ``[D-1d, D)``. It uses the embedding set its CPM recorded.
@@ -323,10 +325,12 @@ def cpm_age_days(cpm_monday: dt.date, day: dt.date) -> int:
 def actr_plan(day: dt.date | str, cal: CalendarSettings) -> ACTRPlan:
     """Plan of the A-CTR run for day ``D``."""
     day = parse_date(day, what="A-CTR date")
-    monday = monday_on_or_before(day)
+    holdout = lookback(day, cal.actr_holdout_days)
+    # the CPM must have finished its natural training data before the holdout starts (a CPM
+    # trained on holdout days would make the gate's GAUC optimistic)
+    monday = monday_on_or_before(min(day, holdout.start + dt.timedelta(days=cal.cpm_eval_tail_days)))
     prev = monday - dt.timedelta(days=7)
     fallback = prev if cpm_age_days(prev, day) <= cal.max_cpm_staleness_days else None
-    holdout = lookback(day, cal.actr_holdout_days)
     train = Window(day - dt.timedelta(days=cal.actr_window_days), holdout.start)
     primary = cpm_plan(monday, cal)
     check_non_overlap(primary.embedding_set, primary.embedding_months, train, tier=f"A-CTR {day}")

@@ -23,18 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.net import free_port
 from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = ("success", "failed")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -58,7 +51,7 @@ class LocalAirflow:
         """``use_job_schedule=False``: the scheduler creates no runs from the DAGs' schedules (only
         triggered and backfill runs execute), for a deployment whose clock is not the calendar's."""
         self.home = Path(home)
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.poll_s = poll_s

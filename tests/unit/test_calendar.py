@@ -133,6 +133,18 @@ def test_actr_staleness_setting_changes_fallback():
     assert actr_plan(D(2026, 11, 23), cal0).fallback_monday is None
 
 
+def test_actr_never_uses_a_cpm_trained_on_its_holdout_days():
+    # 7 holdout days: Monday 2026-11-23's holdout is [11-16, 11-23); CPM 11-23 trained on natural
+    # data up to 11-21 (11-22 is its tail), so the run takes CPM 11-16 (trained up to 11-14)
+    cal = CalendarSettings(actr_holdout_days=7)
+    p = actr_plan(D(2026, 11, 23), cal)
+    assert p.holdout_window == Window(D(2026, 11, 16), D(2026, 11, 23))
+    assert p.cpm_monday == D(2026, 11, 16) and not p.waits_for_same_day_cpm
+    assert cpm_plan(p.cpm_monday, cal).train_window.end == D(2026, 11, 15) <= p.holdout_window.start
+    assert actr_plan(D(2026, 11, 29), cal).cpm_monday == D(2026, 11, 23)  # its holdout starts 11-22
+    assert actr_plan(D(2026, 11, 28), cal).cpm_monday == D(2026, 11, 16)
+
+
 def test_window_lengths_come_from_settings():
     cal = CalendarSettings(cpm_window_days=14, actr_window_days=7, actr_holdout_days=2)
     assert cpm_plan(D(2026, 11, 23), cal).window == Window(D(2026, 11, 9), D(2026, 11, 23))
@@ -169,9 +181,16 @@ window_lengths = st.integers(min_value=2, max_value=120)
 def test_properties_over_2000_2100(day, cpm_days, data):
     actr_days = data.draw(st.integers(min_value=2, max_value=cpm_days))
     staleness = data.draw(st.integers(min_value=0, max_value=20))
-    cal = CalendarSettings(cpm_window_days=cpm_days, actr_window_days=actr_days,
-                           max_cpm_staleness_days=staleness)
+    holdout = data.draw(st.integers(min_value=1, max_value=actr_days - 1))
+    tail = data.draw(st.integers(min_value=1, max_value=min(cpm_days - 1, 8)))
+    cal = CalendarSettings(cpm_window_days=cpm_days, actr_window_days=actr_days, actr_holdout_days=holdout,
+                           cpm_eval_tail_days=tail, max_cpm_staleness_days=staleness)
     a = actr_plan(day, cal)
+    # (d) the CPM finished its natural training data before the holdout starts, and it is the
+    # latest Monday that did
+    assert cpm_plan(a.cpm_monday, cal).train_window.end <= a.holdout_window.start
+    later = a.cpm_monday + dt.timedelta(days=7)
+    assert later > day or cpm_plan(later, cal).train_window.end > a.holdout_window.start
     # (c) every A-CTR plan names a Monday <= D (and its fallback too)
     assert a.cpm_monday.weekday() == 0 and a.cpm_monday <= day
     if a.fallback_monday:
