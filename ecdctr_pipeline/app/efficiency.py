@@ -8,7 +8,7 @@ definitions (TPM and CPM by ``tiers.train``, the alternative by ``cpm.resolve(..
 repretrain_months=N)``) with the settings' hyper-parameters, and both are then fine-tuned on the
 same A-CTR days (A-CTR's window, policy and budget) and scored on the same holdouts.
 
-Reported: samples processed (rows x epochs) and wall time of each training run (training only:
+Reported: samples processed (training rows x epochs run) and wall time of each training run (training only:
 not its evaluation or publishing), per week, and
 their ratio; GAUC of both A-CTR models per day and pooled, with the lift's paired bootstrap 95%
 interval over (day, user) groups. Feature extraction is not counted on either side (the window's
@@ -104,10 +104,11 @@ def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, 
          "side": "E-CDCTR", "runs_per_week": 1 / WEEKS_PER_MONTH, "rows": tpm_rows, "epochs": tpm_s.epochs_per_month,
          "seconds": tm.extra["train_seconds"]},
         {"step": f"CPM {monday} (natural {p.train_window}, TPM months {', '.join(map(str, p.embedding_months))})",
-         "side": "E-CDCTR", "runs_per_week": 1.0, "rows": cm.row_counts["train"], "epochs": cpm_s.epochs,
+         "side": "E-CDCTR", "runs_per_week": 1.0, "rows": cm.row_counts["train"], "epochs": int(cpm_metrics.get("epochs_run") or cpm_s.epochs),
          "seconds": cm.extra["train_seconds"]},
         {"step": f"complete model re-pretrained on natural {rp.train_window} ({months} months)",
-         "side": "re-pretraining", "runs_per_week": 1.0, "rows": re_rows, "epochs": cpm_s.epochs,
+         "side": "re-pretraining", "runs_per_week": 1.0, "rows": re_rows,
+         "epochs": int(tail.get("epochs_run") or cpm_s.epochs),
          "seconds": tail["train_seconds"]},
     ]
     for s in steps:

@@ -167,6 +167,12 @@ class TrainingSettings(_Section):
     # auto: multi_worker when TF_CONFIG / TRAINER_WORKER_HOSTS name several workers, mirrored
     # when the pod sees several GPUs, else one device
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    # early stopping of the complete-model trainers (CPM, A-CTR, Target-only, experiments'
+    # baselines): the last N days of the training window are a validation slice, training stops
+    # after `early_stopping_patience` epochs without a better validation loss, and the best
+    # epoch's weights are kept (`epochs` is then the maximum). 0: train all epochs, no slice.
+    validation_days: int = Field(0, ge=0)
+    early_stopping_patience: int = Field(1, ge=0)
     workers: int = Field(1, ge=1, le=64)  # Kubernetes mode: pods of a trainer step (an Indexed Job)
     worker_port: int = Field(2222, gt=0, lt=65536)  # the workers' collective port (headless Service)
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
@@ -100,19 +101,16 @@ class WindowSource:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def check_partitions(store: ArtifactStore, table: str, window: calendar.Window, *, who: str) -> None:
-    present = set(delta.partitions(store, table))
-    missing = [d for d in window.partitions() if d not in present]
-    if missing:
-        raise StreamError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
-                          "run the extraction first")
-
-
 def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str) -> WindowSource:
     """The :class:`WindowSource` of ``window`` of a run's table at its pinned version
-    (``data``: a :class:`~.training.DataSpec`), after checking every day of it is present."""
-    check_partitions(store, data.table, window, who=who)
+    (``data``: a :class:`~.training.DataSpec`); every day of the window must have a file at that
+    version (checked from the fragments listed, no second read of the log)."""
     source = WindowSource.open(store, data.table, data.version, window)
+    present = {pads.get_partition_keys(f.partition_expression).get(delta.PARTITION_COLUMN) for f in source.fragments}
+    missing = [d for d in window.partitions() if d not in present]
+    if missing:
+        raise StreamError(f"{who}: {data.table}@v{data.version} has no partition {missing[0]} (window {window}); "
+                          "run the extraction first")
     if source.num_rows == 0:
         raise StreamError(f"{who}: {source.describe()} has no rows")
     return source

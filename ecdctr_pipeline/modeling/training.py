@@ -14,6 +14,7 @@ fitting and scoring through the shared input pipeline, saving and loading Keras 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import shutil
 import tempfile
@@ -134,11 +135,12 @@ def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Wind
 
 def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
     """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
-    from ecdctr_pipeline.modeling.streaming import check_partitions
-
-    check_partitions(store, data.table, window, who=who)
     cols = list(dict.fromkeys(list(data.layout.columns) + ["dt"]))
     table, _ = delta.read(store, data.table, partitions=window.partitions(), columns=cols, version=data.version)
+    missing = sorted(set(window.partitions()) - set(table.column("dt").unique().to_pylist()))
+    if missing:
+        raise TrainingError(f"{who}: {data.table}@v{data.version} has no partition {missing[0]} (window {window}); "
+                            "run the extraction first")
     return table
 
 
@@ -179,10 +181,15 @@ def placement(args: "TrainArgs"):
 
 
 def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, label: str, first_epoch: int = 0,
-        callbacks: tuple = ()) -> dict:
+        callbacks: tuple = (), validation=None) -> dict:
     """Train ``model`` on a streaming ``source`` (a
     :class:`~ecdctr_pipeline.modeling.streaming.WindowSource`) for epochs ``first_epoch`` ..
     ``hparams.epochs - 1`` under the run's placement; returns the last epoch's metrics.
+
+    With a ``validation`` source (see :func:`training_sources`) the loss on it is computed after
+    every epoch, training stops once it has not improved for ``training.early_stopping_patience``
+    epochs, and the best epoch's weights are restored; the metrics then add ``epochs_run``,
+    ``best_epoch`` (1-based) and ``best_val_loss``.
 
     On one device the stream is one pass an epoch (the last batch may be short). With several
     replicas each input pipeline (one per worker) reads its own shard of the files endlessly and
@@ -207,9 +214,50 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
     steps = n_batches if endless else None
     log.info("%s: %s, %d batches x %d epoch(s) on %s", label, source.describe(), n_batches, hp.epochs,
              place.describe())
+    callbacks, val, val_steps, stopper = list(callbacks), None, None, None
+    if validation is not None:
+        import keras
+
+        def make_val(index: int, count: int, batch: int):
+            return streaming.make_dataset(validation.shard(index, count), layout, batch, shuffle=False,
+                                          read_rows=training.read_batch_rows, repeat=endless)
+
+        val = distribute.distribute(place, make_val, hp.batch_size)
+        val_steps = -(-validation.num_rows // hp.batch_size) if endless else None
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
+                                                restore_best_weights=True)
+        callbacks.append(stopper)
+        log.info("%s: early stopping on %s (patience %d)", label, validation.describe(),
+                 training.early_stopping_patience)
     hist = model.fit(ds, epochs=hp.epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
-                     callbacks=list(callbacks), verbose=2 if n_batches > 20 else 0)
-    return {k: float(v[-1]) for k, v in hist.history.items()}
+                     validation_data=val, validation_steps=val_steps, callbacks=callbacks,
+                     verbose=2 if n_batches > 20 else 0)
+    out = {k: float(v[-1]) for k, v in hist.history.items()}
+    if stopper is not None:
+        out.update(epochs_run=first_epoch + len(hist.epoch), best_epoch=int(stopper.best_epoch) + 1,
+                   best_val_loss=float(stopper.best))
+    return out
+
+
+def train_metrics(fit_metrics: dict) -> dict:
+    """What a run records of its training: the last epoch's loss and, with early stopping, the
+    epochs run, the best epoch and its validation loss."""
+    out = {"train_loss": fit_metrics.get("loss")}
+    out.update({k: fit_metrics[k] for k in ("epochs_run", "best_epoch", "best_val_loss") if k in fit_metrics})
+    return out
+
+
+def training_sources(args: "TrainArgs"):
+    """``(fit source, validation source or None)`` of a complete-model run: with
+    ``training.validation_days`` N > 0 the last N days of the run's training window are held out
+    for early stopping (never the run's evaluation or holdout window)."""
+    w, n = args.data.train_window, args.training.validation_days
+    if n <= 0:
+        return open_source(args, w), None
+    if n >= w.days:
+        raise TrainingError(f"{args.who}: training.validation_days={n} leaves no training day in {w}")
+    cut = w.end - dt.timedelta(days=n)
+    return open_source(args, calendar.Window(w.start, cut)), open_source(args, calendar.Window(cut, w.end))
 
 
 def predict(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_size: int = 8192) -> np.ndarray:
@@ -233,11 +281,12 @@ def run_fingerprint(args: TrainArgs) -> str:
              "hparams": asdict(args.hparams), "model": args.model.model_dump(mode="json"),
              "embedding_set": args.embedding_set.attempt if args.embedding_set else None,
              "base_model": args.base_model.attempt if args.base_model else None,
-             "policy": args.transfer_policy, "code": artifacts.code_version()}
+             "policy": args.transfer_policy, "code": artifacts.code_version(),
+             "early_stopping": [args.training.validation_days, args.training.early_stopping_patience]}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fit_resumable(args: TrainArgs, model, source) -> tuple[Any, dict, int]:
+def fit_resumable(args: TrainArgs, model, source, validation=None) -> tuple[Any, dict, int]:
     """:func:`fit` with a checkpoint in the store after every epoch (the model with its optimizer
     state, then ``state.json``), written by the chief worker. A run of the same
     :func:`run_fingerprint` that finds one — a pod killed mid-epoch and started again — continues
@@ -288,7 +337,7 @@ def fit_resumable(args: TrainArgs, model, source) -> tuple[Any, dict, int]:
         metrics: dict = {}
         if start < hp.epochs:
             metrics = fit(model, source, args.data.layout, hparams=hp, training=args.training, label=args.who,
-                          first_epoch=start, callbacks=(_Checkpoint(),))
+                          first_epoch=start, callbacks=(_Checkpoint(),), validation=validation)
         return model, metrics, start - 1 if start else -1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

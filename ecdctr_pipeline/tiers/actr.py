@@ -19,8 +19,8 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, open_source, pinned_version,
-    placement, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, pinned_version,
+    placement, set_seed, train_metrics, training_sources,
 )
 
 
@@ -109,7 +109,7 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
 
     hp = args.hparams
     hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
-    train = open_source(args, args.data.train_window)
+    train, val = training_sources(args)
     if base is None and args.base_model:
         base = load_model(args.store, args.base_prefix, args.base_model)
     set_seed(hp.seed)
@@ -119,13 +119,14 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
         extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
         compile_model(model, hp.learning_rate)
     if args.artifact:  # a published run checkpoints each epoch in the store and resumes after a kill
-        model, fit_metrics, resumed = fit_resumable(args, model, train)
+        model, fit_metrics, resumed = fit_resumable(args, model, train, val)
         if resumed >= 0:
             extra["resumed_after_epoch"] = resumed
     else:  # runs that never publish (Target-only, experiments' baselines)
-        fit_metrics = fit(model, train, args.data.layout, hparams=hp, training=args.training, label=args.who)
-    return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
-                       row_counts={"train": train.num_rows}, extra=extra)
+        fit_metrics = fit(model, train, args.data.layout, hparams=hp, training=args.training, label=args.who,
+                          validation=val)
+    return TrainResult(model=model, train_metrics=train_metrics(fit_metrics),
+                       row_counts={"train": train.num_rows, **({"validation": val.num_rows} if val else {})}, extra=extra)
 
 
 def assess(args: TrainArgs, result: TrainResult):

@@ -61,7 +61,7 @@ def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date
     result = cpm.run_training(args)
     seconds = round(time.perf_counter() - t0, 2)
     metrics, _ = evaluate_model(args, result.model)
-    return result.model, {**metrics, "train_seconds": seconds}, args, result.row_counts["train"]
+    return result.model, {**metrics, **result.train_metrics, "train_seconds": seconds}, args, result.row_counts["train"]
 
 
 def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):

@@ -17,7 +17,8 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, open_source, pinned_version, placement, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, pinned_version, placement, set_seed, train_metrics,
+    training_sources,
 )
 
 
@@ -71,17 +72,17 @@ def run_training(args: TrainArgs) -> TrainResult:
 
     hp = args.hparams
     hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
-    train = open_source(args, args.data.train_window)
+    train, val = training_sources(args)
     set_seed(hp.seed)
     with placement(args).strategy.scope():
         model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
     if args.artifact:  # the CPM checkpoints each epoch in the store and resumes after a kill
-        model, fit_metrics, resumed = fit_resumable(args, model, train)
+        model, fit_metrics, resumed = fit_resumable(args, model, train, val)
     else:  # the re-pretraining baseline (never published)
         fit_metrics, resumed = fit(model, train, args.data.layout, hparams=hp, training=args.training,
-                                   label=args.who), -1
-    return TrainResult(model=model, train_metrics={"train_loss": fit_metrics.get("loss")},
-                       row_counts={"train": train.num_rows},
+                                   label=args.who, validation=val), -1
+    return TrainResult(model=model, train_metrics=train_metrics(fit_metrics),
+                       row_counts={"train": train.num_rows, **({"validation": val.num_rows} if val else {})},
                        extra={"resumed_after_epoch": resumed} if resumed >= 0 else {})
 
 

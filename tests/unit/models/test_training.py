@@ -1,5 +1,6 @@
 """TPM snapshots, CPM refusals, CPM → A-CTR transfer, A-CTR publication and gate."""
 
+import datetime as dt
 import json
 
 import keras
@@ -160,3 +161,32 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     assert report["gauc_lift"] == pytest.approx(report["actr"]["gauc"] - report["target_only"]["gauc"])
     assert report["actr"]["gauc"] == pytest.approx(m.metrics["gauc"], abs=1e-6)
     assert json.loads(store.get_bytes(paths.evaluation_report("2026-11-24"))) == report
+
+
+def test_early_stopping_on_the_end_of_the_training_window_keeps_the_best_epoch(cpm_ready):
+    import dataclasses
+
+    from ecdctr_pipeline.evaluation.holdout import score
+    from ecdctr_pipeline.modeling.streaming import make_dataset
+    from ecdctr_pipeline.tiers import actr
+
+    s = cpm_ready.model_copy(update={"training": cpm_ready.training.model_copy(
+        update={"validation_days": 3, "early_stopping_patience": 0})})
+    s.actr.epochs = 3
+    store = open_store(s.store)
+    p = actr.plan(s, "2026-11-24")
+    args = dataclasses.replace(actr.resolve(s, store, p), artifact="")
+    fit_src, val_src = training.training_sources(args)
+    assert fit_src.window.end == val_src.window.start == p.train_window.end - dt.timedelta(days=3)
+    assert val_src.window.end == p.train_window.end < p.holdout_window.end
+    result = actr.run_training(args)
+    m = result.train_metrics
+    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= 3
+    assert result.row_counts == {"train": fit_src.num_rows, "validation": val_src.num_rows}
+    # the weights kept are the best epoch's: their validation loss is the best one seen
+    ds = make_dataset(val_src, args.data.layout, s.actr.batch_size, shuffle=False)
+    assert result.model.evaluate(ds, verbose=0, return_dict=True)["loss"] == pytest.approx(m["best_val_loss"], rel=1e-4)
+    assert 0 < score(result.model, val_src, args.data.layout)["gauc_coverage"] <= 1
+    too_long = dataclasses.replace(args, training=s.training.model_copy(update={"validation_days": 27}))
+    with pytest.raises(training.TrainingError, match="validation_days=27 leaves no training day"):
+        training.training_sources(too_long)
