@@ -1,9 +1,18 @@
-"""``ecdctr experiments``: E-CDCTR (A-CTR) vs Target-only over seeds and days, paper style.
+"""``ecdctr experiments --table T[,T…]``: the paper's comparisons on the simulator, with the
+evaluation protocol that can resolve them.
 
-For each seed: simulate the scale into a fresh store, extract features, train the TPM of
-the embedding set, the CPM of the Monday, then for each day the A-CTR (published, gated)
-and a Target-only model on the same ad window; both are scored on the day's holdout.
-Writes a Markdown table (mean ± std over seeds) and a PNG of GAUC by day.
+Protocol. For each seed: simulate ``scale`` into a fresh store, extract the features, train the
+week-level models once (:func:`~ecdctr_pipeline.tiers.variants.prepare_week`), then for each of
+``days`` consecutive A-CTR days train every variant of the requested tables on that day's ad
+window and score it on that day's holdout (a variant is trained once even when several tables
+show it). Scores of one day are on the same rows for every variant, so comparisons are paired:
+a (seed, day, user) group is the unit of GAUC, the pooled GAUC of a variant is the
+impression-weighted mean of its groups' AUCs, and each ordering's lift carries a 95% bootstrap
+interval from resampling groups (users of a day, pooled over days and seeds). Every variant gets
+the same tuning: the settings' epochs, and early stopping when ``training.validation_days`` > 0.
+
+An ordering "A > B" *holds* when the lift's interval is above 0, is *reversed* when it is below
+0, and is *unresolved* when it contains 0; "A ≥ B" holds unless the interval is below 0.
 """
 
 from __future__ import annotations
@@ -14,124 +23,213 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ecdctr_pipeline import tiers
 from ecdctr_pipeline.core import calendar
+from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.report import markdown_table
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import extract
-from ecdctr_pipeline.tiers.baselines import target_only
+from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 
-def run_seed(base: Settings, seed: int, scale: str, monday: dt.date, days: int, workdir: Path) -> list[dict]:
-    from ecdctr_pipeline.data.simulate import simulate
-    from ecdctr_pipeline.data.store import open_store
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    variants: tuple[str, ...]
+    reference: str  # lifts in the table are against this variant
+    orderings: tuple[tuple[str, str, str], ...]  # (a, ">" | ">=", b): the paper's claims
+    not_built: tuple[str, ...] = ()  # the paper's rows this project does not implement
 
-    root = workdir / f"seed-{seed}"
-    settings = base.model_copy(deep=True)
-    settings.store.root = f"file://{root}"
-    settings.cpm.seed = settings.tpm.seed = settings.actr.seed = seed
-    cal = settings.calendar
-    cpm = calendar.cpm_plan(monday, cal)
-    tpm = calendar.tpm_plan(cpm.embedding_set, cal)
-    last_day = monday + dt.timedelta(days=days - 1)
-    store = open_store(settings.store)
-    simulate(store, tpm.data_window.start, last_day - dt.timedelta(days=1), scale, seed, progress=False)
-    extract.extract_tpm(settings, store, tpm.month)
-    extract.extract_complete(settings, store, "natural", monday)
-    tiers.train("tpm", settings, store, tpm.month)
-    tiers.train("cpm", settings, store, monday)
+
+TABLES: dict[str, Table] = {t.key: t for t in (
+    Table("main", "E-CDCTR vs Target-only", ("target_only", "ecdctr"), "target_only",
+          (("ecdctr", ">", "target_only"),)),
+    Table("3", "Table 3: what TPM and CPM each add", ("target_only", "target_only_tpm", "cpm_without_tpm", "ecdctr"),
+          "target_only",
+          (("ecdctr", ">", "target_only"), ("target_only_tpm", ">", "target_only"),
+           ("cpm_without_tpm", ">", "target_only"), ("ecdctr", ">", "target_only_tpm"),
+           ("ecdctr", ">", "cpm_without_tpm"))),
+    Table("4", "Table 4: source-only and fine-tuning", ("source_only", "target_only", "ecdctr"), "target_only",
+          (("target_only", ">", "source_only"), ("ecdctr", ">", "target_only")),
+          not_built=("Sample merging (natural + ad rows with a domain indicator)",)),
+    Table("6", "Table 6: what A-CTR takes over from the CPM", ("target_only_tpm", "transfer_embeddings",
+          "transfer_mlp_without_bn", "transfer_all", "ecdctr"), "target_only_tpm",
+          (("ecdctr", ">=", "transfer_all"), ("ecdctr", ">", "target_only_tpm"),
+           ("transfer_embeddings", ">", "target_only_tpm"), ("transfer_mlp_without_bn", ">", "target_only_tpm"),
+           ("ecdctr", ">", "transfer_embeddings"))),
+)}
+
+
+def parse_tables(text: str) -> list[Table]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in keys if k not in TABLES]
+    if bad or not keys:
+        raise EcdctrError(f"--table {text!r}: expected one or more of {', '.join(TABLES)} (comma-separated); "
+                          "Tables 2 and 5 and Figure 4 are not built")
+    return [TABLES[k] for k in keys]
+
+
+def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str]) -> list[dict]:
+    """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them:
+    one ``{"day", "labels", "users", "scores": {variant: array}}`` per day."""
+    from ecdctr_pipeline.core.report import progress
+    from ecdctr_pipeline.tiers import variants as registry
+
+    specs = [registry.get(v) for v in variants]
+    needs = set().union(*(s.needs for s in specs))
+    p = calendar.cpm_plan(monday, settings.calendar)
+    if needs:
+        extract.extract_tpm(settings, store, calendar.tpm_plan(p.embedding_set, settings.calendar).month)
+        extract.extract_complete(settings, store, "natural", monday)
+    out = []
+    day_list = [monday + dt.timedelta(days=i) for i in range(days)]
+    for d in day_list:
+        if calendar.actr_plan(d, settings.calendar).cpm_monday != monday:
+            raise calendar.CalendarError(f"A-CTR day {d} does not use the CPM of {monday} (--days {days})")
+        extract.extract_complete(settings, store, "ad", d)
+    week = registry.prepare_week(settings, store, monday, needs)
+    for d in day_list:
+        row: dict = {"day": d.isoformat(), "scores": {}}
+        for spec in progress(specs, desc=f"variants {d}", unit="model"):
+            labels, scores, users = spec.score(settings, store, d, week)
+            if "labels" not in row:
+                row["labels"], row["users"] = labels, users
+            elif not (np.array_equal(row["labels"], labels) and np.array_equal(row["users"], users)):
+                raise EcdctrError(f"experiments: {spec.name} scored other holdout rows of {d} than {specs[0].name}")
+            row["scores"][spec.name] = scores
+        out.append(row)
+    return out
+
+
+def _verdict(op: str, lo: float, hi: float) -> str:
+    if op == ">=":
+        return "holds" if hi >= 0 else "does not hold"
+    return "holds" if lo > 0 else ("reversed" if hi < 0 else "unresolved")
+
+
+def summarize(table: Table, runs: dict[int, list[dict]], *, n_boot: int = 2000) -> dict:
+    """Per-variant GAUC (mean ± std over seeds, pooled over days), lifts and orderings with CIs."""
+    from ecdctr_pipeline.evaluation.metrics import paired_gauc_lift, pooled_gauc
+
+    seeds = sorted(runs)
+
+    def pairs(a: str, b: str):
+        return [(r["labels"], r["users"], r["scores"][a], r["scores"][b]) for s in seeds for r in runs[s]]
+
+    def pooled(v: str, s: int):
+        return pooled_gauc([(r["labels"], r["users"], r["scores"][v]) for r in runs[s]])
+
+    per_seed = {v: [pooled(v, s).gauc for s in seeds] for v in table.variants}
+    everything = pooled_gauc([(r["labels"], r["users"], r["scores"][table.reference]) for s in seeds for r in runs[s]])
     rows = []
-    for i in range(days):
-        day = monday + dt.timedelta(days=i)
-        extract.extract_complete(settings, store, "ad", day)
-        a = tiers.train("actr", settings, store, day)
-        t = target_only(settings, store, day)
-        rows.append({"seed": seed, "day": day.isoformat(), "actr_gauc": a.metrics["gauc"],
-                     "target_gauc": t["gauc"], "actr_auc": a.metrics["auc"], "target_auc": t["auc"],
-                     "actr_logloss": a.metrics["logloss"], "target_logloss": t["logloss"],
-                     "coverage": a.metrics["gauc_coverage"], "blessed": a.extra["blessed"]})
-        log.info("seed %d %s: A-CTR GAUC %.4f vs Target-only %.4f", seed, day, rows[-1]["actr_gauc"],
-                 rows[-1]["target_gauc"])
-    shutil.rmtree(root, ignore_errors=True)
-    return rows
+    for v in table.variants:
+        g = np.array(per_seed[v])
+        lift = paired_gauc_lift(pairs(v, table.reference), n_boot=n_boot) if v != table.reference else None
+        rows.append({"variant": v, "gauc_mean": float(g.mean()), "gauc_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
+                     "gauc_per_seed": g.tolist(), "lift_vs_reference": lift})
+    orderings = []
+    for a, op, b in table.orderings:
+        lift = paired_gauc_lift(pairs(a, b), n_boot=n_boot)
+        orderings.append({"a": a, "op": op, "b": b, "lift": lift["lift"], "ci_low": lift["ci_low"],
+                          "ci_high": lift["ci_high"], "verdict": _verdict(op, lift["ci_low"], lift["ci_high"])})
+    return {"table": table.key, "title": table.title, "reference": table.reference, "seeds": seeds,
+            "days": [r["day"] for r in runs[seeds[0]]], "rows": rows, "orderings": orderings,
+            "coverage": everything.coverage, "groups": everything.users_scored,
+            "not_built": list(table.not_built)}
 
 
-def summarize(rows: list[dict]) -> tuple[str, dict]:
-    seeds = sorted({r["seed"] for r in rows})
-    per_seed = {}
-    for s in seeds:
-        rs = [r for r in rows if r["seed"] == s]
-        per_seed[s] = {k: float(np.mean([r[k] for r in rs if r[k] is not None]))
-                       for k in ("actr_gauc", "target_gauc", "actr_auc", "target_auc", "actr_logloss",
-                                 "target_logloss", "coverage")}
-    def ms(key):
-        v = np.array([per_seed[s][key] for s in seeds])
-        return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
-    table = markdown_table(
-        ("model", "GAUC (mean ± std over seeds)", "AUC", "log loss"),
-        [("Target-only", ms("target_gauc"), ms("target_auc"), ms("target_logloss")),
-         ("E-CDCTR (A-CTR)", ms("actr_gauc"), ms("actr_auc"), ms("actr_logloss"))])
-    lift = np.array([per_seed[s]["actr_gauc"] - per_seed[s]["target_gauc"] for s in seeds])
-    summary = {"seeds": seeds, "per_seed": per_seed, "gauc_lift_mean": float(lift.mean()),
-               "gauc_lift_min": float(lift.min()), "coverage_mean": float(np.mean([per_seed[s]["coverage"] for s in seeds]))}
-    return table, summary
-
-
-def plot(rows: list[dict], path: Path) -> Path:
+def _plot(summary: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = sorted({r["day"] for r in rows})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label, color in (("actr_gauc", "E-CDCTR (A-CTR)", "tab:blue"), ("target_gauc", "Target-only", "tab:gray")):
-        mean = [np.mean([r[key] for r in rows if r["day"] == d]) for d in days]
-        std = [np.std([r[key] for r in rows if r["day"] == d]) for d in days]
-        ax.errorbar(days, mean, yerr=std, label=label, color=color, marker="o", capsize=3)
-    ax.set_ylabel("GAUC on the day's holdout")
-    ax.set_xlabel("A-CTR logical date")
-    ax.set_title("E-CDCTR vs Target-only (mean ± std over seeds)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    from ecdctr_pipeline.tiers.variants import get
+
+    rows = summary["rows"]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.6))
+    labels = [get(r["variant"]).label for r in rows]
+    ax.barh(labels, [r["gauc_mean"] for r in rows], xerr=[r["gauc_std"] for r in rows], color="tab:blue",
+            alpha=0.8, capsize=3)
+    lo = min(r["gauc_mean"] - r["gauc_std"] for r in rows)
+    hi = max(r["gauc_mean"] + r["gauc_std"] for r in rows)
+    ax.set_xlim(lo - 0.02, hi + 0.02)
+    ax.set_xlabel("GAUC pooled over the A-CTR days (mean ± std over seeds)")
+    ax.set_title(summary["title"])
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def run_experiments(base: Settings, *, seeds: list[int], scale: str, monday: str, days: int,
-                    out_dir: Path) -> dict:
+def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> Path:
+    """``table<key>.md``, ``.png`` and ``.json`` under ``out_dir``."""
+    from ecdctr_pipeline.tiers.variants import get
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"table{summary['table']}" if summary["table"] != "main" else "main"
+    png = _plot(summary, out_dir / f"{name}.png")
+    t = markdown_table(
+        ("variant", "how it is trained", "GAUC (mean ± std over seeds)", f"lift vs {summary['reference']} [95% CI]"),
+        [(get(r["variant"]).label, get(r["variant"]).what, f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f}",
+          "reference" if r["lift_vs_reference"] is None else
+          f"{r['lift_vs_reference']['lift']:+.4f} [{r['lift_vs_reference']['ci_low']:+.4f}, "
+          f"{r['lift_vs_reference']['ci_high']:+.4f}]") for r in summary["rows"]])
+    o = markdown_table(("the paper's ordering", "lift", "95% CI", "verdict"),
+                       [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}", f"{x['lift']:+.4f}",
+                         f"[{x['ci_low']:+.4f}, {x['ci_high']:+.4f}]", x["verdict"]) for x in summary["orderings"]])
+    missing = "".join(f"- not built: {x}\n" for x in summary["not_built"])
+    md = (f"# {summary['title']} — scale {scale}, seeds {', '.join(map(str, summary['seeds']))}\n\n"
+          f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} per seed; {summary['groups']} (seed, day, user) "
+          f"groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); {seconds:.0f} s on this machine.\n\n"
+          f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
+          f"\nProtocol: `ecdctr_pipeline/app/experiments.py` (paired bootstrap over (seed, day, user) groups; "
+          f"'holds' = interval above 0, 'reversed' = below 0, 'unresolved' = contains 0).\n")
+    path = out_dir / f"{name}.md"
+    path.write_text(md)
+    (out_dir / f"{name}.json").write_text(json.dumps({**summary, "scale": scale, "seconds": seconds}, indent=2))
+    return path
+
+
+def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: str, monday: str, days: int,
+               out_dir: Path) -> dict:
+    """Simulate each seed into a scratch store, run the union of the tables' variants on the same
+    days, write each table. Returns ``{table key: summary}`` plus ``seconds``."""
+    from ecdctr_pipeline.data.simulate import simulate
+    from ecdctr_pipeline.data.store import open_store
+
     t0 = time.perf_counter()
     monday_d = calendar.parse_date(monday, what="--monday")
-    calendar.cpm_plan(monday_d, base.calendar)  # validates the Monday
-    base = base.model_copy(deep=True)
+    cal = base.calendar
+    p = calendar.cpm_plan(monday_d, cal)  # validates the Monday
+    first = calendar.tpm_plan(p.embedding_set, cal).data_window.start
+    last = monday_d + dt.timedelta(days=days - 1)
+    wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
+    runs: dict[int, list[dict]] = {}
     work = Path(tempfile.mkdtemp(prefix="ecdctr-exp-"))
-    rows: list[dict] = []
     try:
-        for s in seeds:
-            rows += run_seed(base, s, scale, monday_d, days, work)
+        for seed in seeds:
+            settings = base.model_copy(deep=True)
+            settings.store.root = f"file://{work / f'seed-{seed}'}"
+            settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
+            store = open_store(settings.store)
+            simulate(store, first, last - dt.timedelta(days=1), scale, seed, progress=False)
+            runs[seed] = run_days(settings, store, monday_d, days, wanted)
+            shutil.rmtree(work / f"seed-{seed}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table, summary = summarize(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot(rows, out_dir / "gauc_by_day.png")
-    day_table = markdown_table(("seed", "day", "A-CTR GAUC", "Target-only GAUC", "coverage", "blessed"),
-                               [(r["seed"], r["day"], r["actr_gauc"], r["target_gauc"], r["coverage"], r["blessed"])
-                                for r in rows])
-    md = (f"# E-CDCTR vs Target-only — scale {scale}, seeds {', '.join(map(str, seeds))}, "
-          f"A-CTR days {monday} + {days - 1}\n\n{table}\n\nGAUC lift (mean over seeds): "
-          f"{summary['gauc_lift_mean']:+.4f}; smallest per-seed lift {summary['gauc_lift_min']:+.4f}; "
-          f"mean GAUC coverage {summary['coverage_mean']:.2f}\n\n![GAUC by day]({png.name})\n\n## Per day\n\n{day_table}\n")
-    (out_dir / "experiments.md").write_text(md)
-    (out_dir / "experiments.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
-    summary.update({"markdown": str(out_dir / "experiments.md"), "png": str(png), "table": table,
-                    "seconds": round(time.perf_counter() - t0, 1)})
-    return summary
+    seconds = round(time.perf_counter() - t0, 1)
+    out = {}
+    for t in tables:
+        s = summarize(t, runs)
+        s["markdown"] = str(write_table(s, out_dir, scale=scale, seconds=seconds))
+        out[t.key] = s
+    return {"tables": out, "seconds": seconds}

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from ecdctr_pipeline.cli import verbs
+from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.cli.verbs import _emit, _settings, _store
 
 
@@ -37,13 +38,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_experiments(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ecdctr_pipeline.app.experiments import run_experiments
+    from ecdctr_pipeline.app.experiments import parse_tables, run_tables
+    from ecdctr_pipeline.tiers.variants import get
 
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    r = run_experiments(_settings(args), seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
-                        out_dir=Path(args.out))
-    _emit(args, r, f"{r['table']}\n\nGAUC lift {r['gauc_lift_mean']:+.4f} (min per seed {r['gauc_lift_min']:+.4f}); "
-                   f"report {r['markdown']}, plot {r['png']} ({r['seconds']:.0f} s)")
+    tables = parse_tables(args.table)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not seeds or args.days < 1:
+        raise EcdctrError("--seeds needs at least one seed and --days at least 1")
+    r = run_tables(_settings(args), tables, seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
+                   out_dir=Path(args.out))
+    lines = []
+    for s in r["tables"].values():
+        lines.append(f"{s['title']} ({s['markdown']}):")
+        lines += [f"  {get(x['a']).label} {x['op']} {get(x['b']).label}: {x['verdict']} "
+                  f"({x['lift']:+.4f} [{x['ci_low']:+.4f}, {x['ci_high']:+.4f}])" for x in s["orderings"]]
+    _emit(args, r["tables"], "\n".join(lines) + f"\n({r['seconds']:.0f} s)")
     return 0
 
 
@@ -75,13 +87,16 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ef.add_argument("--out", default="reports/efficiency", help="folder for the Markdown report and PNG")
     ef.set_defaults(func=cmd_efficiency)
 
-    ex = sub.add_parser("experiments", help="E-CDCTR vs Target-only over seeds (Markdown + PNG)",
-                        parents=[common, js])
+    ex = sub.add_parser("experiments", help="the paper's tables on the simulator: variants on the same days, "
+                        "paired bootstrap CIs (Markdown + PNG + JSON)", parents=[common, js])
+    ex.add_argument("--table", default="main",
+                    help="comma-separated: main (E-CDCTR vs Target-only), 3, 4, 6; variants shared by several "
+                         "tables are trained once")
     ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
     ex.add_argument("--seeds", default="0,1,2", help="comma-separated")
     ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
-    ex.add_argument("--days", type=int, default=3, help="A-CTR days per seed")
-    ex.add_argument("--out", default="reports/experiments", help="folder for the Markdown report and PNG")
+    ex.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per seed (at most 7)")
+    ex.add_argument("--out", default="reports/paper", help="folder for the reports")
     ex.set_defaults(func=cmd_experiments)
 
     bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import TRANSFER_POLICIES
 
 log = logging.getLogger("ecdctr")
 
@@ -367,7 +368,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
         t.add_argument("--as-of", required=True, metavar=meta)
         t.add_argument("--force", action="store_true", help="retrain even if the artifact exists")
         if tier == "actr":
-            t.add_argument("--policy", choices=["all_but_bn", "embeddings", "mlp_without_bn", "all"],
+            t.add_argument("--policy", choices=TRANSFER_POLICIES,
                            help="transfer policy (default: actr.transfer_policy)")
             t.add_argument("--cpm", metavar="MONDAY", help="the CPM checkpoint to fine-tune from, as chosen by "
                            "`ecdctr check cpm` (the DAG's sensor); must be the plan's or its allowed fallback "

@@ -147,8 +147,12 @@ class CPMSettings(_Section):
     seed: int = 0
 
 
+TRANSFER_POLICIES = ("none", "embeddings", "mlp_without_bn", "embeddings_and_mlp", "all_but_bn", "all")
+
+
 class ACTRSettings(_Section):
-    transfer_policy: Literal["all_but_bn", "embeddings", "mlp_without_bn", "all"] = "all_but_bn"
+    # CPM -> A-CTR warm start (modeling/transfer.py): what is restored from the CPM
+    transfer_policy: Literal[TRANSFER_POLICIES] = "all_but_bn"
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(512, gt=0)
     epochs: int = Field(4, gt=0)

@@ -106,6 +106,22 @@ def gauc(labels, scores, users) -> GaucResult:
                       int(w.size), n_users, int(np.asarray(labels).size))
 
 
+def pooled_gauc(days: list[tuple]) -> GaucResult:
+    """GAUC pooled over several holdouts, one ``(labels, users, scores)`` per day: a (day, user)
+    group is the unit (the impression-weighted mean of the groups' AUCs)."""
+    if not days:
+        raise MetricError("no days to pool")
+    aucs, ws, users, rows = [], [], 0, 0
+    for labels, u, scores in days:
+        a, w, n = user_aucs(labels, scores, u)
+        aucs.append(a), ws.append(w)
+        users, rows = users + n, rows + np.asarray(labels).size
+    a, w = np.concatenate(aucs), np.concatenate(ws)
+    if not w.size:
+        raise MetricError(f"GAUC coverage is zero: none of {users} (day, user) groups has both classes")
+    return GaucResult(float(np.sum(a * w) / w.sum()), float(w.sum() / rows), int(w.size), users, rows)
+
+
 def paired_gauc_lift(days: list[tuple], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """GAUC of model A minus model B pooled over holdout days, with a paired bootstrap CI.
 

@@ -9,10 +9,12 @@ Variables are matched by path (the complete model's layer names are fixed) and g
   embedding set, identical in CPM and A-CTR, always taken over;
 * ``other``      — DIN attention, cross network, historical self-attention.
 
-Policies (``actr.transfer_policy``): ``embeddings`` restores embedding; ``mlp_without_bn``
-restores embedding + mlp; ``all_but_bn`` (default, the paper's choice) everything except
-batchnorm; ``all`` everything. What is not restored keeps the fresh initialisation of the
-newly built A-CTR model (BatchNorm: gamma 1, beta 0, mean 0, variance 1).
+Policies (``actr.transfer_policy``, paper Table 6), named by what they restore: ``none``
+(nothing but the embedding set's frozen inputs: A-CTR trained from random weights with TPM
+inputs), ``embeddings``, ``mlp_without_bn`` (the MLP's Dense layers and head only; embeddings stay
+random, BatchNorm fresh), ``embeddings_and_mlp``, ``all_but_bn`` (default, the paper's choice:
+everything except BatchNorm) and ``all``. What is not restored keeps the fresh initialisation of
+the newly built A-CTR model (BatchNorm: gamma 1, beta 0, mean 0, variance 1).
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from __future__ import annotations
 import keras
 
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import TRANSFER_POLICIES
 
 POLICIES: dict[str, frozenset[str]] = {
+    "none": frozenset({"frozen"}),
     "embeddings": frozenset({"embedding", "frozen"}),
-    "mlp_without_bn": frozenset({"embedding", "mlp", "frozen"}),
+    "mlp_without_bn": frozenset({"mlp", "frozen"}),
+    "embeddings_and_mlp": frozenset({"embedding", "mlp", "frozen"}),
     "all_but_bn": frozenset({"embedding", "mlp", "other", "frozen"}),
     "all": frozenset({"embedding", "mlp", "other", "frozen", "batchnorm"}),
 }
+assert tuple(POLICIES) == TRANSFER_POLICIES  # the settings' and the CLI's choices
 
 
 class TransferError(EcdctrError):

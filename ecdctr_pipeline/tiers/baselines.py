@@ -48,20 +48,54 @@ def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -
     return report
 
 
-def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, months: int):
-    """The complete model without TPM inputs trained on the ``months`` calendar months of natural
-    data before Monday ``monday`` (CPM's hyper-parameters): ``(model, metrics on the CPM's
-    evaluation tail plus ``train_seconds``, TrainArgs, rows trained on)``. Never published."""
+def cpm_variant(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, tpm: bool = True,
+                months: int | None = None):
+    """A CPM that is never published, trained like the Monday's CPM: without the TPM inputs
+    (``tpm=False``) and/or on the ``months`` calendar months before the Monday (see
+    :func:`~ecdctr_pipeline.tiers.cpm.resolve`). Returns ``(model, metrics on the CPM's evaluation
+    tail plus training's (``train_seconds``, ``train_loss``, early stopping), TrainArgs, rows
+    trained on)``."""
     from ecdctr_pipeline.evaluation.holdout import evaluate_model
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
-    args = cpm.resolve(settings, store, cpm.plan(settings, monday), repretrain_months=months)
+    args = cpm.resolve(settings, store, cpm.plan(settings, monday), tpm=tpm, repretrain_months=months)
     t0 = time.perf_counter()
     result = cpm.run_training(args)
     seconds = round(time.perf_counter() - t0, 2)
     metrics, _ = evaluate_model(args, result.model)
     return result.model, {**metrics, **result.train_metrics, "train_seconds": seconds}, args, result.row_counts["train"]
+
+
+def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, months: int):
+    """The efficiency claim's alternative: the complete model without TPM inputs re-pretrained on
+    ``months`` calendar months of natural data before ``monday`` (:func:`cpm_variant`)."""
+    return cpm_variant(settings, store, monday, tpm=False, months=months)
+
+
+def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
+    """A Target-only model of A-CTR ``day`` scored on the day's holdout: ``(labels, scores, users)``."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.modeling.streaming import score_stream
+    from ecdctr_pipeline.modeling.training import quiet_tf
+
+    quiet_tf()
+    args = actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
+    model = actr.run_training(args).model
+    return score_stream(model, holdout_source(args), args.data.layout)
+
+
+def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
+    """Source-only (paper Table 4): the CPM that A-CTR ``day`` resolves, trained on natural data
+    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users)``."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.modeling.streaming import score_stream
+    from ecdctr_pipeline.modeling.training import load_model, quiet_tf
+
+    quiet_tf()
+    args = actr.resolve(settings, store, actr.plan(settings, day))
+    model = load_model(store, args.base_prefix, args.base_model)
+    return score_stream(model, holdout_source(args), args.data.layout)
 
 
 def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):

@@ -41,15 +41,19 @@ def repretrain_plan(p: calendar.CPMPlan, months: int) -> calendar.CPMPlan:
     return dataclasses.replace(p, window=window, train_window=calendar.Window(start, p.eval_window.start))
 
 
-def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *,
+def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *, tpm: bool = True,
             repretrain_months: int | None = None) -> TrainArgs:
-    """The CPM run's :class:`TrainArgs`; with ``repretrain_months`` the re-pretraining baseline
-    (no embedding set, a window of that many months, never published)."""
+    """The CPM run's :class:`TrainArgs`. Experiments' baselines, never published: ``tpm=False``
+    trains the same network without the TPM inputs on the same window (Table 3's "CPM without
+    TPM"); ``repretrain_months`` widens the window to that many months, without TPM inputs (the
+    efficiency claim's re-pretraining)."""
     c = settings.cpm
-    baseline = repretrain_months is not None
-    if baseline:
+    baseline = repretrain_months is not None or not tpm
+    if repretrain_months is not None:
         p = repretrain_plan(p, repretrain_months)
         who, set_manifest = f"re-pretrain {repretrain_months} months {p.monday}", None
+    elif not tpm:
+        who, set_manifest = f"cpm without tpm {p.monday}", None
     else:
         who = f"train cpm {p.monday}"
         set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
@@ -57,7 +61,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *,
     table = paths.complete_features("natural")
     version = pinned_version(store, table, [p.train_window, p.eval_window], who=who)
     return TrainArgs(
-        tier="cpm_repretrain" if baseline else "cpm", who=who, logical_date=p.monday.isoformat(),
+        tier="cpm_baseline" if baseline else "cpm", who=who, logical_date=p.monday.isoformat(),
         artifact_id=p.monday.isoformat(), artifact="" if baseline else paths.cpm_checkpoint(p.monday), plan=p,
         store=store,
         data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features)),

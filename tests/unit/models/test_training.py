@@ -91,38 +91,38 @@ def cpm_ready(cpm_trained_store, tmp_path):
     return tiny_settings(f"file://{tmp_path / 'store'}")
 
 
-@pytest.mark.parametrize("policy", sorted(POLICIES))
-def test_transfer_policies(cpm_ready, policy):
-    store = open_store(cpm_ready.store)
+def test_transfer_policies(cpm_trained_store):
+    from tests.conftest import tiny_settings
+
+    s = tiny_settings(f"file://{cpm_trained_store}")  # read only
+    store = open_store(s.store)
     cpm = training.load_model(store, paths.cpm_checkpoint("2026-11-23"))
     hist = embedding_sets.load(store, artifacts.read_manifest(store, paths.tpm_set("2026-10")))
     keras.utils.set_random_seed(123)
-    target = build_complete_model(cpm_ready.cpm, cpm_ready.features, hist, name="actr")
-    keras.utils.set_random_seed(123)
-    fresh = build_complete_model(cpm_ready.cpm, cpm_ready.features, hist, name="actr")
-    report = warm_start(target, cpm, policy)
-    groups = variable_groups(target)
-    src = {v.path: v.numpy() for v in cpm.weights}
+    fresh = build_complete_model(s.cpm, s.features, hist, name="actr")
     init = {v.path: v.numpy() for v in fresh.weights}
-    keep = POLICIES[policy]
-    assert sorted(report["restored"] + report["reinitialized"]) == sorted(groups)
-    for v in target.weights:
-        if groups[v.path] in keep:
-            np.testing.assert_array_equal(v.numpy(), src[v.path], err_msg=v.path)
-        else:
-            np.testing.assert_array_equal(v.numpy(), init[v.path], err_msg=v.path)
-            assert v.path in report["reinitialized"]
+    src = {v.path: v.numpy() for v in cpm.weights}
+    groups = variable_groups(fresh)
     bn = [p for p, g in groups.items() if g == "batchnorm"]
     assert len(bn) == 8  # gamma, beta, moving mean, moving variance of both BatchNorms
-    if policy == "all_but_bn":
-        assert sorted(report["reinitialized"]) == sorted(bn)
+    assert any(not np.allclose(src[p], init[p]) for p in bn)  # the CPM's BN had moved away
+    assert {"embedding", "mlp", "other", "frozen"} <= set(groups.values())
+    for policy, keep in POLICIES.items():
+        keras.utils.set_random_seed(123)
+        target = build_complete_model(s.cpm, s.features, hist, name="actr")
+        report = warm_start(target, cpm, policy)
+        assert report["policy"] == policy
+        assert sorted(report["restored"] + report["reinitialized"]) == sorted(groups)
         for v in target.weights:
-            if v.path.endswith(("gamma", "moving_variance")) and v.path in bn:
-                assert np.all(v.numpy() == 1.0)
-            elif v.path in bn:
-                assert np.all(v.numpy() == 0.0)
-        # the CPM's BN had moved away from the fresh values
-        assert any(not np.allclose(src[p], init[p]) for p in bn)
+            if groups[v.path] in keep:
+                np.testing.assert_array_equal(v.numpy(), src[v.path], err_msg=f"{policy} {v.path}")
+            else:
+                np.testing.assert_array_equal(v.numpy(), init[v.path], err_msg=f"{policy} {v.path}")
+                assert v.path in report["reinitialized"]
+        restored = {groups[p] for p in report["restored"]}
+        assert restored == set(keep), policy  # the name says what is restored
+    assert POLICIES["all_but_bn"] == POLICIES["all"] - {"batchnorm"}
+    assert POLICIES["mlp_without_bn"] == {"mlp", "frozen"} and POLICIES["none"] == {"frozen"}
 
 
 def test_transfer_rejects_mismatch(cpm_ready):

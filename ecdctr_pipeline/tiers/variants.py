@@ -1,0 +1,124 @@
+"""The models experiments compare (the paper's Tables 3, 4 and 6), in one registry.
+
+A variant scores one A-CTR day's holdout with a model trained on that day's windows: the same
+ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR run
+(``training.validation_days``). Week-level models are trained once per CPM Monday by
+:func:`prepare_week` and shared by the days of that week:
+
+* ``cpm`` — the published TPM set and CPM (``tiers.train``, as the weekly DAG runs them);
+* ``cpm_without_tpm`` — the same network on the same natural window without the TPM inputs.
+
+Each variant returns ``(labels, scores, users)`` of the holdout, rows in the holdout's stream
+order, so two variants of one day can be compared pair by pair.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data.store import ArtifactStore
+
+
+class VariantError(EcdctrError):
+    """An unknown variant, or a week that lacks what a variant needs."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str  # as the paper's tables name it
+    needs: frozenset[str]  # week-level models (see the module docstring)
+    score: Callable[..., tuple[Any, Any, Any]] = field(repr=False)  # (settings, store, day, week)
+    what: str = ""  # one line: how it is trained
+
+
+def _fine_tuned(policy: str | None):
+    def score(settings, store, day, week):
+        from ecdctr_pipeline.tiers.baselines import fine_tuned
+
+        return fine_tuned(settings, store, day, policy=policy)[:3]
+    return score
+
+
+def _target_only(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import target_only_scores
+
+    return target_only_scores(settings, store, day)
+
+
+def _from_week_model(key: str):
+    def score(settings, store, day, week):
+        from ecdctr_pipeline.tiers.baselines import fine_tuned
+
+        return fine_tuned(settings, store, day, base=week[key])[:3]
+    return score
+
+
+def _source_only(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import source_only_scores
+
+    return source_only_scores(settings, store, day)
+
+
+_POLICY_TEXT = {
+    "none": "the A-CTR network with TPM inputs, random weights (nothing from the CPM)",
+    "embeddings": "embeddings from the CPM; MLP, attention, cross network and BatchNorm fresh",
+    "mlp_without_bn": "the MLP's Dense layers and head from the CPM; embeddings random, BatchNorm fresh",
+    "embeddings_and_mlp": "embeddings and MLP from the CPM; attention, cross network and BatchNorm fresh",
+    "all_but_bn": "everything from the CPM but BatchNorm (E-CDCTR)",
+    "all": "everything from the CPM, BatchNorm statistics included",
+}
+
+
+def _registry() -> dict[str, Variant]:
+    from ecdctr_pipeline.core.settings import TRANSFER_POLICIES
+
+    v = [
+        Variant("target_only", "Target-only", frozenset(), _target_only,
+                "the complete network without TPM inputs, random init, trained on the ad window"),
+        Variant("ecdctr", "E-CDCTR", frozenset({"cpm"}), _fine_tuned("all_but_bn"),
+                "A-CTR: TPM inputs, initialised from the CPM except BatchNorm, fine-tuned on the ad window"),
+        Variant("target_only_tpm", "Target-only + TPM", frozenset({"cpm"}), _fine_tuned("none"),
+                "TPM inputs (the CPM's embedding set), no CPM initialisation"),
+        Variant("cpm_without_tpm", "Target-only + CPM (without TPM)", frozenset({"cpm_without_tpm"}),
+                _from_week_model("cpm_without_tpm"),
+                "a CPM trained without TPM inputs, then fine-tuned like A-CTR (no TPM inputs)"),
+        Variant("source_only", "Source-only", frozenset({"cpm"}), _source_only,
+                "the CPM (natural data only) scored on the ad holdout, no fine-tuning"),
+    ]
+    # the other transfer policies of Table 6 (``none`` is target_only_tpm, ``all_but_bn`` is ecdctr)
+    v += [Variant(f"transfer_{p}", f"transfer: {p}", frozenset({"cpm"}), _fine_tuned(p), _POLICY_TEXT[p])
+          for p in TRANSFER_POLICIES if p not in ("none", "all_but_bn")]
+    return {x.name: x for x in v}
+
+
+REGISTRY: dict[str, Variant] = _registry()
+
+
+def get(name: str) -> Variant:
+    if name not in REGISTRY:
+        raise VariantError(f"unknown variant {name!r}: expected one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, needs: set[str]) -> dict:
+    """Train the week-level models ``needs`` for CPM Monday ``monday`` (features extracted)."""
+    from ecdctr_pipeline import tiers
+    from ecdctr_pipeline.core import calendar
+    from ecdctr_pipeline.tiers.baselines import cpm_variant
+
+    week: dict[str, Any] = {}
+    if "cpm" in needs:
+        p = calendar.cpm_plan(monday, settings.calendar)
+        tiers.train("tpm", settings, store, p.embedding_set)
+        week["cpm"] = tiers.train("cpm", settings, store, monday)
+    if "cpm_without_tpm" in needs:
+        week["cpm_without_tpm"] = cpm_variant(settings, store, monday, tpm=False)[0]
+    unknown = set(needs) - {"cpm", "cpm_without_tpm"}
+    if unknown:
+        raise VariantError(f"unknown week-level model(s) {sorted(unknown)}")
+    return week
