@@ -126,17 +126,17 @@ def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, 
     for d in actr_days:
         log.info("efficiency: A-CTR %s from the CPM and from the re-pretrained model", d)
         t0 = time.perf_counter()
-        la, sa, ua, n_a = baselines.fine_tuned(settings, store, d)
+        la, sa, ua, info_a = baselines.fine_tuned(settings, store, d)
         secs_a = time.perf_counter() - t0
         t0 = time.perf_counter()
-        lb, sb, ub, n_b = baselines.fine_tuned(settings, store, d, base=model)
+        lb, sb, ub, info_b = baselines.fine_tuned(settings, store, d, base=model)
         secs_b = time.perf_counter() - t0
         if not (np.array_equal(la, lb) and np.array_equal(ua, ub)):
             raise EcdctrError(f"efficiency: the two A-CTR runs of {d} scored different holdout rows")
         ma, mb = evaluate(la, sa, ua), evaluate(lb, sb, ub)
         per_day.append({"day": d.isoformat(), "ecdctr_gauc": ma["gauc"], "repretrain_gauc": mb["gauc"],
                         "coverage": ma["gauc_coverage"], "users_scored": ma["gauc_users"],
-                        "holdout_rows": int(la.size), "actr_rows": n_a, "ecdctr_actr_seconds": round(secs_a, 2),
+                        "holdout_rows": int(la.size), "actr_rows": info_a["rows"], "ecdctr_actr_seconds": round(secs_a, 2),
                         "repretrain_actr_seconds": round(secs_b, 2)})
         pairs.append((la, ua, sa, sb))
     lift = paired_gauc_lift(pairs)

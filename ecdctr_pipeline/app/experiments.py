@@ -96,9 +96,12 @@ def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: in
         extract.extract_complete(settings, store, "ad", d)
     week = registry.prepare_week(settings, store, monday, needs)
     for d in day_list:
-        row: dict = {"day": d.isoformat(), "scores": {}}
+        row: dict = {"day": d.isoformat(), "scores": {}, "training": {}}
         for spec in progress(specs, desc=f"variants {d}", unit="model"):
-            labels, scores, users = spec.score(settings, store, d, week)
+            labels, scores, users, info = spec.score(settings, store, d, week)
+            if "rows" in info:  # trained on the ad window: the epochs it used
+                info.setdefault("epochs_run", settings.actr.epochs)
+            row["training"][spec.name] = info
             if "labels" not in row:
                 row["labels"], row["users"] = labels, users
             elif not (np.array_equal(row["labels"], labels) and np.array_equal(row["users"], users)):
@@ -132,7 +135,8 @@ def summarize(table: Table, runs: dict[int, list[dict]], *, n_boot: int = 2000) 
     for v in table.variants:
         g = np.array(per_seed[v])
         lift = paired_gauc_lift(pairs(v, table.reference), n_boot=n_boot) if v != table.reference else None
-        rows.append({"variant": v, "gauc_mean": float(g.mean()), "gauc_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
+        epochs = [r["training"][v]["epochs_run"] for s in seeds for r in runs[s] if "epochs_run" in r["training"][v]]
+        rows.append({"variant": v, "epochs_used": float(np.mean(epochs)) if epochs else None, "gauc_mean": float(g.mean()), "gauc_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
                      "gauc_per_seed": g.tolist(), "lift_vs_reference": lift})
     orderings = []
     for a, op, b in table.orderings:
@@ -178,8 +182,10 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
     name = f"table{summary['table']}" if summary["table"] != "main" else "main"
     png = _plot(summary, out_dir / f"{name}.png")
     t = markdown_table(
-        ("variant", "how it is trained", "GAUC (mean ± std over seeds)", f"lift vs {summary['reference']} [95% CI]"),
-        [(get(r["variant"]).label, get(r["variant"]).what, f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f}",
+        ("variant", "how it is trained", "epochs used (mean)", "GAUC (mean ± std over seeds)",
+         f"lift vs {summary['reference']} [95% CI]"),
+        [(get(r["variant"]).label, get(r["variant"]).what,
+          "—" if r["epochs_used"] is None else f"{r['epochs_used']:.1f}", f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f}",
           "reference" if r["lift_vs_reference"] is None else
           f"{r['lift_vs_reference']['lift']:+.4f} [{r['lift_vs_reference']['ci_low']:+.4f}, "
           f"{r['lift_vs_reference']['ci_high']:+.4f}]") for r in summary["rows"]])
@@ -191,6 +197,7 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
           f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} per seed; {summary['groups']} (seed, day, user) "
           f"groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); {seconds:.0f} s on this machine.\n\n"
           f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
+          f"{_tuning(summary)}"
           f"\nProtocol: `ecdctr_pipeline/app/experiments.py` (paired bootstrap over (seed, day, user) groups; "
           f"'holds' = interval above 0, 'reversed' = below 0, 'unresolved' = contains 0).\n")
     path = out_dir / f"{name}.md"
@@ -199,14 +206,29 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
     return path
 
 
+def _tuning(summary: dict) -> str:
+    t = summary.get("tuning")
+    if not t:
+        return ""
+    a = t["actr"]
+    return (f"\nTuning (the same for every fine-tuned variant): up to {t['max_epochs']} epochs, early stopping "
+            f"on the last {t['validation_days']} day(s) of the ad training window (patience {t['patience']}, best "
+            f"epoch kept), learning rate {a['learning_rate']}, batch {a['batch_size']} (profile `{t['profile']}`).\n")
+
+
 def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: str, monday: str, days: int,
-               out_dir: Path) -> dict:
+               out_dir: Path, validation_days: int = 2, max_epochs: int = 10) -> dict:
     """Simulate each seed into a scratch store, run the union of the tables' variants on the same
-    days, write each table. Returns ``{table key: summary}`` plus ``seconds``."""
+    days, write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
+    stopping on the last ``validation_days`` days of its ad window (the same tuning for all).
+    Returns ``{"tables": {table key: summary}, "seconds": …}``."""
     from ecdctr_pipeline.data.simulate import simulate
     from ecdctr_pipeline.data.store import open_store
 
     t0 = time.perf_counter()
+    base = base.model_copy(deep=True)
+    base.training.validation_days = validation_days
+    base.actr.epochs = max_epochs
     monday_d = calendar.parse_date(monday, what="--monday")
     cal = base.calendar
     p = calendar.cpm_plan(monday_d, cal)  # validates the Monday
@@ -230,6 +252,9 @@ def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: 
     out = {}
     for t in tables:
         s = summarize(t, runs)
+        s["tuning"] = {"validation_days": validation_days, "max_epochs": max_epochs,
+                       "patience": base.training.early_stopping_patience, "actr": base.actr.model_dump(),
+                       "cpm": base.cpm.model_dump(), "tpm": base.tpm.model_dump(), "profile": base.profile}
         s["markdown"] = str(write_table(s, out_dir, scale=scale, seconds=seconds))
         out[t.key] = s
     return {"tables": out, "seconds": seconds}

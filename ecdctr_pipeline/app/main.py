@@ -46,10 +46,11 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     except ValueError:
         raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if not seeds or args.days < 1:
-        raise EcdctrError("--seeds needs at least one seed and --days at least 1")
+    if not seeds or args.days < 1 or args.max_epochs < 1 or args.validation_days < 0:
+        raise EcdctrError("experiments: --seeds needs a seed, --days and --max-epochs at least 1, "
+                          "--validation-days 0 or more")
     r = run_tables(_settings(args), tables, seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
-                   out_dir=Path(args.out))
+                   out_dir=Path(args.out), validation_days=args.validation_days, max_epochs=args.max_epochs)
     lines = []
     for s in r["tables"].values():
         lines.append(f"{s['title']} ({s['markdown']}):")
@@ -97,6 +98,9 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
     ex.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per seed (at most 7)")
     ex.add_argument("--out", default="reports/paper", help="folder for the reports")
+    ex.add_argument("--validation-days", type=int, default=2,
+                    help="early stopping on the last N days of each ad training window (0: off)")
+    ex.add_argument("--max-epochs", type=int, default=10, help="epoch budget of every fine-tuned variant")
     ex.set_defaults(func=cmd_experiments)
 
     bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",

@@ -74,20 +74,22 @@ def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date
 
 
 def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
-    """A Target-only model of A-CTR ``day`` scored on the day's holdout: ``(labels, scores, users)``."""
+    """A Target-only model of A-CTR ``day`` scored on the day's holdout: ``(labels, scores, users,
+    what training recorded)``."""
     from ecdctr_pipeline.evaluation.holdout import holdout_source
     from ecdctr_pipeline.modeling.streaming import score_stream
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
     args = actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
-    model = actr.run_training(args).model
-    return score_stream(model, holdout_source(args), args.data.layout)
+    result = actr.run_training(args)
+    labels, scores, users = score_stream(result.model, holdout_source(args), args.data.layout)
+    return labels, scores, users, {"rows": result.row_counts["train"], **result.train_metrics}
 
 
 def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
     """Source-only (paper Table 4): the CPM that A-CTR ``day`` resolves, trained on natural data
-    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users)``."""
+    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users, {})``."""
     from ecdctr_pipeline.evaluation.holdout import holdout_source
     from ecdctr_pipeline.modeling.streaming import score_stream
     from ecdctr_pipeline.modeling.training import load_model, quiet_tf
@@ -95,14 +97,15 @@ def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.d
     quiet_tf()
     args = actr.resolve(settings, store, actr.plan(settings, day))
     model = load_model(store, args.base_prefix, args.base_model)
-    return score_stream(model, holdout_source(args), args.data.layout)
+    return (*score_stream(model, holdout_source(args), args.data.layout), {})
 
 
 def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):
     """An A-CTR run of ``day`` that is never published, scored on its holdout: from the day's CPM
     (``base`` None, as ``ecdctr train actr`` resolves it) or from the Keras model ``base`` (e.g.
     :func:`repretrained`'s), with the transfer ``policy`` (default: settings). Returns
-    ``(labels, scores, users, rows trained on)`` of the holdout."""
+    ``(labels, scores, users)`` of the holdout and what training recorded (``rows``,
+    ``train_loss``, with early stopping ``epochs_run``, ``best_epoch``)."""
     from ecdctr_pipeline.evaluation.holdout import holdout_source
     from ecdctr_pipeline.modeling.streaming import score_stream
     from ecdctr_pipeline.modeling.training import quiet_tf
@@ -117,4 +120,4 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
                                    who=f"A-CTR from a given model {p.day}", transfer_policy=policy)
     result = actr.run_training(args, base=base)
     labels, scores, users = score_stream(result.model, holdout_source(args), args.data.layout)
-    return labels, scores, users, result.row_counts["train"]
+    return labels, scores, users, {"rows": result.row_counts["train"], **result.train_metrics}

@@ -8,8 +8,9 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
 * ``cpm`` — the published TPM set and CPM (``tiers.train``, as the weekly DAG runs them);
 * ``cpm_without_tpm`` — the same network on the same natural window without the TPM inputs.
 
-Each variant returns ``(labels, scores, users)`` of the holdout, rows in the holdout's stream
-order, so two variants of one day can be compared pair by pair.
+Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
+(so two variants of one day can be compared pair by pair) and what training recorded
+(``rows``, ``epochs_run`` with early stopping; empty for Source-only, which is not trained).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Variant:
     name: str
     label: str  # as the paper's tables name it
     needs: frozenset[str]  # week-level models (see the module docstring)
-    score: Callable[..., tuple[Any, Any, Any]] = field(repr=False)  # (settings, store, day, week)
+    score: Callable[..., tuple[Any, Any, Any, dict]] = field(repr=False)  # (settings, store, day, week)
     what: str = ""  # one line: how it is trained
 
 
@@ -40,7 +41,7 @@ def _fine_tuned(policy: str | None):
     def score(settings, store, day, week):
         from ecdctr_pipeline.tiers.baselines import fine_tuned
 
-        return fine_tuned(settings, store, day, policy=policy)[:3]
+        return fine_tuned(settings, store, day, policy=policy)
     return score
 
 
@@ -54,7 +55,7 @@ def _from_week_model(key: str):
     def score(settings, store, day, week):
         from ecdctr_pipeline.tiers.baselines import fine_tuned
 
-        return fine_tuned(settings, store, day, base=week[key])[:3]
+        return fine_tuned(settings, store, day, base=week[key])
     return score
 
 
