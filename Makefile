@@ -54,7 +54,7 @@ demo: venv
 
 # The whole suite, slow end-to-end tests included (CI runs this).
 test: venv chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.
 test-fast: venv

@@ -25,9 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-from ecdctr_pipeline import tiers
 from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.report import markdown_table
@@ -62,54 +60,48 @@ def windows(settings: Settings, monday: dt.date, days: int, months: int):
 
 
 def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, days: int = 2,
-            months: int | None = None, force: bool = False) -> dict:
+            months: int | None = None, variants: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
     """Train and score both sides on a store whose raw tables cover the windows (see
-    :func:`windows`). The TPM set and the CPM are trained by ``tiers.train`` (``force``:
-    retrained even when published); their training time is the ``train_seconds`` their manifests
-    record, so published ones count as they were measured when trained."""
+    :func:`windows`), through the experiments' runner: the TPM set and the CPM by ``tiers.train``
+    (a published one is reused: its training time is the ``train_seconds`` its manifest
+    recorded when it was trained), the re-pretrained model, and the ``ecdctr`` and
+    ``repretrained`` variants (plus ``variants``) on each A-CTR day. Returns the report and the
+    runner's per-day scores (for tables built from the same runs)."""
+    from ecdctr_pipeline.app.experiments import run_days
     from ecdctr_pipeline.evaluation.metrics import evaluate, paired_gauc_lift
-    from ecdctr_pipeline.tiers import baselines
 
     monday = calendar.parse_date(monday, what="--monday")
     months = months or settings.calendar.tpm_train_months
     p, tp, rp, actr_days, _ = windows(settings, monday, days, months)
     long = settings.model_copy(deep=True)
     long.calendar.cpm_window_days = rp.window.days
-    log.info("efficiency: extracting features (TPM %s, CPM %s, %d-day re-pretraining window)", tp.month,
-             p.window, rp.window.days)
-    extract.extract_tpm(settings, store, tp.month)
+    log.info("efficiency: extracting the %d-day re-pretraining window %s", rp.window.days, rp.window)
     extract.extract_complete(long, store, "natural", monday)
-    extract.extract_complete(settings, store, "natural", monday)
-    for d in actr_days:
-        extract.extract_complete(settings, store, "ad", d)
+    wanted = list(dict.fromkeys(("ecdctr", "repretrained", *variants)))
+    runs, week = run_days(settings, store, monday, days, wanted, repretrain_months=months)
 
-    def trained(tier: str, when) -> tuple[artifacts.Manifest, dict]:
-        log.info("efficiency: %s %s", tier.upper(), when)
-        run = tiers.train(tier, settings, store, when, force=force)
+    def recorded(run) -> artifacts.Manifest:
         m = artifacts.read_manifest(store, run.artifact)
         if "train_seconds" not in m.extra:
             raise EcdctrError(f"efficiency: {run.artifact} records no train_seconds (published before they were "
                               f"recorded): retrain it with --force")
-        return m, run.metrics
+        return m
 
-    tm, _ = trained("tpm", tp.month)
-    tpm_rows = sum(v for k, v in tm.row_counts.items() if k.startswith("train_rows_"))
-    cm, cpm_metrics = trained("cpm", monday)
-    log.info("efficiency: re-pretraining the complete model on %s", rp.train_window)
-    model, tail, _, re_rows = baselines.repretrained(settings, store, monday, months=months)
-
+    tm, cm = recorded(week["tpm_info"]), recorded(week["cpm_info"])
+    re_info = week["repretrained_info"]
     tpm_s, cpm_s = settings.tpm, settings.cpm
     steps = [
         {"step": f"TPM {tp.month} (months {tp.train_months[0]}..{tp.train_months[-1]}, one by one)",
-         "side": "E-CDCTR", "runs_per_week": 1 / WEEKS_PER_MONTH, "rows": tpm_rows, "epochs": tpm_s.epochs_per_month,
-         "seconds": tm.extra["train_seconds"]},
+         "side": "E-CDCTR", "runs_per_week": 1 / WEEKS_PER_MONTH,
+         "rows": sum(v for k, v in tm.row_counts.items() if k.startswith("train_rows_")),
+         "epochs": tpm_s.epochs_per_month, "seconds": tm.extra["train_seconds"]},
         {"step": f"CPM {monday} (natural {p.train_window}, TPM months {', '.join(map(str, p.embedding_months))})",
-         "side": "E-CDCTR", "runs_per_week": 1.0, "rows": cm.row_counts["train"], "epochs": int(cpm_metrics.get("epochs_run") or cpm_s.epochs),
-         "seconds": cm.extra["train_seconds"]},
+         "side": "E-CDCTR", "runs_per_week": 1.0, "rows": cm.row_counts["train"],
+         "epochs": int(cm.metrics.get("epochs_run") or cpm_s.epochs), "seconds": cm.extra["train_seconds"]},
         {"step": f"complete model re-pretrained on natural {rp.train_window} ({months} months)",
-         "side": "re-pretraining", "runs_per_week": 1.0, "rows": re_rows,
-         "epochs": int(tail.get("epochs_run") or cpm_s.epochs),
-         "seconds": tail["train_seconds"]},
+         "side": "re-pretraining", "runs_per_week": 1.0, "rows": re_info["rows"],
+         "epochs": int(re_info["metrics"].get("epochs_run") or cpm_s.epochs),
+         "seconds": re_info["metrics"]["train_seconds"]},
     ]
     for s in steps:
         s["samples"] = s["rows"] * s["epochs"]
@@ -122,31 +114,27 @@ def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, 
     weekly["samples_ratio"] = weekly["repretrain_samples"] / weekly["ecdctr_samples"]
     weekly["seconds_ratio"] = weekly["repretrain_seconds"] / weekly["ecdctr_seconds"]
 
-    per_day, pairs = [], []
-    for d in actr_days:
-        log.info("efficiency: A-CTR %s from the CPM and from the re-pretrained model", d)
-        t0 = time.perf_counter()
-        la, sa, ua, info_a = baselines.fine_tuned(settings, store, d)
-        secs_a = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        lb, sb, ub, info_b = baselines.fine_tuned(settings, store, d, base=model)
-        secs_b = time.perf_counter() - t0
-        if not (np.array_equal(la, lb) and np.array_equal(ua, ub)):
-            raise EcdctrError(f"efficiency: the two A-CTR runs of {d} scored different holdout rows")
-        ma, mb = evaluate(la, sa, ua), evaluate(lb, sb, ub)
-        per_day.append({"day": d.isoformat(), "ecdctr_gauc": ma["gauc"], "repretrain_gauc": mb["gauc"],
+    per_day = []
+    for r in runs:
+        ma = evaluate(r["labels"], r["scores"]["ecdctr"], r["users"])
+        mb = evaluate(r["labels"], r["scores"]["repretrained"], r["users"])
+        per_day.append({"day": r["day"], "ecdctr_gauc": ma["gauc"], "repretrain_gauc": mb["gauc"],
                         "coverage": ma["gauc_coverage"], "users_scored": ma["gauc_users"],
-                        "holdout_rows": int(la.size), "actr_rows": info_a["rows"], "ecdctr_actr_seconds": round(secs_a, 2),
-                        "repretrain_actr_seconds": round(secs_b, 2)})
-        pairs.append((la, ua, sa, sb))
-    lift = paired_gauc_lift(pairs)
-    return {"monday": monday.isoformat(), "months": months, "steps": steps, "weekly": weekly, "days": per_day,
-            "gauc_lift": lift, "cpm_tail_gauc": cpm_metrics.get("gauc"), "repretrain_tail_gauc": tail["gauc"],
-            "cheaper_by_samples": weekly["samples_ratio"] >= GOAL_RATIO,
-            "cheaper_by_wall_time": weekly["seconds_ratio"] >= GOAL_RATIO,
-            "gauc_no_worse": lift["ci_high"] >= 0.0,
-            "hyper_parameters": {"profile": settings.profile, "tpm": tpm_s.model_dump(), "cpm": cpm_s.model_dump(),
-                                 "actr": settings.actr.model_dump()}}
+                        "holdout_rows": int(r["labels"].size), "actr_rows": r["training"]["ecdctr"]["rows"],
+                        "ecdctr_actr_seconds": r["training"]["ecdctr"]["seconds"],
+                        "repretrain_actr_seconds": r["training"]["repretrained"]["seconds"]})
+    lift = paired_gauc_lift([(r["labels"], r["users"], r["scores"]["ecdctr"], r["scores"]["repretrained"])
+                             for r in runs])
+    report = {"monday": monday.isoformat(), "months": months, "steps": steps, "weekly": weekly, "days": per_day,
+              "gauc_lift": lift, "cpm_tail_gauc": cm.metrics.get("gauc"),
+              "repretrain_tail_gauc": re_info["metrics"]["gauc"],
+              "cheaper_by_samples": weekly["samples_ratio"] >= GOAL_RATIO,
+              "cheaper_by_wall_time": weekly["seconds_ratio"] >= GOAL_RATIO,
+              "gauc_no_worse": lift["ci_high"] >= 0.0,
+              "hyper_parameters": {"profile": settings.profile, "tpm": tpm_s.model_dump(), "cpm": cpm_s.model_dump(),
+                                   "actr": settings.actr.model_dump(),
+                                   "training": settings.training.model_dump()}}
+    return report, runs
 
 
 def _plot(r: dict, path: Path) -> Path:
@@ -200,9 +188,11 @@ def write_report(r: dict, out_dir: Path, *, title: str) -> Path:
                f"({w['samples_ratio']:.2f}x)\n"
                f"- E-CDCTR ≥ {GOAL_RATIO:.0f}x cheaper in wall time: {holds(r['cheaper_by_wall_time'])} "
                f"({w['seconds_ratio']:.2f}x)\n"
-               f"- GAUC no worse (the lift's 95% CI reaches 0 or above): {holds(r['gauc_no_worse'])} "
-               f"(lift {lift['lift']:+.4f}, 95% CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}], paired "
-               f"bootstrap over {lift['groups']} {lift['resampled']}, {lift['n_boot']} resamples)\n")
+               f"- GAUC no worse (not significantly worse: the lift's 95% CI reaches 0 or above): "
+               f"{holds(r['gauc_no_worse'])} (lift {lift['lift']:+.4f}, 95% CI [{lift['ci_low']:+.4f}, "
+               f"{lift['ci_high']:+.4f}], paired bootstrap over {lift['groups']} {lift['resampled']}, "
+               f"{lift['n_boot']} resamples). The interval is {(lift['ci_high'] - lift['ci_low']) / 2:.4f} wide on "
+               f"each side: a GAUC difference smaller than that is not resolved by this run.\n")
     md = (f"# {title}\n\n{__doc__.split(chr(10) + chr(10), 1)[1].strip()}\n\n## Verdict\n\n{verdict}\n"
           f"## Weekly training compute\n\n{steps}\n\n![weekly compute]({png.name})\n\n"
           f"## GAUC of the A-CTR models (same days, same holdouts)\n\n{days}\n\n"
@@ -239,7 +229,7 @@ def run_efficiency(base: Settings, *, scale: str, monday: str, days: int, seed: 
         store = open_store(settings.store)
         log.info("efficiency: simulating %s, %s .. %s", scale, first, actr_days[-1])
         simulate(store, first, actr_days[-1] - dt.timedelta(days=1), scale, seed, progress=True)
-        r = measure(settings, store, monday_d, days=days, months=months, force=True)
+        r, _ = measure(settings, store, monday_d, days=days, months=months)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     r.update({"scale": scale, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)})

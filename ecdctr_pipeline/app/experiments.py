@@ -76,9 +76,12 @@ def parse_tables(text: str) -> list[Table]:
     return [TABLES[k] for k in keys]
 
 
-def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str]) -> list[dict]:
-    """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them:
-    one ``{"day", "labels", "users", "scores": {variant: array}}`` per day."""
+def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str], *,
+             repretrain_months: int | None = None) -> tuple[list[dict], dict]:
+    """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them
+    (features are extracted here; the ``repretrained`` variant's longer natural window must be
+    extracted by the caller). Returns one ``{"day", "labels", "users", "scores": {variant: array},
+    "training": {variant: info}}`` per day, and the week-level models with what they recorded."""
     from ecdctr_pipeline.core.report import progress
     from ecdctr_pipeline.tiers import variants as registry
 
@@ -94,11 +97,13 @@ def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: in
         if calendar.actr_plan(d, settings.calendar).cpm_monday != monday:
             raise calendar.CalendarError(f"A-CTR day {d} does not use the CPM of {monday} (--days {days})")
         extract.extract_complete(settings, store, "ad", d)
-    week = registry.prepare_week(settings, store, monday, needs)
+    week = registry.prepare_week(settings, store, monday, needs, repretrain_months=repretrain_months)
     for d in day_list:
         row: dict = {"day": d.isoformat(), "scores": {}, "training": {}}
         for spec in progress(specs, desc=f"variants {d}", unit="model"):
+            t0 = time.perf_counter()
             labels, scores, users, info = spec.score(settings, store, d, week)
+            info["seconds"] = round(time.perf_counter() - t0, 2)  # training and scoring
             if "rows" in info:  # trained on the ad window: the epochs it used
                 info.setdefault("epochs_run", settings.actr.epochs)
             row["training"][spec.name] = info
@@ -108,7 +113,7 @@ def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: in
                 raise EcdctrError(f"experiments: {spec.name} scored other holdout rows of {d} than {specs[0].name}")
             row["scores"][spec.name] = scores
         out.append(row)
-    return out
+    return out, week
 
 
 def _verdict(op: str, lo: float, hi: float) -> str:
@@ -244,7 +249,7 @@ def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: 
             settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
             store = open_store(settings.store)
             simulate(store, first, last - dt.timedelta(days=1), scale, seed, progress=False)
-            runs[seed] = run_days(settings, store, monday_d, days, wanted)
+            runs[seed], _ = run_days(settings, store, monday_d, days, wanted)
             shutil.rmtree(work / f"seed-{seed}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,9 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
 :func:`prepare_week` and shared by the days of that week:
 
 * ``cpm`` — the published TPM set and CPM (``tiers.train``, as the weekly DAG runs them);
-* ``cpm_without_tpm`` — the same network on the same natural window without the TPM inputs.
+* ``cpm_without_tpm`` — the same network on the same natural window without the TPM inputs;
+* ``repretrained`` — the same network without TPM inputs on ``repretrain_months`` months of
+  natural data (the efficiency claim's alternative; default ``calendar.tpm_train_months``).
 
 Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
@@ -65,12 +67,10 @@ def _source_only(settings, store, day, week):
     return source_only_scores(settings, store, day)
 
 
-_POLICY_TEXT = {
-    "none": "the A-CTR network with TPM inputs, random weights (nothing from the CPM)",
+_POLICY_TEXT = {  # the transfer policies that are not a variant of their own
     "embeddings": "embeddings from the CPM; MLP, attention, cross network and BatchNorm fresh",
     "mlp_without_bn": "the MLP's Dense layers and head from the CPM; embeddings random, BatchNorm fresh",
     "embeddings_and_mlp": "embeddings and MLP from the CPM; attention, cross network and BatchNorm fresh",
-    "all_but_bn": "everything from the CPM but BatchNorm (E-CDCTR)",
     "all": "everything from the CPM, BatchNorm statistics included",
 }
 
@@ -88,6 +88,10 @@ def _registry() -> dict[str, Variant]:
         Variant("cpm_without_tpm", "Target-only + CPM (without TPM)", frozenset({"cpm_without_tpm"}),
                 _from_week_model("cpm_without_tpm"),
                 "a CPM trained without TPM inputs, then fine-tuned like A-CTR (no TPM inputs)"),
+        Variant("repretrained", "re-pretrained complete model → A-CTR", frozenset({"repretrained"}),
+                _from_week_model("repretrained"),
+                "the complete network without TPM inputs re-pretrained on months of natural data, then "
+                "fine-tuned like A-CTR"),
         Variant("source_only", "Source-only", frozenset({"cpm"}), _source_only,
                 "the CPM (natural data only) scored on the ad holdout, no fine-tuning"),
     ]
@@ -106,20 +110,25 @@ def get(name: str) -> Variant:
     return REGISTRY[name]
 
 
-def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, needs: set[str]) -> dict:
-    """Train the week-level models ``needs`` for CPM Monday ``monday`` (features extracted)."""
+def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, needs: set[str], *,
+                 repretrain_months: int | None = None) -> dict:
+    """Train the week-level models ``needs`` for CPM Monday ``monday`` (features extracted).
+    Returns them by name, plus what their training recorded under ``<name>_info``."""
     from ecdctr_pipeline import tiers
     from ecdctr_pipeline.core import calendar
     from ecdctr_pipeline.tiers.baselines import cpm_variant
 
+    unknown = set(needs) - {"cpm", "cpm_without_tpm", "repretrained"}
+    if unknown:
+        raise VariantError(f"unknown week-level model(s) {sorted(unknown)}")
     week: dict[str, Any] = {}
     if "cpm" in needs:
         p = calendar.cpm_plan(monday, settings.calendar)
-        tiers.train("tpm", settings, store, p.embedding_set)
-        week["cpm"] = tiers.train("cpm", settings, store, monday)
-    if "cpm_without_tpm" in needs:
-        week["cpm_without_tpm"] = cpm_variant(settings, store, monday, tpm=False)[0]
-    unknown = set(needs) - {"cpm", "cpm_without_tpm"}
-    if unknown:
-        raise VariantError(f"unknown week-level model(s) {sorted(unknown)}")
+        week["tpm_info"] = tiers.train("tpm", settings, store, p.embedding_set)
+        week["cpm_info"] = tiers.train("cpm", settings, store, monday)
+    for name, kw in (("cpm_without_tpm", {}),
+                     ("repretrained", {"months": repretrain_months or settings.calendar.tpm_train_months})):
+        if name in needs:
+            model, metrics, _, rows = cpm_variant(settings, store, monday, tpm=False, **kw)
+            week[name], week[f"{name}_info"] = model, {"metrics": metrics, "rows": rows, **kw}
     return week

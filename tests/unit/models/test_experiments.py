@@ -1,6 +1,8 @@
-"""``ecdctr experiments``: every table's variants on the same holdout rows, paired lifts and
-orderings with intervals, and the report files (a tiny smoke: that it runs, not the numbers)."""
+"""``ecdctr experiments`` and ``ecdctr efficiency``: every table's variants on the same holdout
+rows, paired lifts and orderings with intervals, the weekly compute accounting, and the report
+files (a tiny smoke: that it runs, not the numbers)."""
 
+import datetime as dt
 import json
 import shutil
 
@@ -8,9 +10,11 @@ import numpy as np
 import pytest
 
 from ecdctr_pipeline.app import experiments
+from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.data.store import open_store
-from ecdctr_pipeline.tiers import variants
+from ecdctr_pipeline.tiers import cpm, variants
 
 
 def test_parse_tables_names_what_exists():
@@ -24,31 +28,75 @@ def test_parse_tables_names_what_exists():
         assert {v for a, _, b in t.orderings for v in (a, b)} <= set(t.variants) <= set(variants.REGISTRY)
 
 
-def test_tables_3_4_6_smoke_on_one_tiny_day(cpm_trained_store, tmp_path):
+def test_repretrain_window_is_whole_months_before_the_monday_with_the_cpm_tail():
+    cal = calendar.CalendarSettings()
+    p = cpm.repretrain_plan(calendar.cpm_plan("2026-11-23", cal), 6)
+    assert p.window == calendar.Window(dt.date(2026, 5, 23), dt.date(2026, 11, 23))
+    assert p.train_window.end == p.eval_window.start == dt.date(2026, 11, 22)
+    assert cpm.repretrain_plan(calendar.cpm_plan("2026-08-31", cal), 6).window.start == dt.date(2026, 2, 28)
+    with pytest.raises(calendar.CalendarError, match="months must be positive"):
+        cpm.repretrain_plan(p, 0)
+
+
+def test_efficiency_and_tables_3_4_6_smoke_on_one_tiny_day(cpm_trained_store, tmp_path):
+    """One run of the runner serves the efficiency report and the three tables (as the CLI's
+    variants are trained once per day)."""
+    from ecdctr_pipeline.app import efficiency
     from tests.conftest import tiny_settings
 
     shutil.copytree(cpm_trained_store, tmp_path / "store")
     s = tiny_settings(f"file://{tmp_path / 'store'}")
+    store = open_store(s.store)
     tables = experiments.parse_tables("3,4,6")
     wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
-    (day,) = experiments.run_days(s, open_store(s.store), experiments.calendar.parse_date("2026-11-23"), 1, wanted)
-    assert set(day["scores"]) == set(wanted) and day["labels"].size > 0
+    r, runs = efficiency.measure(s, store, "2026-11-23", days=1, months=1, variants=tuple(wanted))
+
+    # efficiency: rows are the windows' rows in the feature tables (nothing dropped or double counted)
+    def rows(table, start, end):
+        w = calendar.Window(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+        return delta.dataset(store, table, w.partitions(), version=delta.version(store, table)).count_rows()
+
+    tpm, cpm_step, re = r["steps"]
+    assert re["rows"] == rows("features/complete/natural", "2026-10-23", "2026-11-22")
+    assert cpm_step["rows"] == rows("features/complete/natural", "2026-10-26", "2026-11-22")
+    assert tpm["rows"] == rows("features/tpm", "2026-04-01", "2026-10-01")
+    assert tpm["runs_per_week"] == pytest.approx(7 * 12 / 365.25) and cpm_step["runs_per_week"] == 1
+    w = r["weekly"]
+    assert w["ecdctr_samples"] == pytest.approx(tpm["samples"] * tpm["runs_per_week"] + cpm_step["samples"])
+    assert w["samples_ratio"] == pytest.approx(re["samples"] / w["ecdctr_samples"])
+    assert all(step["seconds"] > 0 for step in r["steps"])
+    (day_r,) = r["days"]
+    assert day_r["day"] == "2026-11-23" and day_r["holdout_rows"] > 0 and 0 < day_r["coverage"] <= 1
+    lift = r["gauc_lift"]
+    assert lift["ci_low"] <= lift["lift"] <= lift["ci_high"]
+    assert lift["lift"] == pytest.approx(day_r["ecdctr_gauc"] - day_r["repretrain_gauc"])
+    assert r["gauc_no_worse"] == (lift["ci_high"] >= 0)
+    md = efficiency.write_report(r, tmp_path / "eff", title="tiny")
+    text = md.read_text()
+    assert f"{w['samples_ratio']:.2f}x" in text and "2026-11-23" in text and text.count("hold") >= 3
+    assert (tmp_path / "eff" / "efficiency.png").stat().st_size > 0
+    assert json.loads((tmp_path / "eff" / "efficiency.json").read_text())["weekly"] == w
+
+    # the tables, from the same runs
+    (day,) = runs
+    assert set(day["scores"]) == set(wanted) | {"repretrained"} and day["labels"].size == day_r["holdout_rows"]
     for v, scores in day["scores"].items():
         assert scores.shape == day["labels"].shape and np.all((scores >= 0) & (scores <= 1)), v
     # variants trained differently score differently
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["target_only"])
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["source_only"])
+    assert day["training"]["ecdctr"]["epochs_run"] == s.actr.epochs and day["training"]["source_only"].keys() == {"seconds"}
     for t in tables:
         summary = experiments.summarize(t, {0: [day]}, n_boot=200)
-        assert [r["variant"] for r in summary["rows"]] == list(t.variants)
+        assert [x["variant"] for x in summary["rows"]] == list(t.variants)
         for o in summary["orderings"]:
             assert o["ci_low"] <= o["lift"] <= o["ci_high"]
             assert o["verdict"] in ("holds", "does not hold", "reversed", "unresolved")
-        ref = next(r for r in summary["rows"] if r["variant"] == t.reference)
+        ref = next(x for x in summary["rows"] if x["variant"] == t.reference)
         assert ref["lift_vs_reference"] is None
-        for r in summary["rows"]:
-            if r["lift_vs_reference"] is not None:
-                assert r["lift_vs_reference"]["lift"] == pytest.approx(r["gauc_mean"] - ref["gauc_mean"])
+        for x in summary["rows"]:
+            if x["lift_vs_reference"] is not None:
+                assert x["lift_vs_reference"]["lift"] == pytest.approx(x["gauc_mean"] - ref["gauc_mean"])
         md = experiments.write_table(summary, tmp_path / "paper", scale="tiny", seconds=1.0)
         text = md.read_text()
         assert all(variants.get(v).label in text for v in t.variants) and "95% CI" in text

@@ -138,9 +138,27 @@ def test_transfer_rejects_mismatch(cpm_ready):
 
 
 def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
+    import dataclasses
+
+    from ecdctr_pipeline.modeling.streaming import make_dataset
+    from ecdctr_pipeline.tiers import actr
+
+    # with early stopping on the last 3 days of the training window (patience 0, up to 3 epochs)
+    cpm_ready.training.validation_days, cpm_ready.training.early_stopping_patience = 3, 0
+    cpm_ready.actr.epochs = 3
     r = train("actr", cpm_ready, "2026-11-24")
     store = open_store(cpm_ready.store)
     m = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    args = dataclasses.replace(actr.resolve(cpm_ready, store, actr.plan(cpm_ready, "2026-11-24")), artifact="")
+    fit_src, val_src = training.training_sources(args)
+    assert fit_src.window.end == val_src.window.start == dt.date(2026, 11, 20)
+    assert val_src.window.end == args.plan.train_window.end == args.plan.holdout_window.start
+    assert m.row_counts == {"train": fit_src.num_rows, "validation": val_src.num_rows,
+                            "holdout": r.metrics["impressions"]}
+    assert 1 <= m.metrics["best_epoch"] <= m.metrics["epochs_run"] <= 3
+    with pytest.raises(training.TrainingError, match="validation_days=27 leaves no training day"):
+        training.training_sources(dataclasses.replace(
+            args, training=cpm_ready.training.model_copy(update={"validation_days": 27})))
     assert m.inputs.cpm_checkpoint == "2026-11-23" and m.inputs.embedding_set == "2026-10"
     assert m.inputs.embedding_months == ["2026-07", "2026-08", "2026-09"]
     assert m.inputs.delta_tables == {"features/complete/ad": 0}
@@ -153,6 +171,12 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     # the model reloads and scores
     model = training.load_model(store, paths.actr_model("2026-11-24"))
     assert model.name == "actr"
+    # the published weights are the best epoch's: their validation loss is the best one seen
+    from ecdctr_pipeline.modeling.models import compile_model
+
+    val = make_dataset(val_src, args.data.layout, cpm_ready.actr.batch_size, shuffle=False)
+    assert compile_model(model, 1e-3).evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(m.metrics["best_val_loss"],
+                                                                                     rel=1e-4)
     assert m.extra["cpm_choice"] == {"checkpoint": "2026-11-23", "fallback": False,
                                      "chosen_by": "resolver (no --cpm)"}
     # the A-CTR DAG's evaluate step: the published model and Target-only on the same holdout
@@ -161,32 +185,3 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     assert report["gauc_lift"] == pytest.approx(report["actr"]["gauc"] - report["target_only"]["gauc"])
     assert report["actr"]["gauc"] == pytest.approx(m.metrics["gauc"], abs=1e-6)
     assert json.loads(store.get_bytes(paths.evaluation_report("2026-11-24"))) == report
-
-
-def test_early_stopping_on_the_end_of_the_training_window_keeps_the_best_epoch(cpm_ready):
-    import dataclasses
-
-    from ecdctr_pipeline.evaluation.holdout import score
-    from ecdctr_pipeline.modeling.streaming import make_dataset
-    from ecdctr_pipeline.tiers import actr
-
-    s = cpm_ready.model_copy(update={"training": cpm_ready.training.model_copy(
-        update={"validation_days": 3, "early_stopping_patience": 0})})
-    s.actr.epochs = 3
-    store = open_store(s.store)
-    p = actr.plan(s, "2026-11-24")
-    args = dataclasses.replace(actr.resolve(s, store, p), artifact="")
-    fit_src, val_src = training.training_sources(args)
-    assert fit_src.window.end == val_src.window.start == p.train_window.end - dt.timedelta(days=3)
-    assert val_src.window.end == p.train_window.end < p.holdout_window.end
-    result = actr.run_training(args)
-    m = result.train_metrics
-    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= 3
-    assert result.row_counts == {"train": fit_src.num_rows, "validation": val_src.num_rows}
-    # the weights kept are the best epoch's: their validation loss is the best one seen
-    ds = make_dataset(val_src, args.data.layout, s.actr.batch_size, shuffle=False)
-    assert result.model.evaluate(ds, verbose=0, return_dict=True)["loss"] == pytest.approx(m["best_val_loss"], rel=1e-4)
-    assert 0 < score(result.model, val_src, args.data.layout)["gauc_coverage"] <= 1
-    too_long = dataclasses.replace(args, training=s.training.model_copy(update={"validation_days": 27}))
-    with pytest.raises(training.TrainingError, match="validation_days=27 leaves no training day"):
-        training.training_sources(too_long)
