@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 
+from ecdctr_pipeline.app import experiments
 from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.report import markdown_table
@@ -48,15 +49,10 @@ def windows(settings: Settings, monday: dt.date, days: int, months: int):
     p = calendar.cpm_plan(monday, cal)
     tp = calendar.tpm_plan(p.embedding_set, cal)
     rp = cpm.repretrain_plan(p, months)
-    actr_days = [monday + dt.timedelta(days=i) for i in range(days)]
-    for d in actr_days:
-        if calendar.actr_plan(d, cal).cpm_monday != monday:
-            raise calendar.CalendarError(f"A-CTR day {d} does not use the CPM of {monday}: at most 7 days "
-                                         f"from the Monday (got --days {days})")
     f = settings.features
     history = max(f.history_days, max(f.counter_windows_days))
     first = min(tp.data_window.start, rp.window.start - dt.timedelta(days=history))
-    return p, tp, rp, actr_days, first
+    return p, tp, rp, experiments.actr_days(settings, monday, days), first
 
 
 def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, days: int = 2,
@@ -67,7 +63,6 @@ def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, 
     recorded when it was trained), the re-pretrained model, and the ``ecdctr`` and
     ``repretrained`` variants (plus ``variants``) on each A-CTR day. Returns the report and the
     runner's per-day scores (for tables built from the same runs)."""
-    from ecdctr_pipeline.app.experiments import run_days
     from ecdctr_pipeline.evaluation.metrics import evaluate, paired_gauc_lift
 
     monday = calendar.parse_date(monday, what="--monday")
@@ -78,7 +73,7 @@ def measure(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, 
     log.info("efficiency: extracting the %d-day re-pretraining window %s", rp.window.days, rp.window)
     extract.extract_complete(long, store, "natural", monday)
     wanted = list(dict.fromkeys(("ecdctr", "repretrained", *variants)))
-    runs, week = run_days(settings, store, monday, days, wanted, repretrain_months=months)
+    runs, week = experiments.run_days(settings, store, monday, days, wanted, repretrain_months=months)
 
     def recorded(run) -> artifacts.Manifest:
         m = artifacts.read_manifest(store, run.artifact)

@@ -76,6 +76,17 @@ def parse_tables(text: str) -> list[Table]:
     return [TABLES[k] for k in keys]
 
 
+def actr_days(settings: Settings, monday: dt.date, days: int) -> list[dt.date]:
+    """The ``days`` consecutive A-CTR days from ``monday``, all using the CPM of that Monday."""
+    if days < 1:
+        raise EcdctrError(f"--days {days}: at least one A-CTR day")
+    out = [monday + dt.timedelta(days=i) for i in range(days)]
+    for d in out:
+        if calendar.actr_plan(d, settings.calendar).cpm_monday != monday:
+            raise calendar.CalendarError(f"A-CTR day {d} does not use the CPM of {monday} (--days {days})")
+    return out
+
+
 def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str], *,
              repretrain_months: int | None = None) -> tuple[list[dict], dict]:
     """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them
@@ -92,10 +103,8 @@ def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: in
         extract.extract_tpm(settings, store, calendar.tpm_plan(p.embedding_set, settings.calendar).month)
         extract.extract_complete(settings, store, "natural", monday)
     out = []
-    day_list = [monday + dt.timedelta(days=i) for i in range(days)]
+    day_list = actr_days(settings, monday, days)
     for d in day_list:
-        if calendar.actr_plan(d, settings.calendar).cpm_monday != monday:
-            raise calendar.CalendarError(f"A-CTR day {d} does not use the CPM of {monday} (--days {days})")
         extract.extract_complete(settings, store, "ad", d)
     week = registry.prepare_week(settings, store, monday, needs, repretrain_months=repretrain_months)
     for d in day_list:

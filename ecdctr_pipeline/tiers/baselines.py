@@ -18,16 +18,32 @@ from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.tiers import actr, cpm
 
 
-def target_only(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None) -> dict:
-    """Holdout metrics of a Target-only model trained on A-CTR ``day``'s window (``args``: its
-    resolved :class:`~ecdctr_pipeline.modeling.training.TrainArgs`, when the caller has them)."""
-    from ecdctr_pipeline.evaluation.holdout import evaluate_model
+def _holdout_scores(args, model):
+    """``(labels, scores, users)`` of ``model`` on the run's held-out window (streamed)."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.modeling.streaming import score_stream
+
+    return score_stream(model, holdout_source(args), args.data.layout)
+
+
+def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None):
+    """A Target-only model of A-CTR ``day`` scored on the day's holdout (``args``: its resolved
+    :class:`~ecdctr_pipeline.modeling.training.TrainArgs`, when the caller has them):
+    ``(labels, scores, users, what training recorded)``."""
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
     args = args or actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
     result = actr.run_training(args)
-    return evaluate_model(args, result.model)[0]
+    return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
+
+
+def target_only(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None) -> dict:
+    """Holdout metrics of a Target-only model trained on A-CTR ``day``'s window."""
+    from ecdctr_pipeline.evaluation.metrics import evaluate
+
+    labels, scores, users, _ = target_only_scores(settings, store, day, args=args)
+    return evaluate(labels, scores, users)
 
 
 def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -> dict:
@@ -67,47 +83,22 @@ def cpm_variant(settings: Settings, store: ArtifactStore, monday: str | dt.date,
     return result.model, {**metrics, **result.train_metrics, "train_seconds": seconds}, args, result.row_counts["train"]
 
 
-def repretrained(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, months: int):
-    """The efficiency claim's alternative: the complete model without TPM inputs re-pretrained on
-    ``months`` calendar months of natural data before ``monday`` (:func:`cpm_variant`)."""
-    return cpm_variant(settings, store, monday, tpm=False, months=months)
-
-
-def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
-    """A Target-only model of A-CTR ``day`` scored on the day's holdout: ``(labels, scores, users,
-    what training recorded)``."""
-    from ecdctr_pipeline.evaluation.holdout import holdout_source
-    from ecdctr_pipeline.modeling.streaming import score_stream
-    from ecdctr_pipeline.modeling.training import quiet_tf
-
-    quiet_tf()
-    args = actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
-    result = actr.run_training(args)
-    labels, scores, users = score_stream(result.model, holdout_source(args), args.data.layout)
-    return labels, scores, users, {"rows": result.row_counts["train"], **result.train_metrics}
-
-
 def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
     """Source-only (paper Table 4): the CPM that A-CTR ``day`` resolves, trained on natural data
     only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users, {})``."""
-    from ecdctr_pipeline.evaluation.holdout import holdout_source
-    from ecdctr_pipeline.modeling.streaming import score_stream
     from ecdctr_pipeline.modeling.training import load_model, quiet_tf
 
     quiet_tf()
     args = actr.resolve(settings, store, actr.plan(settings, day))
-    model = load_model(store, args.base_prefix, args.base_model)
-    return (*score_stream(model, holdout_source(args), args.data.layout), {})
+    return (*_holdout_scores(args, load_model(store, args.base_prefix, args.base_model)), {})
 
 
 def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):
     """An A-CTR run of ``day`` that is never published, scored on its holdout: from the day's CPM
     (``base`` None, as ``ecdctr train actr`` resolves it) or from the Keras model ``base`` (e.g.
-    :func:`repretrained`'s), with the transfer ``policy`` (default: settings). Returns
+    :func:`cpm_variant`'s), with the transfer ``policy`` (default: settings). Returns
     ``(labels, scores, users)`` of the holdout and what training recorded (``rows``,
     ``train_loss``, with early stopping ``epochs_run``, ``best_epoch``)."""
-    from ecdctr_pipeline.evaluation.holdout import holdout_source
-    from ecdctr_pipeline.modeling.streaming import score_stream
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
@@ -119,5 +110,4 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
         args = dataclasses.replace(actr.resolve(settings, store, p, target_only=True), tier="actr_from_model",
                                    who=f"A-CTR from a given model {p.day}", transfer_policy=policy)
     result = actr.run_training(args, base=base)
-    labels, scores, users = score_stream(result.model, holdout_source(args), args.data.layout)
-    return labels, scores, users, {"rows": result.row_counts["train"], **result.train_metrics}
+    return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})

@@ -12,6 +12,7 @@ import pytest
 from ecdctr_pipeline.app import experiments
 from ecdctr_pipeline.core import calendar
 from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.data.store import open_store
 from ecdctr_pipeline.tiers import cpm, variants
@@ -23,6 +24,12 @@ def test_parse_tables_names_what_exists():
         experiments.parse_tables("2")
     with pytest.raises(variants.VariantError, match="unknown variant 'nope'"):
         variants.get("nope")
+    st = Settings()
+    assert experiments.actr_days(st, dt.date(2026, 11, 23), 2) == [dt.date(2026, 11, 23), dt.date(2026, 11, 24)]
+    with pytest.raises(EcdctrError, match="--days 0: at least one"):
+        experiments.actr_days(st, dt.date(2026, 11, 23), 0)
+    with pytest.raises(calendar.CalendarError, match="A-CTR day 2026-11-30 does not use the CPM of 2026-11-23"):
+        experiments.actr_days(st, dt.date(2026, 11, 23), 8)
     for t in experiments.TABLES.values():  # every table names registered variants
         assert t.reference in t.variants
         assert {v for a, _, b in t.orderings for v in (a, b)} <= set(t.variants) <= set(variants.REGISTRY)
