@@ -67,6 +67,7 @@ bench-features: venv
 	$(BIN)/python benchmarks/bench_features.py
 
 bench-train: venv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_train.py
 
 # The training benchmark on the first GPU with mixed precision (a machine with an NVIDIA GPU and

@@ -32,7 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "reports" / "demo" / "airflow_actr_grid.png"
 TPM, CPM, ACTR = DAG_IDS["tpm"], DAG_IDS["cpm"], DAG_IDS["actr"]
-DAYS = ["2026-11-24", "2026-11-25"]
+# one A-CTR day: a second one costs ~100 s of task start-up (TensorFlow imports) and shows only
+# Airflow's max_active_runs, which test_dags and the backfill request below check as configuration
+DAYS = ["2026-11-25"]
 
 
 def _config(path: Path, st, webhook: str) -> Path:
@@ -140,7 +142,7 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     assert r.returncode == 0, r.stderr[-2000:]
     bf = af.backfill(ACTR, DAYS[0], DAYS[-1])
     assert bf["dag_id"] == ACTR and bf["max_active_runs"] == 1
-    runs = af.wait_runs({TPM: 1, CPM: 1, ACTR: 2}, timeout_s=1200, progress=_progress("runs:"))
+    runs = af.wait_runs({TPM: 1, CPM: 1, ACTR: len(DAYS)}, timeout_s=1200, progress=_progress("runs:"))
     took = time.perf_counter() - t0
     print(f"scheduler-driven TPM -> CPM -> A-CTR x{len(DAYS)}: {took:.0f} s (Airflow start {af.started_s:.0f} s)")
 
@@ -153,11 +155,10 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
             tasks, key=lambda t: tasks[t].start), f"{d} {day}: tasks ran out of order"
         assert all(t.state == "success" for t in tasks.values()), (d, day, {k: t.state for k, t in tasks.items()})
     tpm, cpm = ti[(TPM, "2026-10-01")], ti[(CPM, "2026-11-23")]
-    a1, a2 = ti[(ACTR, DAYS[0])], ti[(ACTR, DAYS[1])]
+    a1 = ti[(ACTR, DAYS[0])]
     # the sensors held the downstream tiers: each waited while its upstream trained
     assert cpm["wait_for_embedding_set"].start < tpm["train_tpm"].end <= cpm["train_cpm"].start
     assert a1["wait_for_cpm"].start < cpm["train_cpm"].end <= a1["train_actr"].start
-    assert a1["export_serving"].end <= a2["extract_ad_features"].start  # one A-CTR run at a time, in date order
     # ... in the triggerer (deferred), not by holding a worker slot
     log = (af.home / "logs" / f"dag_id={CPM}").rglob("task_id=wait_for_embedding_set/*.log")
     text = "".join(p.read_text(errors="replace") for p in log)
