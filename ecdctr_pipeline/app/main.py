@@ -56,6 +56,8 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         lines.append(f"{s['title']} ({s['markdown']}):")
         lines += [f"  {get(x['a']).label} {x['op']} {get(x['b']).label}: {x['verdict']} "
                   f"({x['lift']:+.4f} [{x['ci_low']:+.4f}, {x['ci_high']:+.4f}])" for x in s["orderings"]]
+        if not s["orderings"]:
+            lines += [f"  {get(x['variant']).label}: GAUC {x['gauc_mean']:.4f}" for x in s["rows"]]
     _emit(args, r["tables"], "\n".join(lines) + f"\n({r['seconds']:.0f} s)")
     return 0
 
@@ -91,8 +93,8 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ex = sub.add_parser("experiments", help="the paper's tables on the simulator: variants on the same days, "
                         "paired bootstrap CIs (Markdown + PNG + JSON)", parents=[common, js])
     ex.add_argument("--table", default="main",
-                    help="comma-separated: main (E-CDCTR vs Target-only), 3, 4, 6; variants shared by several "
-                         "tables are trained once")
+                    help="comma-separated: main (E-CDCTR vs Target-only), 3, 4, 5, 6, fig4; variants shared by "
+                         "several tables are trained once")
     ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
     ex.add_argument("--seeds", default="0,1,2", help="comma-separated")
     ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")

@@ -39,6 +39,19 @@ class HistoricalTables:
     def dim(self) -> int:
         return int(self.user_vectors.shape[-1])
 
+    def last(self, k: int) -> "HistoricalTables":
+        """The set restricted to its last ``k`` months (paper Table 5), ids kept where one of those
+        months has a vector."""
+        if not 0 < k <= len(self.months):
+            raise EcdctrError(f"embedding set {self.set_id}: cannot keep the last {k} of its "
+                              f"{len(self.months)} months ({', '.join(self.months)})")
+        sides = {}
+        for side, ids, vectors in (("user", self.user_ids, self.user_vectors), ("item", self.item_ids, self.item_vectors)):
+            kept = vectors[:, -k:]
+            seen = np.any(kept != 0, axis=(1, 2))
+            sides[side] = ids[seen], np.ascontiguousarray(kept[seen])
+        return HistoricalTables(f"{self.set_id} (last {k} months)", self.months[-k:], *sides["user"], *sides["item"])
+
 
 class EmbeddingSetMissing(ArtifactMissingError):
     """The embedding set a plan names is not published."""
@@ -98,19 +111,25 @@ def resolve(store: ArtifactStore, set_id: str, *, consumer: str) -> artifacts.Ma
 def load(store: ArtifactStore, manifest: artifacts.Manifest) -> HistoricalTables:
     """All monthly tables of a set, aligned on the union of ids (zeros where a month lacks an id)."""
     prefix = paths.tpm_set(manifest.artifact_id)
-    months = tuple(manifest.months)
-    dim = int(manifest.params.get("dim", 0)) or None
+    return assemble(manifest.artifact_id, tuple(manifest.months), int(manifest.params.get("dim", 0)) or None,
+                    lambda name: (artifacts.load_bytes(store, prefix, name, manifest), store.uri(prefix) + "/" + name))
+
+
+def from_files(set_id: str, months: tuple[str, ...], files: dict[str, Path], dim: int) -> HistoricalTables:
+    """The tables a TPM run wrote locally (``TrainResult.files``) before, or instead of, publishing."""
+    return assemble(set_id, months, dim, lambda name: (files[name].read_bytes(), str(files[name])))
+
+
+def assemble(set_id: str, months: tuple[str, ...], dim: int | None, read) -> HistoricalTables:
+    """The monthly tables ``read(name) -> (bytes, where)`` aligned on the union of ids."""
     out = {}
     for side in SIDES:
-        per_month = []
-        for m in months:
-            name = table_name(side, m)
-            per_month.append(read_table(artifacts.load_bytes(store, prefix, name, manifest), store.uri(prefix) + "/" + name, dim))
+        per_month = [read_table(*read(table_name(side, m)), dim) for m in months]
         ids = np.unique(np.concatenate([p[0] for p in per_month]))
         d = per_month[0][1].shape[1]
         vectors = np.zeros((len(ids), len(months), d), np.float32)
         for j, (mid, mvec) in enumerate(per_month):
             vectors[np.searchsorted(ids, mid), j] = mvec
         out[side] = (ids, vectors)
-    return HistoricalTables(manifest.artifact_id, months, out["user"][0], out["user"][1], out["item"][0],
+    return HistoricalTables(set_id, months, out["user"][0], out["user"][1], out["item"][0],
                             out["item"][1])

@@ -153,4 +153,8 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc")], jit_compile=False)
+    # the optimizer's slots, created now (in the caller's distribution scope) rather than inside
+    # the first traced train step: a tf.function that creates variables is traced twice, which
+    # doubled the tracing cost of every fit
+    model.optimizer.build(model.trainable_variables)
     return model

@@ -84,6 +84,20 @@ class TrainArgs:
     params: dict = field(default_factory=dict)  # recorded in the manifest
     lineage: dict = field(default_factory=dict)  # recorded in the manifest's extra (e.g. cpm_choice)
     training: Any = field(default_factory=TrainingSettings)  # input pipeline and distribution
+    # experiments' variants only (never published): in-memory TPM tables used instead of loading
+    # ``embedding_set`` (a set's last k months, or a set trained with another dimension)
+    historical: Any = field(default=None, repr=False)
+
+
+def historical_tables(args: TrainArgs):
+    """The TPM tables the complete network of ``args`` consumes, or None (no TPM inputs)."""
+    if args.historical is not None:
+        return args.historical
+    if args.embedding_set is None:
+        return None
+    from ecdctr_pipeline.data import embedding_sets
+
+    return embedding_sets.load(args.store, args.embedding_set)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, load_model, pinned_version,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, historical_tables, load_model, pinned_version,
     placement, set_seed, train_metrics, training_sources,
 )
 
@@ -108,7 +108,7 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
     from ecdctr_pipeline.modeling.transfer import warm_start
 
     hp = args.hparams
-    hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
+    hist = historical_tables(args)
     train, val = training_sources(args)
     if base is None and args.base_model:
         base = load_model(args.store, args.base_prefix, args.base_model)

@@ -65,22 +65,48 @@ def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -
 
 
 def cpm_variant(settings: Settings, store: ArtifactStore, monday: str | dt.date, *, tpm: bool = True,
-                months: int | None = None):
+                months: int | None = None, historical=None):
     """A CPM that is never published, trained like the Monday's CPM: without the TPM inputs
-    (``tpm=False``) and/or on the ``months`` calendar months before the Monday (see
-    :func:`~ecdctr_pipeline.tiers.cpm.resolve`). Returns ``(model, metrics on the CPM's evaluation
-    tail plus training's (``train_seconds``, ``train_loss``, early stopping), TrainArgs, rows
-    trained on)``."""
+    (``tpm=False``), on the ``months`` calendar months before the Monday (see
+    :func:`~ecdctr_pipeline.tiers.cpm.resolve`), or consuming the in-memory TPM tables
+    ``historical`` instead of the published set (e.g. its last k months, :func:`tpm_variant`'s).
+    Returns ``(model, metrics on the CPM's evaluation tail plus training's (``train_seconds``,
+    ``train_loss``, early stopping), TrainArgs, rows trained on)``."""
     from ecdctr_pipeline.evaluation.holdout import evaluate_model
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
     args = cpm.resolve(settings, store, cpm.plan(settings, monday), tpm=tpm, repretrain_months=months)
+    if historical is not None:
+        args = dataclasses.replace(args, tier="cpm_baseline", artifact="", historical=historical,
+                                   who=f"cpm with TPM tables {historical.set_id} {monday}")
     t0 = time.perf_counter()
     result = cpm.run_training(args)
     seconds = round(time.perf_counter() - t0, 2)
     metrics, _ = evaluate_model(args, result.model)
     return result.model, {**metrics, **result.train_metrics, "train_seconds": seconds}, args, result.row_counts["train"]
+
+
+def tpm_variant(settings: Settings, store: ArtifactStore, set_month: str, *, dim: int):
+    """The TPM run of embedding set ``set_month`` with embedding dimension ``dim``, never published:
+    its tables in memory (:class:`~ecdctr_pipeline.data.embedding_sets.HistoricalTables`) and the
+    seconds it trained."""
+    from ecdctr_pipeline.data import embedding_sets
+    from ecdctr_pipeline.modeling.training import quiet_tf
+    from ecdctr_pipeline.tiers import tpm
+
+    quiet_tf()
+    s = settings.model_copy(deep=True)
+    s.tpm.embedding_dim = dim
+    args = tpm.resolve(s, store, tpm.plan(s, set_month))
+    args = dataclasses.replace(args, tier="tpm_baseline", artifact="", who=f"tpm dim {dim} {set_month}")
+    t0 = time.perf_counter()
+    result = tpm.run_training(args)
+    try:
+        hist = embedding_sets.from_files(f"{args.artifact_id} (dim {dim})", args.months, result.files, dim)
+    finally:
+        result.cleanup()
+    return hist, round(time.perf_counter() - t0, 2)
 
 
 def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
@@ -93,10 +119,12 @@ def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.d
     return (*_holdout_scores(args, load_model(store, args.base_prefix, args.base_model)), {})
 
 
-def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None):
+def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None,
+               historical=None):
     """An A-CTR run of ``day`` that is never published, scored on its holdout: from the day's CPM
     (``base`` None, as ``ecdctr train actr`` resolves it) or from the Keras model ``base`` (e.g.
-    :func:`cpm_variant`'s), with the transfer ``policy`` (default: settings). Returns
+    :func:`cpm_variant`'s, consuming the TPM tables ``historical`` when it was trained with them),
+    with the transfer ``policy`` (default: settings). Returns
     ``(labels, scores, users)`` of the holdout and what training recorded (``rows``,
     ``train_loss``, with early stopping ``epochs_run``, ``best_epoch``)."""
     from ecdctr_pipeline.modeling.training import quiet_tf
@@ -108,6 +136,7 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
         args = dataclasses.replace(actr.resolve(settings, store, p, policy=policy), artifact="")
     else:
         args = dataclasses.replace(actr.resolve(settings, store, p, target_only=True), tier="actr_from_model",
-                                   who=f"A-CTR from a given model {p.day}", transfer_policy=policy)
+                                   who=f"A-CTR from a given model {p.day}", transfer_policy=policy,
+                                   historical=historical)
     result = actr.run_training(args, base=base)
     return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})

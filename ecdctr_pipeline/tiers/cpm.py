@@ -17,8 +17,8 @@ from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, pinned_version, placement, set_seed, train_metrics,
-    training_sources,
+    DataSpec, HParams, TrainArgs, TrainResult, fit, fit_resumable, historical_tables, pinned_version, placement,
+    set_seed, train_metrics, training_sources,
 )
 
 
@@ -75,7 +75,7 @@ def run_training(args: TrainArgs) -> TrainResult:
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
 
     hp = args.hparams
-    hist = embedding_sets.load(args.store, args.embedding_set) if args.embedding_set else None
+    hist = historical_tables(args)
     train, val = training_sources(args)
     set_seed(hp.seed)
     with placement(args).strategy.scope():

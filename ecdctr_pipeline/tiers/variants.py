@@ -1,4 +1,4 @@
-"""The models experiments compare (the paper's Tables 3, 4 and 6), in one registry.
+"""The models experiments compare (the paper's Tables 3 to 6 and Figure 4), in one registry.
 
 A variant scores one A-CTR day's holdout with a model trained on that day's windows: the same
 ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR run
@@ -8,7 +8,11 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
 * ``cpm`` — the published TPM set and CPM (``tiers.train``, as the weekly DAG runs them);
 * ``cpm_without_tpm`` — the same network on the same natural window without the TPM inputs;
 * ``repretrained`` — the same network without TPM inputs on ``repretrain_months`` months of
-  natural data (the efficiency claim's alternative; default ``calendar.tpm_train_months``).
+  natural data (the efficiency claim's alternative; default ``calendar.tpm_train_months``);
+* ``tpm_months_<k>`` — a CPM consuming only the last ``k`` months of the published TPM set
+  (Table 5), kept with those tables (``<name>_hist``) for the A-CTR run that fine-tunes it;
+* ``tpm_dim_<d>`` — a TPM trained with embedding dimension ``d`` (never published), and a CPM
+  consuming its tables (Figure 4).
 
 Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
@@ -18,6 +22,7 @@ Each variant returns ``(labels, scores, users, info)``: the holdout's rows in it
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -61,6 +66,14 @@ def _from_week_model(key: str):
     return score
 
 
+def _from_week_model_with_tables(key: str):
+    def score(settings, store, day, week):
+        from ecdctr_pipeline.tiers.baselines import fine_tuned
+
+        return fine_tuned(settings, store, day, base=week[key], historical=week[f"{key}_hist"])
+    return score
+
+
 def _source_only(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import source_only_scores
 
@@ -98,9 +111,20 @@ def _registry() -> dict[str, Variant]:
     # the other transfer policies of Table 6 (``none`` is target_only_tpm, ``all_but_bn`` is ecdctr)
     v += [Variant(f"transfer_{p}", f"transfer: {p}", frozenset({"cpm"}), _fine_tuned(p), _POLICY_TEXT[p])
           for p in TRANSFER_POLICIES if p not in ("none", "all_but_bn")]
+    # Table 5: how many of the set's months CPM and A-CTR consume (0 is cpm_without_tpm, all is ecdctr)
+    v += [Variant(f"tpm_months_{k}", f"TPM months: last {k}", frozenset({"cpm", f"tpm_months_{k}"}),
+                  _from_week_model_with_tables(f"tpm_months_{k}"),
+                  f"a CPM consuming the last {k} month(s) of the TPM set, then fine-tuned like A-CTR")
+          for k in TPM_MONTHS]
+    # Figure 4: the TPM's embedding dimension (the tiny model's width; CPM and A-CTR unchanged)
+    v += [Variant(f"tpm_dim_{d}", f"TPM dim {d}", frozenset({f"tpm_dim_{d}"}), _from_week_model_with_tables(f"tpm_dim_{d}"),
+                  f"TPM retrained with {d}-dimensional embeddings, a CPM consuming them, then fine-tuned like A-CTR")
+          for d in TPM_DIMS]
     return {x.name: x for x in v}
 
 
+TPM_MONTHS = (1, 2)  # Table 5's rows besides 0 (cpm_without_tpm) and all 3 (ecdctr)
+TPM_DIMS = (4, 8, 16, 32, 64)  # Figure 4's points
 REGISTRY: dict[str, Variant] = _registry()
 
 
@@ -116,19 +140,37 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     Returns them by name, plus what their training recorded under ``<name>_info``."""
     from ecdctr_pipeline import tiers
     from ecdctr_pipeline.core import calendar
-    from ecdctr_pipeline.tiers.baselines import cpm_variant
+    from ecdctr_pipeline.data import embedding_sets
+    from ecdctr_pipeline.tiers.baselines import cpm_variant, tpm_variant
 
-    unknown = set(needs) - {"cpm", "cpm_without_tpm", "repretrained"}
+    unknown = {n for n in needs if not _WEEK_MODEL.fullmatch(n)}
     if unknown:
         raise VariantError(f"unknown week-level model(s) {sorted(unknown)}")
+    p = calendar.cpm_plan(monday, settings.calendar)
     week: dict[str, Any] = {}
     if "cpm" in needs:
-        p = calendar.cpm_plan(monday, settings.calendar)
         week["tpm_info"] = tiers.train("tpm", settings, store, p.embedding_set)
         week["cpm_info"] = tiers.train("cpm", settings, store, monday)
-    for name, kw in (("cpm_without_tpm", {}),
-                     ("repretrained", {"months": repretrain_months or settings.calendar.tpm_train_months})):
-        if name in needs:
-            model, metrics, _, rows = cpm_variant(settings, store, monday, tpm=False, **kw)
-            week[name], week[f"{name}_info"] = model, {"metrics": metrics, "rows": rows, **kw}
+    for name in sorted(needs - {"cpm"}):
+        kw: dict[str, Any] = {}
+        info: dict[str, Any] = {}
+        if name == "cpm_without_tpm":
+            kw = {"tpm": False}
+        elif name == "repretrained":
+            kw = {"tpm": False, "months": repretrain_months or settings.calendar.tpm_train_months}
+            info["months"] = kw["months"]
+        elif name.startswith("tpm_months_"):
+            k = int(name.rsplit("_", 1)[1])
+            published = embedding_sets.load(store, embedding_sets.resolve(store, str(p.embedding_set), consumer=name))
+            kw = {"historical": published.last(k)}
+        else:  # tpm_dim_<d>
+            d = int(name.rsplit("_", 1)[1])
+            kw["historical"], info["tpm_train_seconds"] = tpm_variant(settings, store, p.embedding_set, dim=d)
+        model, metrics, _, rows = cpm_variant(settings, store, monday, **kw)
+        week[name], week[f"{name}_info"] = model, {"metrics": metrics, "rows": rows, **info}
+        if "historical" in kw:
+            week[f"{name}_hist"] = kw["historical"]
     return week
+
+
+_WEEK_MODEL = re.compile(r"cpm|cpm_without_tpm|repretrained|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")

@@ -2,6 +2,7 @@
 rows, paired lifts and orderings with intervals, the weekly compute accounting, and the report
 files (a tiny smoke: that it runs, not the numbers)."""
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -45,16 +46,39 @@ def test_repretrain_window_is_whole_months_before_the_monday_with_the_cpm_tail()
         cpm.repretrain_plan(p, 0)
 
 
-def test_efficiency_and_tables_3_4_6_smoke_on_one_tiny_day(cpm_trained_store, tmp_path):
-    """One run of the runner serves the efficiency report and the three tables (as the CLI's
-    variants are trained once per day)."""
+def test_historical_tables_keep_the_last_months_and_load_from_a_tpm_runs_files(tmp_path):
+    from ecdctr_pipeline.data import embedding_sets as es
+
+    months = ("2026-07", "2026-08", "2026-09")
+    files = {}
+    for j, m in enumerate(months):  # user 1 in every month, user 2 only in the first, user 3 from the second
+        for side, ids in (("user", [1, 2] if j == 0 else [1, 3]), ("item", [7])):
+            name = es.table_name(side, m)
+            es.write_table(tmp_path / name, np.array(ids), np.full((len(ids), 4), j + 1.0))
+            files[name] = tmp_path / name
+    h = es.from_files("2026-10", months, files, 4)
+    assert h.user_ids.tolist() == [1, 2, 3] and h.user_vectors.shape == (3, 3, 4) and h.dim == 4
+    last2 = h.last(2)
+    assert last2.months == months[1:] and last2.user_ids.tolist() == [1, 3]  # user 2 not seen in them
+    assert last2.user_vectors[:, :, 0].tolist() == [[2.0, 3.0], [2.0, 3.0]]
+    assert h.last(3).user_ids.tolist() == [1, 2, 3]
+    with pytest.raises(EcdctrError, match="cannot keep the last 4 of its 3 months"):
+        h.last(4)
+    with pytest.raises(Exception, match="dimension 4, the manifest says 8"):
+        es.from_files("2026-10", months, files, 8)
+
+
+def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp_path):
+    """One run of the runner serves the efficiency report and the tables (as the CLI's variants
+    are trained once per day); Figure 4 with two of its five dimensions."""
     from ecdctr_pipeline.app import efficiency
     from tests.conftest import tiny_settings
 
     shutil.copytree(cpm_trained_store, tmp_path / "store")
     s = tiny_settings(f"file://{tmp_path / 'store'}")
     store = open_store(s.store)
-    tables = experiments.parse_tables("3,4,6")
+    fig4 = dataclasses.replace(experiments.TABLES["fig4"], variants=("tpm_dim_4", "tpm_dim_16"))
+    tables = experiments.parse_tables("main,3,4,5,6") + [fig4]
     wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
     r, runs = efficiency.measure(s, store, "2026-11-23", days=1, months=1, variants=tuple(wanted))
 
@@ -93,6 +117,9 @@ def test_efficiency_and_tables_3_4_6_smoke_on_one_tiny_day(cpm_trained_store, tm
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["target_only"])
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["source_only"])
     assert day["training"]["ecdctr"]["epochs_run"] == s.actr.epochs and day["training"]["source_only"].keys() == {"seconds"}
+    # Table 5's and Figure 4's models are their own: other TPM tables, other scores
+    for a, b in (("tpm_months_1", "ecdctr"), ("tpm_months_1", "tpm_months_2"), ("tpm_dim_4", "tpm_dim_16")):
+        assert not np.allclose(day["scores"][a], day["scores"][b]), (a, b)
     for t in tables:
         summary = experiments.summarize(t, {0: [day]}, n_boot=200)
         assert [x["variant"] for x in summary["rows"]] == list(t.variants)
@@ -107,6 +134,8 @@ def test_efficiency_and_tables_3_4_6_smoke_on_one_tiny_day(cpm_trained_store, tm
         md = experiments.write_table(summary, tmp_path / "paper", scale="tiny", seconds=1.0)
         text = md.read_text()
         assert all(variants.get(v).label in text for v in t.variants) and "95% CI" in text
-        assert (tmp_path / "paper" / f"table{t.key}.png").stat().st_size > 0
-        assert json.loads((tmp_path / "paper" / f"table{t.key}.json").read_text())["orderings"]
+        name = experiments.report_name(t.key)
+        assert (tmp_path / "paper" / f"{name}.png").stat().st_size > 0
+        assert json.loads((tmp_path / "paper" / f"{name}.json").read_text())["orderings"] == summary["orderings"]
+        assert bool(summary["orderings"]) == (t.key != "fig4")  # the figure is a curve, no verdicts
     assert "not built: Sample merging" in (tmp_path / "paper" / "table4.md").read_text()
