@@ -141,6 +141,10 @@ class CPMSettings(_Section):
     cross_layers: int = Field(2, ge=1)
     attention_units: list[int] = Field(default_factory=lambda: [36])
     dropout: float = Field(0.0, ge=0, lt=1)
+    # the historical block (modeling/layers/historical.py): months in which an id was not yet seen
+    # are masked out of the self-attention and the pooling; month positions are an ablation
+    hist_mask_unseen: bool = True
+    hist_month_positions: bool = False
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(1024, gt=0)
     epochs: int = Field(3, gt=0)

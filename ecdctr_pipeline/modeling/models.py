@@ -133,8 +133,9 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
         hi = MergedHistoricalEmbedding(len(merged.item_ids), d_h, name="hist_item")
         parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
     elif hist is not None:
-        hu = HistoricalEmbedding(len(hist.user_ids), hist.dim, len(hist.months), name="hist_user")
-        hi = HistoricalEmbedding(len(hist.item_ids), hist.dim, len(hist.months), name="hist_item")
+        opts = {"mask_unseen": cfg.hist_mask_unseen, "month_positions": cfg.hist_month_positions}
+        hu = HistoricalEmbedding(len(hist.user_ids), hist.dim, len(hist.months), name="hist_user", **opts)
+        hi = HistoricalEmbedding(len(hist.item_ids), hist.dim, len(hist.months), name="hist_item", **opts)
         parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
     x = keras.layers.Concatenate(name="features_concat")(parts)
     x = CrossNetwork(cfg.cross_layers, name="cross")(x)

@@ -4,8 +4,15 @@
 embedding set (``table``: ``(vocab+1, M, d)``; row 0 is the *unknown* row, all zeros, also
 used for a month in which a known id has no vector). For a batch of ids it looks the rows up
 (:class:`FrozenIdLookup`), runs self-attention over the ``M`` tokens and mean-pools them to
-one ``d``-vector. Only the attention is trained. An id the set does not know therefore gets
-a defined vector: the attention's output on ``M`` zero tokens.
+one ``d``-vector. Only the attention (and the optional month positions) is trained.
+
+``mask_unseen``: a month in which the id has no vector (it was not yet seen; its token is all
+zeros) is neither attended to nor pooled, so an id seen only in the last month is its last
+month's vector through the attention, not diluted by two zero tokens. Without it (the layer's
+default, which models saved before the option load with) zero tokens take part like any other.
+An id the set does not know at all gets a defined vector either way: the attention's output on
+``M`` zero tokens. ``month_positions``: a learned vector per month position added to the
+present tokens (an ablation: which month a vector is from, not only what it is).
 
 Because that output depends on the id alone, after training it can be folded into one
 table (:meth:`HistoricalEmbedding.merged_table`), which :class:`MergedHistoricalEmbedding`
@@ -23,8 +30,10 @@ from ecdctr_pipeline.modeling.layers.id_lookup import FrozenIdLookup
 
 @keras.saving.register_keras_serializable(package="ecdctr")
 class HistoricalEmbedding(keras.layers.Layer):
-    def __init__(self, vocab_size: int, dim: int, months: int = 3, num_heads: int = 1, **kwargs):
+    def __init__(self, vocab_size: int, dim: int, months: int = 3, num_heads: int = 1, mask_unseen: bool = False,
+                 month_positions: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.mask_unseen, self.month_positions = bool(mask_unseen), bool(month_positions)
         for name, v in (("vocab_size", vocab_size), ("dim", dim), ("months", months), ("num_heads", num_heads)):
             if int(v) <= 0:
                 raise ValueError(f"{name} must be a positive integer. Received: {name}={v}")
@@ -48,11 +57,24 @@ class HistoricalEmbedding(keras.layers.Layer):
         self.table = self.add_weight(name="table", shape=(self.vocab_size + 1, self.months, self.dim),
                                      initializer="zeros", trainable=False)
         self.lookup.build(input_shape)
+        if self.month_positions:
+            self.positions = self.add_weight(name="month_positions", shape=(self.months, self.dim),
+                                             initializer="zeros", trainable=True)
         self.attention.build((None, self.months, self.dim), (None, self.months, self.dim))
 
     def pooled(self, tokens):
-        """``mean(SA(tokens))`` for tokens ``(B, months, dim)``."""
-        return ops.mean(self.attention(tokens, tokens), axis=1)
+        """``mean(SA(tokens))`` over the present months (all months unless ``mask_unseen``) for
+        tokens ``(B, months, dim)``."""
+        present = ops.any(ops.not_equal(tokens, 0.0), axis=-1)  # (B, M)
+        if self.month_positions:
+            tokens = tokens + ops.cast(present, tokens.dtype)[:, :, None] * self.positions[None]
+        if not self.mask_unseen:
+            return ops.mean(self.attention(tokens, tokens), axis=1)
+        # an id with no month at all keeps every (zero) token: the unknown id's defined vector
+        present = ops.logical_or(present, ops.logical_not(ops.any(present, axis=1, keepdims=True)))
+        out = self.attention(tokens, tokens, attention_mask=ops.repeat(present[:, None, :], self.months, axis=1))
+        weight = ops.cast(present, out.dtype)[:, :, None]
+        return ops.sum(out * weight, axis=1) / ops.sum(weight, axis=1)
 
     def call(self, ids):
         rows = self.lookup(ids)
@@ -73,7 +95,7 @@ class HistoricalEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim, "months": self.months,
-                "num_heads": self.num_heads}
+                "num_heads": self.num_heads, "mask_unseen": self.mask_unseen, "month_positions": self.month_positions}
 
 
 @keras.saving.register_keras_serializable(package="ecdctr")

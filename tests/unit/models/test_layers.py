@@ -120,10 +120,53 @@ def test_historical_block(tmp_path):
         layer.set_tables(np.array([1, 2]), np.zeros((2, 2, 4)))
 
 
-def test_merged_table_matches_block(tmp_path):
+def test_historical_block_masks_months_an_id_was_not_seen_in(tmp_path):
+    rng = np.random.default_rng(2)
+    layer = HistoricalEmbedding(3, 4, 3, mask_unseen=True, name="hist_user")
+    late = rng.normal(size=(3, 4)).astype("float32")
+    late[0] = 0  # seen from the second month on
+    full = rng.normal(size=(3, 4)).astype("float32")
+    layer.set_tables(np.array([1, 2, 3]), np.stack([late, full, np.zeros((3, 4), "float32")]))
+    out = roundtrip(layer, np.array([[1], [2], [3], [99]], dtype="int64"), tmp_path)
+    # the masked id is the attention over its two months alone, pooled over those two
+    two = keras.ops.convert_to_numpy(layer.attention(late[None, 1:], late[None, 1:]))[0].mean(axis=0)
+    np.testing.assert_allclose(out[0], two, rtol=1e-5, atol=1e-5)
+    # an id seen in every month is unaffected by the mask; one never seen (3, or unknown 99) gets
+    # the attention's output on zero tokens
+    np.testing.assert_allclose(out[1], keras.ops.convert_to_numpy(layer.attention(full[None], full[None]))[0].mean(0),
+                               rtol=1e-5, atol=1e-5)
+    zero = keras.ops.convert_to_numpy(layer.attention(np.zeros((1, 3, 4), "float32"), np.zeros((1, 3, 4), "float32")))
+    np.testing.assert_allclose(out[2], zero[0].mean(0), atol=1e-6)
+    np.testing.assert_allclose(out[3], out[2], atol=0)
+    unmasked = HistoricalEmbedding(3, 4, 3, name="plain")
+    unmasked.build((None, 1))
+    unmasked.attention.set_weights(layer.attention.get_weights())
+    unmasked.set_tables(np.array([1, 2, 3]), np.stack([late, full, np.zeros((3, 4), "float32")]))
+    plain = keras.ops.convert_to_numpy(unmasked(np.array([[1], [2]], dtype="int64")))
+    assert not np.allclose(plain[0], out[0]) and np.allclose(plain[1], out[1], atol=1e-5)
+
+
+def test_month_positions_are_trained_and_tell_months_apart(tmp_path):
+    layer = HistoricalEmbedding(2, 4, 3, mask_unseen=True, month_positions=True, name="hist_item")
+    v = np.ones(4, "float32")
+    # the same vector in month 1 only vs in month 3 only: equal without positions, not with them
+    layer.set_tables(np.array([1, 2]), np.stack([[v, 0 * v, 0 * v], [0 * v, 0 * v, v]]))
+    assert [w.name for w in layer.trainable_weights][0] == "month_positions"
+    layer.positions.assign(np.random.default_rng(0).normal(size=(3, 4)))
+    out = roundtrip(layer, np.array([[1], [2]], dtype="int64"), tmp_path)
+    assert not np.allclose(out[0], out[1])
+    layer.positions.assign(np.zeros((3, 4)))
+    same = keras.ops.convert_to_numpy(layer(np.array([[1], [2]], dtype="int64")))
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_unseen", [False, True])
+def test_merged_table_matches_block(tmp_path, mask_unseen):
     rng = np.random.default_rng(1)
-    layer = HistoricalEmbedding(50, 8, 3, name="hist_item")
-    layer.set_tables(np.arange(0, 100, 2), rng.normal(size=(50, 3, 8)))
+    layer = HistoricalEmbedding(50, 8, 3, mask_unseen=mask_unseen, name="hist_item")
+    tables = rng.normal(size=(50, 3, 8))
+    tables[::3, :2] = 0  # ids first seen in the last month
+    layer.set_tables(np.arange(0, 100, 2), tables)
     keys, merged = layer.merged_table(batch_size=7)
     served = MergedHistoricalEmbedding(50, 8, name="merged")
     served.set_table(keys, merged)
