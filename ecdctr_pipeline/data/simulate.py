@@ -24,6 +24,14 @@ sets it:
 * **profiles carry signal** — ``u_long`` is centred on a vector of the user's age × gender
   group (``profile_signal``); item price bucket follows item quality.
 
+* **domain shift** — the ad domain is not the natural one with fewer rows: its click function
+  has an ad-specific part (a per-user ad taste vector weighted ``ad_taste_shift``, an
+  ad-specific item quality weighted ``ad_quality_shift``), and its context features are
+  distributed differently (``ad_feature_shift``: sponsored slots instead of the natural feed's
+  geometric positions, a more mobile device mix), so BatchNorm statistics learned on natural
+  rows do not fit ad rows (what Table 6's "all but BN" is about). At 0 the ad rows are drawn
+  exactly as before these knobs existed (the extra draws use their own random streams).
+
 Click model: ``logit = bias_domain + affinity * z(<u, v_item>) + quality_item
 + position_effect + device_effect``, where ``z`` standardises the taste match with a mean and
 spread measured once per world and domain on a calibration sample, so the CTR levels
@@ -68,6 +76,9 @@ class Scale:
     profile_signal: float = 0.8
     session_natural: float = 8.0  # mean impressions per user session
     session_ad: float = 6.0
+    ad_taste_shift: float = 0.5  # weight of the per-user ad-specific taste (0: ads clicked by the natural taste)
+    ad_quality_shift: float = 0.5  # weight of the ad-specific item quality
+    ad_feature_shift: float = 1.0  # 0..1: how far ad positions and devices move from the natural mix
     chunk_rows: int = 1_000_000  # rows per Delta commit (bounds memory)
 
 
@@ -125,6 +136,11 @@ class World:
         self.device_effect = np.array([0.0, 0.1, -0.1, 0.05])
         self.hour_profile = np.array([1, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 7, 8, 9, 10, 10, 8, 5, 2], float)
         self.hour_profile /= self.hour_profile.sum()
+        # the ad domain's own click function (drawn from a stream of their own: the draws above
+        # are the same whatever the shift knobs)
+        shift_rng = np.random.default_rng([seed, 11])
+        self.user_ad_taste = shift_rng.normal(size=(s.n_users, k))
+        self.item_ad_quality = shift_rng.normal(0, 0.4, size=s.n_items)
         # per-domain item samplers, grouped by category
         self._samplers = {d: self._sampler(self.is_ad_item if d == "ad" else np.ones(s.n_items, bool))
                           for d in DOMAIN_CODE}
@@ -173,6 +189,8 @@ class World:
         Returns the items and the raw taste match ``<u, v_item>/sqrt(k)``."""
         s, k = self.scale, self.scale.latent_dim
         taste = self.user_long[users] + self.user_short(users, month_idx)
+        if domain == "ad" and s.ad_taste_shift:
+            taste = taste + s.ad_taste_shift * self.user_ad_taste[users]
         items, cum, base, total, has = self._samplers[domain]
         logits = s.exposure_focus * (taste @ self.cat_vec.T) / np.sqrt(k)
         logits = np.where(has[None, :], logits, -np.inf)
@@ -180,6 +198,22 @@ class World:
         pick = base[cats] + rng.random(len(users)) * total[cats]
         item = items[np.minimum(np.searchsorted(cum, pick, side="right"), len(items) - 1)]
         return item, np.einsum("ij,ij->i", taste, self.item_vec[item]) / np.sqrt(k)
+
+    AD_SLOTS = np.array([0, 3, 7, 11], np.int8)  # sponsored positions of the ad domain's feed
+    AD_DEVICES = np.array([0.75, 0.2, 0.04, 0.01])
+
+    def _ad_context(self, position: np.ndarray, device: np.ndarray, day: dt.date):
+        """With probability ``ad_feature_shift`` an ad impression sits in a sponsored slot and
+        comes from the ad domain's device mix instead of the natural one."""
+        f = self.scale.ad_feature_shift
+        if not f:
+            return position, device
+        rng = np.random.default_rng([self.seed, 12, (day - EPOCH).days])
+        n = len(position)
+        moved = rng.random(n) < f
+        position = np.where(moved, self.AD_SLOTS[rng.integers(0, len(self.AD_SLOTS), n)], position).astype(np.int8)
+        device = np.where(moved, rng.choice(4, size=n, p=self.AD_DEVICES), device).astype(np.int8)
+        return position, device
 
     # -- one day ------------------------------------------------------------------
     def day(self, domain: str, day: dt.date) -> pa.Table:
@@ -198,10 +232,14 @@ class World:
         item, match = self._exposure(domain, users, self.month_index(day), rng)
         position = np.minimum(19, rng.geometric(0.25, size=n) - 1).astype(np.int8)
         device = rng.choice(4, size=n, p=[0.55, 0.3, 0.1, 0.05]).astype(np.int8)
+        quality = self.item_quality[item]
+        if domain == "ad":
+            position, device = self._ad_context(position, device, day)
+            quality = quality + s.ad_quality_shift * self.item_ad_quality[item]
         bias = s.natural_bias if domain == "natural" else s.ad_bias
         mu, sd = self._match_stats[domain]
         logit = (bias + s.affinity * (match - mu) / sd
-                 + self.item_quality[item] + self.position_effect[position] + self.device_effect[device])
+                 + quality + self.position_effect[position] + self.device_effect[device])
         click = (rng.random(n) < _sigmoid(logit)).astype(np.int8)
         # times: an hour profile, strictly increasing microseconds within the day
         hour = rng.choice(24, size=n, p=self.hour_profile)

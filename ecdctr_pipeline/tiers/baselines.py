@@ -109,22 +109,34 @@ def tpm_variant(settings: Settings, store: ArtifactStore, set_month: str, *, dim
     return hist, round(time.perf_counter() - t0, 2)
 
 
-def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
+def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, published=None):
     """Source-only (paper Table 4): the CPM that A-CTR ``day`` resolves, trained on natural data
-    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users, {})``."""
+    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users, {})``.
+    ``published``: that CPM already loaded (see :func:`fine_tuned`)."""
     from ecdctr_pipeline.modeling.training import load_model, quiet_tf
 
     quiet_tf()
     args = actr.resolve(settings, store, actr.plan(settings, day))
-    return (*_holdout_scores(args, load_model(store, args.base_prefix, args.base_model)), {})
+    model = _published(args, published)[0] if published else load_model(store, args.base_prefix, args.base_model)
+    return (*_holdout_scores(args, model), {})
+
+
+def _published(args, published):
+    """``published`` = (CPM model, its TPM tables, CPM Monday) after checking that it is the CPM
+    ``args`` resolved."""
+    model, hist, monday = published
+    if args.base_model.artifact_id != str(monday):
+        raise ValueError(f"{args.who}: resolves CPM {args.base_model.artifact_id}, the loaded one is {monday}")
+    return model, hist
 
 
 def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, base=None, policy: str | None = None,
-               historical=None):
+               historical=None, published=None):
     """An A-CTR run of ``day`` that is never published, scored on its holdout: from the day's CPM
     (``base`` None, as ``ecdctr train actr`` resolves it) or from the Keras model ``base`` (e.g.
     :func:`cpm_variant`'s, consuming the TPM tables ``historical`` when it was trained with them),
-    with the transfer ``policy`` (default: settings). Returns
+    with the transfer ``policy`` (default: settings). ``published``: the day's CPM, its TPM
+    tables and its Monday, already loaded (experiments load them once a week). Returns
     ``(labels, scores, users)`` of the holdout and what training recorded (``rows``,
     ``train_loss``, with early stopping ``epochs_run``, ``best_epoch``)."""
     from ecdctr_pipeline.modeling.training import quiet_tf
@@ -134,6 +146,9 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
     policy = policy or settings.actr.transfer_policy
     if base is None:
         args = dataclasses.replace(actr.resolve(settings, store, p, policy=policy), artifact="")
+        if published is not None:
+            base, hist = _published(args, published)
+            args = dataclasses.replace(args, historical=hist)
     else:
         args = dataclasses.replace(actr.resolve(settings, store, p, target_only=True), tier="actr_from_model",
                                    who=f"A-CTR from a given model {p.day}", transfer_policy=policy,

@@ -12,7 +12,9 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
 * ``tpm_months_<k>`` — a CPM consuming only the last ``k`` months of the published TPM set
   (Table 5), kept with those tables (``<name>_hist``) for the A-CTR run that fine-tunes it;
 * ``tpm_dim_<d>`` — a TPM trained with embedding dimension ``d`` (never published), and a CPM
-  consuming its tables (Figure 4).
+  consuming its tables (Figure 4);
+* ``month_positions`` — a CPM whose historical block adds learned month positions
+  (``cpm.hist_month_positions``), an ablation beside Table 5.
 
 Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
@@ -48,7 +50,7 @@ def _fine_tuned(policy: str | None):
     def score(settings, store, day, week):
         from ecdctr_pipeline.tiers.baselines import fine_tuned
 
-        return fine_tuned(settings, store, day, policy=policy)
+        return fine_tuned(settings, store, day, policy=policy, published=week.get("cpm_loaded"))
     return score
 
 
@@ -66,18 +68,27 @@ def _from_week_model(key: str):
     return score
 
 
-def _from_week_model_with_tables(key: str):
+def _from_week_model_with_tables(key: str, cpm_overrides: dict | None = None):
     def score(settings, store, day, week):
         from ecdctr_pipeline.tiers.baselines import fine_tuned
 
-        return fine_tuned(settings, store, day, base=week[key], historical=week[f"{key}_hist"])
+        return fine_tuned(with_cpm(settings, cpm_overrides), store, day, base=week[key], historical=week[f"{key}_hist"])
     return score
+
+
+def with_cpm(settings: Settings, overrides: dict | None) -> Settings:
+    """``settings`` with the complete network's settings ``overrides`` (a variant's architecture)."""
+    if not overrides:
+        return settings
+    s = settings.model_copy(deep=True)
+    s.cpm = s.cpm.model_validate({**s.cpm.model_dump(), **overrides})
+    return s
 
 
 def _source_only(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import source_only_scores
 
-    return source_only_scores(settings, store, day)
+    return source_only_scores(settings, store, day, published=week.get("cpm_loaded"))
 
 
 _POLICY_TEXT = {  # the transfer policies that are not a variant of their own
@@ -120,9 +131,15 @@ def _registry() -> dict[str, Variant]:
     v += [Variant(f"tpm_dim_{d}", f"TPM dim {d}", frozenset({f"tpm_dim_{d}"}), _from_week_model_with_tables(f"tpm_dim_{d}"),
                   f"TPM retrained with {d}-dimensional embeddings, a CPM consuming them, then fine-tuned like A-CTR")
           for d in TPM_DIMS]
+    # the historical block's optional month positions (an ablation beside Table 5)
+    v.append(Variant("month_positions", "E-CDCTR + month positions", frozenset({"cpm", "month_positions"}),
+                     _from_week_model_with_tables("month_positions", cpm_overrides=MONTH_POSITIONS),
+                     "a CPM whose historical block adds a learned vector per month position, then fine-tuned "
+                     "like A-CTR with the same block"))
     return {x.name: x for x in v}
 
 
+MONTH_POSITIONS = {"hist_month_positions": True}
 TPM_MONTHS = (1, 2)  # Table 5's rows besides 0 (cpm_without_tpm) and all 3 (ecdctr)
 TPM_DIMS = (4, 8, 16, 32, 64)  # Figure 4's points
 REGISTRY: dict[str, Variant] = _registry()
@@ -140,7 +157,9 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     Returns them by name, plus what their training recorded under ``<name>_info``."""
     from ecdctr_pipeline import tiers
     from ecdctr_pipeline.core import calendar
-    from ecdctr_pipeline.data import embedding_sets
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.data import artifacts, embedding_sets
+    from ecdctr_pipeline.modeling.training import load_model
     from ecdctr_pipeline.tiers.baselines import cpm_variant, tpm_variant
 
     unknown = {n for n in needs if not _WEEK_MODEL.fullmatch(n)}
@@ -151,6 +170,11 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     if "cpm" in needs:
         week["tpm_info"] = tiers.train("tpm", settings, store, p.embedding_set)
         week["cpm_info"] = tiers.train("cpm", settings, store, monday)
+        # loaded once for the week's variants that start from it (as each A-CTR run would load it)
+        cpm_manifest = artifacts.read_manifest(store, paths.cpm_checkpoint(monday))
+        set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=f"variants {monday}")
+        week["cpm_loaded"] = (load_model(store, paths.cpm_checkpoint(monday), cpm_manifest),
+                              embedding_sets.load(store, set_manifest), monday)
     for name in sorted(needs - {"cpm"}):
         kw: dict[str, Any] = {}
         info: dict[str, Any] = {}
@@ -159,18 +183,20 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
         elif name == "repretrained":
             kw = {"tpm": False, "months": repretrain_months or settings.calendar.tpm_train_months}
             info["months"] = kw["months"]
+        elif name == "month_positions":
+            kw = {"historical": week["cpm_loaded"][1]}
         elif name.startswith("tpm_months_"):
             k = int(name.rsplit("_", 1)[1])
-            published = embedding_sets.load(store, embedding_sets.resolve(store, str(p.embedding_set), consumer=name))
-            kw = {"historical": published.last(k)}
+            kw = {"historical": week["cpm_loaded"][1].last(k)}
         else:  # tpm_dim_<d>
             d = int(name.rsplit("_", 1)[1])
             kw["historical"], info["tpm_train_seconds"] = tpm_variant(settings, store, p.embedding_set, dim=d)
-        model, metrics, _, rows = cpm_variant(settings, store, monday, **kw)
+        model, metrics, _, rows = cpm_variant(with_cpm(settings, MONTH_POSITIONS if name == "month_positions" else None),
+                                              store, monday, **kw)
         week[name], week[f"{name}_info"] = model, {"metrics": metrics, "rows": rows, **info}
         if "historical" in kw:
             week[f"{name}_hist"] = kw["historical"]
     return week
 
 
-_WEEK_MODEL = re.compile(r"cpm|cpm_without_tpm|repretrained|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")
+_WEEK_MODEL = re.compile(r"cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")

@@ -107,3 +107,27 @@ def test_simulated_tables_identical_by_seed(tmp_path):
         simulate(store, dt.date(2026, 2, 1), dt.date(2026, 2, 3), "tiny", seed=2, progress=False)
         got.append(delta.read(store, "raw/ad")[0].sort_by("event_time"))
     assert got[0].equals(got[1])
+
+
+def test_ad_domain_is_shifted_and_natural_rows_do_not_depend_on_the_shift():
+    unshifted = get_scale("tiny", ad_taste_shift=0.0, ad_quality_shift=0.0, ad_feature_shift=0.0,
+                          natural_per_day=4000, ad_per_day=4000)
+    shifted = get_scale("tiny", natural_per_day=4000, ad_per_day=4000)
+    assert shifted.ad_taste_shift > 0 and shifted.ad_quality_shift > 0 and shifted.ad_feature_shift > 0
+    w0, w1 = World(unshifted, 4), World(shifted, 4)
+    days = [dt.date(2026, 3, 2) + dt.timedelta(days=i) for i in range(3)]
+    for d in days:
+        assert w0.day("natural", d).equals(w1.day("natural", d))  # the source domain is untouched
+    cat = lambda w, dom, col: np.concatenate([np.asarray(w.day(dom, d)[col]) for d in days])  # noqa: E731
+    slots = np.isin(cat(w1, "ad", "position"), World.AD_SLOTS).mean()
+    slots_nat = np.isin(cat(w1, "natural", "position"), World.AD_SLOTS).mean()
+    slots_0 = np.isin(cat(w0, "ad", "position"), World.AD_SLOTS).mean()
+    # feature shift: sponsored slots and a mobile-heavy device mix in ads, as in the natural feed without it
+    assert slots > 0.9 and abs(slots_0 - slots_nat) < 0.05
+    assert (cat(w1, "ad", "device") == 0).mean() > (cat(w1, "natural", "device") == 0).mean() + 0.1
+    # the ad click function has its own part: clicks follow the users' ad taste only when shifted
+    def ad_taste_corr(w):
+        users, items, click = cat(w, "ad", "user_id"), cat(w, "ad", "item_id"), cat(w, "ad", "click")
+        own = np.einsum("ij,ij->i", w.user_ad_taste[users], w.item_vec[items])
+        return np.corrcoef(own, click)[0, 1]
+    assert ad_taste_corr(w1) > ad_taste_corr(w0) + 0.03
