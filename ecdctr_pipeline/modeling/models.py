@@ -18,16 +18,16 @@ import keras
 import numpy as np
 
 from ecdctr_pipeline.data.embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
-from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
+from ecdctr_pipeline.modeling.preprocessing import VOCAB, FeatureLayout
 from ecdctr_pipeline.modeling.layers import (
     CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask,
     TargetAttention,
 )
-from ecdctr_pipeline.core.schema import RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN
+from ecdctr_pipeline.core.schema import SEQ_CATS, SEQ_ITEMS, SEQ_LEN
 from ecdctr_pipeline.core.settings import CPMSettings, FeatureSettings, TPMSettings
 
 OUTPUT = "ctr"
-_VOCAB = {c.name: c.vocab_size for c in RAW_COLUMNS}
+_VOCAB = VOCAB  # raw columns' vocabularies, and the domain indicator's
 
 
 def _cat_rows(name: str, features: FeatureSettings) -> int:
@@ -99,13 +99,15 @@ class MergedTables:
 
 
 def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: HistoricalTables | None,
-                         name: str = "complete", merged: MergedTables | None = None) -> keras.Model:
+                         name: str = "complete", merged: MergedTables | None = None, *,
+                         domain_indicator: bool = False) -> keras.Model:
     """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
 
     With ``merged`` the two historical blocks are replaced by single lookups into the merged
-    tables (the serving form); every other layer keeps its name and shape.
+    tables (the serving form); every other layer keeps its name and shape. ``domain_indicator``
+    adds the ``domain`` input, embedded like the other categorical inputs (Sample merging).
     """
-    layout = FeatureLayout.complete(features)
+    layout = FeatureLayout.complete(features, domain_indicator=domain_indicator)
     inputs = complete_inputs(layout)
     d = cfg.embedding_dim
     hb = features.hash_buckets

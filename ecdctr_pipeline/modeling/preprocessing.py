@@ -32,7 +32,11 @@ LABEL = "click"
 ID_FEATURES = ("user_id", "item_id", "category_id")
 CATEGORICAL = tuple(c.name for c in USER_PROFILE + ITEM_PROFILE + CONTEXT)
 MISSING = -1  # a missing category in the raw form
-VOCAB = {c.name: c.vocab_size for c in RAW_COLUMNS}
+# Sample merging's domain indicator (natural 0, ad 1): a model input only of the layouts that ask
+# for it (``FeatureLayout.domain_indicator``), given by the source, not stored in the tables
+DOMAIN = "domain"
+DOMAIN_CODES = {"natural": 0, "ad": 1}
+VOCAB = {**{c.name: c.vocab_size for c in RAW_COLUMNS}, DOMAIN: len(DOMAIN_CODES)}
 
 
 @dataclass(frozen=True)
@@ -42,17 +46,18 @@ class FeatureLayout:
     kind: str  # "tpm" | "complete"
     max_seq_len: int = 50
     counter_windows_days: tuple[int, ...] = (7, 28)
+    domain_indicator: bool = False  # complete only: the ``domain`` input (Sample merging)
 
     @classmethod
-    def complete(cls, features) -> "FeatureLayout":
+    def complete(cls, features, *, domain_indicator: bool = False) -> "FeatureLayout":
         """The complete model's layout under ``features`` (:class:`FeatureSettings`)."""
-        return cls("complete", features.max_seq_len, tuple(features.counter_windows_days))
+        return cls("complete", features.max_seq_len, tuple(features.counter_windows_days), domain_indicator)
 
     @property
     def categorical(self) -> tuple[str, ...]:
         if self.kind == "tpm":
             return tuple(c.name for c in USER_PROFILE + ITEM_PROFILE)
-        return CATEGORICAL
+        return CATEGORICAL + ((DOMAIN,) if self.domain_indicator else ())
 
     @property
     def dense(self) -> tuple[str, ...]:

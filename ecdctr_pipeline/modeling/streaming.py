@@ -101,6 +101,48 @@ class WindowSource:
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
+@dataclass(frozen=True)
+class TaggedSource:
+    """Several :class:`WindowSource` read as one, each row given its part's constant columns
+    (``tags``, e.g. Sample merging's ``domain``): natural and ad rows in one stream. The bounded
+    shuffle permutes the files of all parts together. One input pipeline (no sharding)."""
+
+    parts: tuple[tuple[WindowSource, tuple[tuple[str, int], ...]], ...]
+
+    @property
+    def fragments(self) -> tuple[Any, ...]:
+        return tuple(f for s, _ in self.parts for f in s.fragments)
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(r for s, _ in self.parts for r in s.rows)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s.num_rows for s, _ in self.parts)
+
+    def describe(self) -> str:
+        return " + ".join(f"{s.describe()} {dict(tags)}" for s, tags in self.parts)
+
+    def shard(self, index: int, count: int) -> "TaggedSource":
+        if count != 1:
+            raise StreamError(f"{self.describe()}: a tagged source feeds one input pipeline, not {count}")
+        return self
+
+    def record_batches(self, columns: list[str], *, read_rows: int = READ_BATCH_ROWS,
+                       order: list[int] | None = None) -> Iterator[pa.RecordBatch]:
+        where = [(p, j) for p, (s, _) in enumerate(self.parts) for j in range(len(s.fragments))]
+        for k in (range(len(where)) if order is None else order):
+            p, j = where[k]
+            source, tags = self.parts[p]
+            tagged = dict(tags)
+            read = [c for c in columns if c not in tagged]
+            for rb in source.fragments[j].to_batches(columns=read, batch_size=read_rows, use_threads=False):
+                consts = [pa.array(np.full(rb.num_rows, tagged[c], np.int64)) for c in tagged if c in columns]
+                yield pa.RecordBatch.from_arrays(list(rb.columns) + consts,
+                                                 names=read + [c for c in tagged if c in columns])
+
+
 def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str) -> WindowSource:
     """The :class:`WindowSource` of ``window`` of a run's table at its pinned version
     (``data``: a :class:`~.training.DataSpec`); every day of the window must have a file at that

@@ -155,3 +155,40 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
                                    historical=historical)
     result = actr.run_training(args, base=base)
     return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
+
+
+def sample_merging_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
+    """Sample merging (paper Table 4): one complete network without TPM inputs trained on the
+    natural rows of the CPM window that A-CTR ``day`` uses and the day's ad training rows
+    together, with a ``domain`` input (natural 0, ad 1); A-CTR's hyper-parameters and epoch
+    budget, early stopping on the ad validation slice; scored on the ad holdout as domain 1.
+    Returns ``(labels, scores, users, what training recorded)``."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+    from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
+    from ecdctr_pipeline.modeling.streaming import TaggedSource, score_stream
+    from ecdctr_pipeline.modeling.training import (
+        fit, open_source, placement, quiet_tf, set_seed, train_metrics, training_sources,
+    )
+
+    quiet_tf()
+    p = actr.plan(settings, day)
+    ad = actr.resolve(settings, store, p, target_only=True)
+    nat = cpm.resolve(settings, store, cpm.plan(settings, p.cpm_monday), tpm=False)
+    layout = FeatureLayout.complete(settings.features, domain_indicator=True)
+
+    def tagged(*parts):
+        return TaggedSource(tuple((src, ((DOMAIN, DOMAIN_CODES[d]),)) for src, d in parts))
+
+    ad_train, ad_val = training_sources(ad)
+    train = tagged((open_source(nat, nat.data.train_window), "natural"), (ad_train, "ad"))
+    hp = ad.hparams
+    set_seed(hp.seed)
+    with placement(ad).strategy.scope():
+        model = compile_model(build_complete_model(settings.cpm, settings.features, None, name="sample_merging",
+                                                   domain_indicator=True), hp.learning_rate)
+    m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"sample merging {p.day}",
+            validation=tagged((ad_val, "ad")) if ad_val is not None else None)
+    labels, scores, users = score_stream(model, tagged((holdout_source(ad), "ad")), layout)
+    return labels, scores, users, {"rows": train.num_rows, "natural_rows": train.parts[0][0].num_rows,
+                                   **train_metrics(m)}

@@ -16,7 +16,8 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
 * ``month_positions`` — a CPM whose historical block adds learned month positions
   (``cpm.hist_month_positions``), an ablation beside Table 5.
 
-Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
+``natural`` is not a model: a variant that needs it reads the Monday's natural features
+(Sample merging). Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
 (``rows``, ``epochs_run`` with early stopping; empty for Source-only, which is not trained).
 """
@@ -91,6 +92,12 @@ def _source_only(settings, store, day, week):
     return source_only_scores(settings, store, day, published=week.get("cpm_loaded"))
 
 
+def _sample_merging(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import sample_merging_scores
+
+    return sample_merging_scores(settings, store, day)
+
+
 _POLICY_TEXT = {  # the transfer policies that are not a variant of their own
     "embeddings": "embeddings from the CPM; MLP, attention, cross network and BatchNorm fresh",
     "mlp_without_bn": "the MLP's Dense layers and head from the CPM; embeddings random, BatchNorm fresh",
@@ -118,6 +125,9 @@ def _registry() -> dict[str, Variant]:
                 "fine-tuned like A-CTR"),
         Variant("source_only", "Source-only", frozenset({"cpm"}), _source_only,
                 "the CPM (natural data only) scored on the ad holdout, no fine-tuning"),
+        Variant("sample_merging", "Sample merging", frozenset({"natural"}), _sample_merging,
+                "the complete network without TPM inputs on the CPM window's natural rows and the ad window's "
+                "rows together, with a domain indicator input"),
     ]
     # the other transfer policies of Table 6 (``none`` is target_only_tpm, ``all_but_bn`` is ecdctr)
     v += [Variant(f"transfer_{p}", f"transfer: {p}", frozenset({"cpm"}), _fine_tuned(p), _POLICY_TEXT[p])
@@ -175,7 +185,7 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
         set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=f"variants {monday}")
         week["cpm_loaded"] = (load_model(store, paths.cpm_checkpoint(monday), cpm_manifest),
                               embedding_sets.load(store, set_manifest), monday)
-    for name in sorted(needs - {"cpm"}):
+    for name in sorted(needs - {"cpm", "natural"}):  # "natural": the Monday's natural features only
         kw: dict[str, Any] = {}
         info: dict[str, Any] = {}
         if name == "cpm_without_tpm":
@@ -199,4 +209,4 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     return week
 
 
-_WEEK_MODEL = re.compile(r"cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")
+_WEEK_MODEL = re.compile(r"natural|cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")

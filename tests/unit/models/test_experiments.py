@@ -138,4 +138,6 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
         assert (tmp_path / "paper" / f"{name}.png").stat().st_size > 0
         assert json.loads((tmp_path / "paper" / f"{name}.json").read_text())["orderings"] == summary["orderings"]
         assert bool(summary["orderings"]) == (t.key != "fig4")  # the figure is a curve, no verdicts
-    assert "not built: Sample merging" in (tmp_path / "paper" / "table4.md").read_text()
+    merging = day["training"]["sample_merging"]
+    assert merging["rows"] > merging["natural_rows"] > 0 and merging["epochs_run"] == s.actr.epochs
+    assert not np.allclose(day["scores"]["sample_merging"], day["scores"]["target_only"])

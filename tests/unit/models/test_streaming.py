@@ -121,3 +121,25 @@ def test_a_missing_day_is_named(ad):
     _, store, data, _, _, _ = ad
     with pytest.raises(streaming.StreamError, match="has no partition 2026-11-24"):
         streaming.open_source(store, data, calendar.Window(dt.date(2026, 11, 20), dt.date(2026, 11, 25)), who="t")
+
+
+def test_tagged_source_reads_every_part_once_with_its_tag(ad):
+    """Sample merging's stream: two parts, each row carrying its part's domain, nothing dropped."""
+    from ecdctr_pipeline.modeling.preprocessing import DOMAIN
+
+    s, store, data, layout, source, full = ad
+    first = calendar.Window(WINDOW.start, WINDOW.start + dt.timedelta(days=10))
+    rest = calendar.Window(first.end, WINDOW.end)
+    a = streaming.open_source(store, data, first, who="test")
+    b = streaming.open_source(store, data, rest, who="test")
+    tagged = streaming.TaggedSource(((a, ((DOMAIN, 0),)), (b, ((DOMAIN, 1),))))
+    merged = FeatureLayout.complete(s.features, domain_indicator=True)
+    assert tagged.num_rows == source.num_rows and merged.categorical[-1] == DOMAIN
+    batches = list(streaming.raw_batches(tagged, merged, 97, shuffle=True, seed=3, buffer_rows=500))
+    got = {k: np.concatenate([x[k] for x in batches]) for k in batches[0]}
+    assert np.bincount(got[DOMAIN]).tolist() == [a.num_rows, b.num_rows]
+    without = {k: v for k, v in got.items() if k != DOMAIN}
+    assert row_keys(without) == row_keys(full)  # every row once, shuffled across both parts
+    assert 0 < got[DOMAIN][: len(got[DOMAIN]) // 2].mean() < 1  # the file order mixes the parts
+    with pytest.raises(streaming.StreamError, match="one input pipeline, not 2"):
+        tagged.shard(0, 2)
