@@ -93,7 +93,7 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ex = sub.add_parser("experiments", help="the paper's tables on the simulator: variants on the same days, "
                         "paired bootstrap CIs (Markdown + PNG + JSON)", parents=[common, js])
     ex.add_argument("--table", default="main",
-                    help="comma-separated: main (E-CDCTR vs Target-only), 3, 4, 5, 6, fig4; variants shared by "
+                    help="comma-separated: main (E-CDCTR vs Target-only), 2, 3, 4, 5, 6, fig4; variants shared by "
                          "several tables are trained once")
     ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
     ex.add_argument("--seeds", default="0,1,2", help="comma-separated")

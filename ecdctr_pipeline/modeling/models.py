@@ -18,10 +18,10 @@ import keras
 import numpy as np
 
 from ecdctr_pipeline.data.embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
-from ecdctr_pipeline.modeling.preprocessing import VOCAB, FeatureLayout
+from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, VOCAB, FeatureLayout
 from ecdctr_pipeline.modeling.layers import (
-    CrossNetwork, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding, MLPBlock, ModuloHash, SequenceMask,
-    TargetAttention,
+    CrossNetwork, DomainSelect, ExpertMixture, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding,
+    MLPBlock, ModuloHash, PartitionedNorm, SequenceMask, StarDense, TargetAttention,
 )
 from ecdctr_pipeline.core.schema import SEQ_CATS, SEQ_ITEMS, SEQ_LEN
 from ecdctr_pipeline.core.settings import CPMSettings, FeatureSettings, TPMSettings
@@ -100,13 +100,17 @@ class MergedTables:
 
 def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: HistoricalTables | None,
                          name: str = "complete", merged: MergedTables | None = None, *,
-                         domain_indicator: bool = False) -> keras.Model:
+                         domain_indicator: bool = False, head: str | None = None) -> keras.Model:
     """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
 
     With ``merged`` the two historical blocks are replaced by single lookups into the merged
     tables (the serving form); every other layer keeps its name and shape. ``domain_indicator``
     adds the ``domain`` input, embedded like the other categorical inputs (Sample merging).
+    ``head`` (one of :data:`MULTI_DOMAIN_HEADS`, with ``domain_indicator``) replaces the MLP and
+    output by a multi-domain head that routes each row by its domain (the paper's Table 2).
     """
+    if head is not None and (head not in MULTI_DOMAIN_HEADS or not domain_indicator):
+        raise ValueError(f"head {head!r}: expected one of {', '.join(MULTI_DOMAIN_HEADS)}, with domain_indicator")
     layout = FeatureLayout.complete(features, domain_indicator=domain_indicator)
     inputs = complete_inputs(layout)
     d = cfg.embedding_dim
@@ -141,8 +145,11 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
         parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
     x = keras.layers.Concatenate(name="features_concat")(parts)
     x = CrossNetwork(cfg.cross_layers, name="cross")(x)
-    x = MLPBlock(cfg.hidden_units, dropout=cfg.dropout, name="mlp")(x)
-    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
+    if head is None:
+        x = MLPBlock(cfg.hidden_units, dropout=cfg.dropout, name="mlp")(x)
+        out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
+    else:
+        out = _multi_domain_head(head, cfg, x, inputs[DOMAIN])
     model = keras.Model(inputs, out, name=name)
     if merged is not None:
         model.get_layer("hist_user").set_table(merged.user_ids, merged.user_merged)
@@ -151,6 +158,61 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
         model.get_layer("hist_user").set_tables(hist.user_ids, hist.user_vectors)
         model.get_layer("hist_item").set_tables(hist.item_ids, hist.item_vectors)
     return model
+
+
+# ------------------------------------------------------------------ multi-domain heads (Table 2)
+MULTI_DOMAIN_HEADS = ("share_bottom", "mmoe", "star", "conet")
+MMOE_EXPERTS = 4
+
+
+def _multi_domain_head(kind: str, cfg: CPMSettings, x, domain):
+    """The head of a model trained on both domains' rows, on the shared features ``x`` (embeddings,
+    DIN interest, counters, cross network): the MLP ``cfg.hidden_units`` split into a shared or
+    routed bottom (all layers but the last) and a tower per domain (the last layer), each row
+    scored by its own domain's tower.
+
+    * ``share_bottom`` — one bottom MLP (with BatchNorm) for both domains;
+    * ``mmoe`` — :data:`MMOE_EXPERTS` bottom MLPs mixed by a softmax gate per domain;
+    * ``star`` — partitioned normalisation of ``x``, then star-topology layers (shared weights
+      times per-domain weights, :class:`StarDense`) for the whole MLP, plus STAR's auxiliary
+      network (a linear logit of ``x``, which embeds the domain indicator);
+    * ``conet`` — one MLP per domain with CoNet's cross connections (a shared matrix feeds each
+      domain's layer with the other domain's previous layer).
+    """
+    units = list(cfg.hidden_units)
+    bottom, top = (units[:-1], units[-1:]) if len(units) > 1 else (units, units)
+    domains = len(DOMAIN_CODES)
+
+    def routed(per_domain: list) -> keras.KerasTensor:
+        logits = keras.layers.Concatenate(name="domain_logits")(
+            [keras.layers.Dense(1, name=f"tower_{d}_logit")(h) for d, h in enumerate(per_domain)])
+        return DomainSelect(domains, name="domain_select")([logits, domain])
+
+    def towers(h) -> list:
+        return [MLPBlock(top, batch_norm=False, dropout=cfg.dropout, name=f"tower_{d}")(h) for d in range(domains)]
+
+    if kind == "share_bottom":
+        logit = routed(towers(MLPBlock(bottom, dropout=cfg.dropout, name="shared_bottom")(x)))
+    elif kind == "mmoe":
+        experts = [keras.layers.Reshape((1, bottom[-1]), name=f"expert_{k}_row")(
+            MLPBlock(bottom, dropout=cfg.dropout, name=f"expert_{k}")(x)) for k in range(MMOE_EXPERTS)]
+        stacked = keras.layers.Concatenate(axis=1, name="experts")(experts)
+        logit = routed(towers(ExpertMixture(domains, MMOE_EXPERTS, name="gates")([stacked, x, domain])))
+    elif kind == "star":
+        h = PartitionedNorm(domains, name="partitioned_norm")([x, domain])
+        for i, u in enumerate(units):
+            h = StarDense(u, domains, activation="relu", name=f"star_{i}")([h, domain])
+        main = StarDense(1, domains, name="star_logit")([h, domain])
+        logit = keras.layers.Add(name="with_auxiliary")([main, keras.layers.Dense(1, name="auxiliary_logit")(x)])
+    else:  # conet
+        h = [x] * domains
+        for i, u in enumerate(units):
+            cross = keras.layers.Dense(u, use_bias=False, name=f"conet_cross_{i}")
+            own = [keras.layers.Dense(u, name=f"conet_{d}_{i}")(h[d]) for d in range(domains)]
+            h = [keras.layers.Activation("relu", name=f"conet_{d}_{i}_act")(
+                keras.layers.Add(name=f"conet_{d}_{i}_sum")([own[d], cross(h[1 - d])])) for d in range(domains)]
+        logit = routed(h)
+    return keras.layers.Activation("sigmoid", name=OUTPUT)(logit)
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:

@@ -26,14 +26,18 @@ def _holdout_scores(args, model):
     return score_stream(model, holdout_source(args), args.data.layout)
 
 
-def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None):
+def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None, historical=None):
     """A Target-only model of A-CTR ``day`` scored on the day's holdout (``args``: its resolved
     :class:`~ecdctr_pipeline.modeling.training.TrainArgs`, when the caller has them):
-    ``(labels, scores, users, what training recorded)``."""
+    ``(labels, scores, users, what training recorded)``. ``historical``: TPM tables plugged into
+    it (KEEP-style: pre-trained embeddings as frozen inputs, every other weight random)."""
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
     args = args or actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
+    if historical is not None:
+        args = dataclasses.replace(args, tier="plugged", historical=historical,
+                                   who=f"target-only with TPM tables {historical.set_id} {args.logical_date}")
     result = actr.run_training(args)
     return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
 
@@ -157,12 +161,14 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
     return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
 
 
-def sample_merging_scores(settings: Settings, store: ArtifactStore, day: str | dt.date):
-    """Sample merging (paper Table 4): one complete network without TPM inputs trained on the
+def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, head: str | None = None):
+    """A model trained on both domains' rows. ``head`` None: Sample merging (paper Table 4): one complete network without TPM inputs trained on the
     natural rows of the CPM window that A-CTR ``day`` uses and the day's ad training rows
     together, with a ``domain`` input (natural 0, ad 1); A-CTR's hyper-parameters and epoch
     budget, early stopping on the ad validation slice; scored on the ad holdout as domain 1.
-    Returns ``(labels, scores, users, what training recorded)``."""
+    ``head`` (:data:`~ecdctr_pipeline.modeling.models.MULTI_DOMAIN_HEADS`): the same training
+    of a multi-domain model (Table 2's Share-Bottom, MMoE, STAR, CoNet), whose head routes each
+    row by its domain. Returns ``(labels, scores, users, what training recorded)``."""
     from ecdctr_pipeline.evaluation.holdout import holdout_source
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
     from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
@@ -184,10 +190,11 @@ def sample_merging_scores(settings: Settings, store: ArtifactStore, day: str | d
     train = tagged((open_source(nat, nat.data.train_window), "natural"), (ad_train, "ad"))
     hp = ad.hparams
     set_seed(hp.seed)
+    name = head or "sample_merging"
     with placement(ad).strategy.scope():
-        model = compile_model(build_complete_model(settings.cpm, settings.features, None, name="sample_merging",
-                                                   domain_indicator=True), hp.learning_rate)
-    m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"sample merging {p.day}",
+        model = compile_model(build_complete_model(settings.cpm, settings.features, None, name=name,
+                                                   domain_indicator=True, head=head), hp.learning_rate)
+    m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"{name} {p.day}",
             validation=tagged((ad_val, "ad")) if ad_val is not None else None)
     labels, scores, users = score_stream(model, tagged((holdout_source(ad), "ad")), layout)
     return labels, scores, users, {"rows": train.num_rows, "natural_rows": train.parts[0][0].num_rows,

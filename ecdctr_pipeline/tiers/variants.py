@@ -92,10 +92,18 @@ def _source_only(settings, store, day, week):
     return source_only_scores(settings, store, day, published=week.get("cpm_loaded"))
 
 
-def _sample_merging(settings, store, day, week):
-    from ecdctr_pipeline.tiers.baselines import sample_merging_scores
+def _joint(head: str | None):
+    def score(settings, store, day, week):
+        from ecdctr_pipeline.tiers.baselines import joint_training_scores
 
-    return sample_merging_scores(settings, store, day)
+        return joint_training_scores(settings, store, day, head=head)
+    return score
+
+
+def _keep(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import target_only_scores
+
+    return target_only_scores(settings, store, day, historical=week["cpm_loaded"][1].last(1))
 
 
 _POLICY_TEXT = {  # the transfer policies that are not a variant of their own
@@ -125,10 +133,15 @@ def _registry() -> dict[str, Variant]:
                 "fine-tuned like A-CTR"),
         Variant("source_only", "Source-only", frozenset({"cpm"}), _source_only,
                 "the CPM (natural data only) scored on the ad holdout, no fine-tuning"),
-        Variant("sample_merging", "Sample merging", frozenset({"natural"}), _sample_merging,
+        Variant("sample_merging", "Sample merging", frozenset({"natural"}), _joint(None),
                 "the complete network without TPM inputs on the CPM window's natural rows and the ad window's "
                 "rows together, with a domain indicator input"),
     ]
+    # Table 2's multi-domain models: trained like Sample merging, with a head that routes by domain
+    v += [Variant(head, label, frozenset({"natural"}), _joint(head), what) for head, label, what in MULTI_DOMAIN]
+    v.append(Variant("keep", "KEEP-style", frozenset({"cpm"}), _keep,
+                     "the TPM's latest month of user and item embeddings plugged into the complete network (frozen "
+                     "tables), trained from random init on the ad window; no CPM"))
     # the other transfer policies of Table 6 (``none`` is target_only_tpm, ``all_but_bn`` is ecdctr)
     v += [Variant(f"transfer_{p}", f"transfer: {p}", frozenset({"cpm"}), _fine_tuned(p), _POLICY_TEXT[p])
           for p in TRANSFER_POLICIES if p not in ("none", "all_but_bn")]
@@ -149,6 +162,13 @@ def _registry() -> dict[str, Variant]:
     return {x.name: x for x in v}
 
 
+MULTI_DOMAIN = (  # (head, label, how); the heads are modeling.models.MULTI_DOMAIN_HEADS
+    ("share_bottom", "Share-Bottom", "shared embeddings and bottom MLP, one tower per domain, on natural + ad rows"),
+    ("mmoe", "MMoE", "shared embeddings, 4 expert MLPs mixed by a gate per domain, one tower per domain"),
+    ("star", "STAR", "partitioned normalisation, star-topology MLP (shared x per-domain weights), auxiliary "
+                     "network on the domain indicator"),
+    ("conet", "CoNet", "one MLP per domain with cross connections between them, shared embeddings"),
+)
 MONTH_POSITIONS = {"hist_month_positions": True}
 TPM_MONTHS = (1, 2)  # Table 5's rows besides 0 (cpm_without_tpm) and all 3 (ecdctr)
 TPM_DIMS = (4, 8, 16, 32, 64)  # Figure 4's points

@@ -20,9 +20,9 @@ from ecdctr_pipeline.tiers import cpm, variants
 
 
 def test_parse_tables_names_what_exists():
-    assert [t.key for t in experiments.parse_tables("3, 6")] == ["3", "6"]
-    with pytest.raises(EcdctrError, match="--table '2'.*not built"):
-        experiments.parse_tables("2")
+    assert [t.key for t in experiments.parse_tables("2, 6")] == ["2", "6"]
+    with pytest.raises(EcdctrError, match="--table '7': expected one or more of main, 2, 3"):
+        experiments.parse_tables("7")
     with pytest.raises(variants.VariantError, match="unknown variant 'nope'"):
         variants.get("nope")
     st = Settings()
@@ -78,7 +78,7 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
     s = tiny_settings(f"file://{tmp_path / 'store'}")
     store = open_store(s.store)
     fig4 = dataclasses.replace(experiments.TABLES["fig4"], variants=("tpm_dim_4",), reference="tpm_dim_4")
-    tables = experiments.parse_tables("main,3,4,5,6") + [fig4]
+    tables = experiments.parse_tables("main,2,3,4,5,6") + [fig4]
     wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
     r, runs = efficiency.measure(s, store, "2026-11-23", days=1, months=1, variants=tuple(wanted))
 
@@ -117,9 +117,15 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["target_only"])
     assert not np.allclose(day["scores"]["ecdctr"], day["scores"]["source_only"])
     assert day["training"]["ecdctr"]["epochs_run"] == s.actr.epochs and day["training"]["source_only"].keys() == {"seconds"}
-    # Table 5's and Figure 4's models are their own: other TPM tables, other scores
-    for a, b in (("tpm_months_1", "ecdctr"), ("tpm_months_1", "tpm_months_2"), ("tpm_dim_4", "ecdctr")):
+    # Table 5's and Figure 4's models are their own: other TPM tables, other scores; Table 2's
+    # multi-domain heads differ from Sample merging's shared MLP (same rows, same tuning)
+    for a, b in (("tpm_months_1", "ecdctr"), ("tpm_months_1", "tpm_months_2"), ("tpm_dim_4", "ecdctr"),
+                 ("keep", "target_only"), ("keep", "target_only_tpm"),
+                 *(((h, "sample_merging") for h in ("share_bottom", "mmoe", "star", "conet")))):
         assert not np.allclose(day["scores"][a], day["scores"][b]), (a, b)
+    for h in ("share_bottom", "mmoe", "star", "conet", "sample_merging"):  # trained on both domains' rows
+        info = day["training"][h]
+        assert 0 < info["natural_rows"] < info["rows"] and info["rows"] == day["training"]["sample_merging"]["rows"], h
     for t in tables:
         summary = experiments.summarize(t, {0: [day]}, n_boot=200)
         assert [x["variant"] for x in summary["rows"]] == list(t.variants)
@@ -134,6 +140,7 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
         md = experiments.write_table(summary, tmp_path / "paper", scale="tiny", seconds=1.0)
         text = md.read_text()
         assert all(variants.get(v).label in text for v in t.variants) and "95% CI" in text
+        assert all(f"not built: {x}" in text for x in t.not_built) and bool(t.not_built) == (t.key == "2")
         name = experiments.report_name(t.key)
         assert (tmp_path / "paper" / f"{name}.png").stat().st_size > 0
         assert json.loads((tmp_path / "paper" / f"{name}.json").read_text())["orderings"] == summary["orderings"]

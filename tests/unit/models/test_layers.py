@@ -175,3 +175,112 @@ def test_merged_table_matches_block(tmp_path, mask_unseen):
     roundtrip(served, ids, tmp_path)
     with pytest.raises(ValueError, match="Received: dim=0"):
         MergedHistoricalEmbedding(3, 0)
+
+
+# ------------------------------------------------------------------ multi-domain (Table 2's baselines)
+DOMAINS = np.array([[0], [1], [1], [0]], dtype="int64")
+
+
+def test_domain_select_and_expert_mixture_pick_each_rows_domain(tmp_path):
+    from ecdctr_pipeline.modeling.layers import DomainSelect, ExpertMixture
+
+    per_domain = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]], dtype="float32")
+    out = roundtrip(DomainSelect(2, name="sel"), [per_domain, DOMAINS], tmp_path)
+    assert out.ravel().tolist() == [1.0, 4.0, 6.0, 7.0]
+
+    rng = np.random.default_rng(0)
+    experts = rng.normal(size=(4, 3, 5)).astype("float32")  # 3 experts of width 5
+    x = rng.normal(size=(4, 6)).astype("float32")
+    layer = ExpertMixture(2, 3, name="gates")
+    got = roundtrip(layer, [experts, x, DOMAINS], tmp_path)
+    for row, d in enumerate(DOMAINS.ravel()):
+        gate = layer.gates[d](x[row:row + 1]).numpy()[0]  # the row's own domain's softmax gate
+        assert gate.sum() == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(got[row], gate @ experts[row], rtol=1e-5, atol=1e-6)
+
+
+def test_star_dense_multiplies_shared_and_domain_weights(tmp_path):
+    from ecdctr_pipeline.modeling.layers import StarDense
+
+    x = np.arange(12, dtype="float32").reshape(4, 3) / 10
+    layer = StarDense(2, 2, name="star")
+    ins = [keras.Input((3,)), keras.Input((1,), dtype="int64")]
+    model = keras.Model(ins, layer(ins))
+    w = layer.kernel.numpy()
+    np.testing.assert_allclose(model.predict([x, DOMAINS], verbose=0), x @ w, rtol=1e-5)  # at init: the shared layer
+    dk = np.ones((2, 3, 2), "float32")
+    dk[1] = 2.0
+    layer.domain_kernel.assign(dk)
+    layer.domain_bias.assign(np.array([[0.0, 0.0], [1.0, -1.0]], "float32"))
+    want = np.where(DOMAINS == 1, x @ (2 * w) + np.array([1.0, -1.0]), x @ w)
+    np.testing.assert_allclose(model.predict([x, DOMAINS], verbose=0), want, rtol=1e-5, atol=1e-6)
+    roundtrip(StarDense(2, 2, activation="relu", name="star2"), [x, DOMAINS], tmp_path)
+
+
+def test_partitioned_norm_keeps_each_domains_statistics(tmp_path):
+    from ecdctr_pipeline.modeling.layers import PartitionedNorm
+
+    rng = np.random.default_rng(1)
+    domain = np.array([[0]] * 6 + [[1]] * 6, dtype="int64")
+    x = np.concatenate([rng.normal(10.0, 2.0, (6, 3)), rng.normal(-5.0, 0.5, (6, 3))]).astype("float32")
+    layer = PartitionedNorm(2, momentum=0.0, epsilon=0.0, name="pn")
+    out = layer([x, domain], training=True).numpy()
+    for d in (0, 1):  # each domain normalised on its own rows
+        rows = out[domain.ravel() == d]
+        np.testing.assert_allclose(rows.mean(0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(rows.std(0), 1.0, atol=1e-3)
+        np.testing.assert_allclose(layer.moving_mean.numpy()[d], x[domain.ravel() == d].mean(0), rtol=1e-5)
+    # a batch of domain 0 only: domain 1's moving statistics stay
+    before = layer.moving_mean.numpy()[1].copy()
+    layer([x[:6] + 1.0, domain[:6]], training=True)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[1], before)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[0], x[:6].mean(0) + 1.0, rtol=1e-5)
+    # inference: the row's domain's moving statistics, scale γ·γ_d and shift β + β_d
+    layer.domain_gamma.assign(np.array([[1.0] * 3, [2.0] * 3], "float32"))
+    layer.beta.assign(np.full(3, 0.5, "float32"))
+    got = layer([x, domain], training=False).numpy()
+    mm, mv = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    d = domain.ravel()
+    want = (x - mm[d]) / np.sqrt(mv[d]) * np.where(d[:, None] == 1, 2.0, 1.0) + 0.5
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    roundtrip(PartitionedNorm(2, name="pn2"), [x, domain], tmp_path)
+
+
+@pytest.mark.parametrize("head,ad_only", [("share_bottom", "tower_1_logit"), ("mmoe", "tower_1_logit"),
+                                          ("conet", "tower_1_logit"), ("star", "star_logit")])
+def test_multi_domain_heads_score_each_row_with_its_domains_parameters(head, ad_only):
+    """Table 2's models: a row's score comes from its own domain's parameters (changing the ad
+    domain's ones moves ad rows only), and the same features in the other domain score otherwise."""
+    from ecdctr_pipeline.core.settings import Settings
+    from ecdctr_pipeline.modeling.models import build_complete_model
+    from ecdctr_pipeline.modeling.preprocessing import DOMAIN
+
+    s = Settings.model_validate({"features": {"max_seq_len": 4, "hash_buckets": {"user_id": 50, "item_id": 40,
+                                                                                  "category_id": 8, "item_brand": 10}},
+                                 "cpm": {"hidden_units": [16, 8], "attention_units": [4], "embedding_dim": 4}})
+    model = build_complete_model(s.cpm, s.features, None, name=head, domain_indicator=True, head=head)
+    rng = np.random.default_rng(2)
+    n = 8
+    x = {}
+    for t in model.inputs:
+        shape = (n, *t.shape[1:])
+        x[t.name] = (rng.integers(0, 3, shape) if "int" in str(t.dtype) else rng.normal(size=shape)).astype(str(t.dtype))
+    x[DOMAIN] = np.array([[0], [1]] * (n // 2), "int64")
+    ad = x[DOMAIN].ravel() == 1
+    before = model.predict(x, verbose=0).ravel()
+    assert np.all((before > 0) & (before < 1))
+    swapped = model.predict({**x, DOMAIN: 1 - x[DOMAIN]}, verbose=0).ravel()
+    assert not np.allclose(swapped, before)
+    layer = model.get_layer(ad_only)
+    for w in layer.weights:  # the ad domain's parameters only (star: the per-domain slice of the logit layer)
+        v = w.numpy()
+        if "domain" in w.path:
+            v[1] += 0.5
+        elif head != "star":
+            v += 0.5
+        w.assign(v)
+    after = model.predict(x, verbose=0).ravel()
+    np.testing.assert_array_equal(after[~ad], before[~ad])
+    assert np.all(np.abs(after[ad] - before[ad]) > 1e-6)
+    with pytest.raises(ValueError, match="head 'moe'"):
+        build_complete_model(s.cpm, s.features, None, domain_indicator=True, head="moe")
