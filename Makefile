@@ -14,6 +14,11 @@ JARS_STAMP := $(JARS)/.verified
 HELM_VERSION := v3.22.0
 HELM := .tools/bin/helm
 
+# apt-get runs one at a time (make test prepares its prerequisites in parallel): a shared lock
+APT := flock /var/lock/ecdctr-apt.lock env DEBIAN_FRONTEND=noninteractive sh -c
+# the compiled helm: no symbol table or DWARF (not needed to lint and render charts)
+GO_LDFLAGS := -s -w
+
 .PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving lint-deploy clean
 
 venv: $(STAMP) $(JARS_STAMP)
@@ -32,7 +37,7 @@ $(STAMP): requirements.lock pyproject.toml
 jars: $(JARS_STAMP)
 
 $(JARS_STAMP): jvm/pom.xml jvm/jars.sha256
-	@command -v mvn >/dev/null 2>&1 || { echo "mvn not found: installing maven with apt"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven; }
+	@command -v mvn >/dev/null 2>&1 || { echo "mvn not found: installing maven with apt"; $(APT) 'apt-get update -q && apt-get install -y -q maven'; }
 	rm -rf $(JARS) && mkdir -p $(JARS)
 	mvn -B -q -C -f jvm/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(JARS)
 	cd $(JARS) && sha256sum --quiet --strict -c ../jars.sha256
@@ -41,19 +46,22 @@ $(JARS_STAMP): jvm/pom.xml jvm/jars.sha256
 
 java:
 	@echo "java not found: installing openjdk-17-jre-headless with apt"
-	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless
+	$(APT) 'apt-get update -q && apt-get install -y -q openjdk-17-jre-headless'
 
 # Debian's headless Chromium: the scheduler test screenshots the Airflow UI with it.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium not found: installing Debian's chromium with apt"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	  $(APT) 'apt-get update -q && apt-get install -y -q --no-install-recommends chromium'; }
 
 # The main job, end to end on the embedded default (local store, Spark local, TF CPU, Airflow SQLite).
 demo: venv
 	$(BIN)/ecdctr demo
 
-# The whole suite, slow end-to-end tests included (CI runs this).
-test: venv chromium
+# The whole suite, slow end-to-end tests included (CI runs this). Its prerequisites are prepared
+# in parallel first: on a clean machine the Python lock, the jars and chromium are downloads while
+# helm compiles (minutes of CPU), so most of the compile hides behind them.
+test:
+	@$(MAKE) --no-print-directory -j5 venv chromium tools
 	$(BIN)/python -m pytest -q --durations=25
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.
@@ -90,9 +98,9 @@ $(TOOLS)/.installed: requirements-tools.txt
 helm: $(HELM)
 
 $(HELM):
-	@command -v go >/dev/null 2>&1 || { echo "go not found: installing golang with apt"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang; }
+	@command -v go >/dev/null 2>&1 || { echo "go not found: installing golang with apt"; $(APT) 'apt-get update -q && apt-get install -y -q golang'; }
 	@echo "building helm $(HELM_VERSION) from the Go module proxy (a few minutes, once)"
-	GOBIN=$(CURDIR)/.tools/bin CGO_ENABLED=0 go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(CURDIR)/.tools/bin CGO_ENABLED=0 go install -ldflags="$(GO_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@$(HELM) version --short
 
 lint-deploy: venv tools
