@@ -110,6 +110,12 @@ class FeatureSettings(_Section):
     max_seq_len: int = Field(50, gt=0)  # last N clicked items/categories before the impression
     history_days: int = Field(28, gt=0)  # how far back the behaviour sequence looks
     counter_windows_days: list[int] = Field(default_factory=lambda: [7, 28])
+    # the behaviour sequence of ad rows: "ad" — the user's ad clicks only (each domain's features
+    # come from its own raw table: an ad day extracts without the natural log, which is 10-100x
+    # larger, and the ad tables do not change when natural data is corrected); "platform" — the
+    # user's clicks in both domains (the sequence the CPM's attention was trained on; the natural
+    # raw table must then cover the ad window and its history). Counters stay per domain.
+    ad_history: Literal["ad", "platform"] = "ad"
     # embedding rows of the complete model's id features (ids are bucketed as id mod n)
     hash_buckets: dict[Literal["user_id", "item_id", "category_id", "item_brand"], int] = Field(
         default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000, "item_brand": 1_000})

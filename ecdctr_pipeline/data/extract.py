@@ -110,8 +110,10 @@ def spark_schema(schema):
 
 
 def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, raw_version: int, days: list[str],
-               build, schema, out_table: str, window: calendar.Window, txn: tuple[str, int], who: str):
+               build, schema, out_table: str, window: calendar.Window, txn: tuple[str, int], who: str,
+               other: tuple[str, int, list[str]] | None = None):
     """Spark reads raw at ``raw_version`` and writes the window's partitions with delta-spark.
+    ``other``: (raw table, version, days) whose clicks join the behaviour sequences.
 
     Returns ``(rows, version, skipped)``.
     """
@@ -123,10 +125,14 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
         spark = get_spark(settings)
     else:
         configure_store(spark, settings.store)
-    raw = (spark.read.format("delta").option("versionAsOf", raw_version).load(store.spark_uri(raw_table))
-           .where(F.col(PARTITION).isin(days)).drop(PARTITION))
+    def read(table, version, read_days):
+        return (spark.read.format("delta").option("versionAsOf", version).load(store.spark_uri(table))
+                .where(F.col(PARTITION).isin(read_days)).drop(PARTITION))
+
+    raw = read(raw_table, raw_version, days)
     target = spark_schema(schema)
-    out = build(raw).select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in target.fields])
+    built = build(raw) if other is None else build(raw, read(*other))
+    out = built.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in target.fields])
     before = delta.version(store, out_table)
     predicate = f"{PARTITION} >= '{window.start}' AND {PARTITION} < '{window.end}'"
     log.info("%s: reading %s v%d (%d day(s)), writing %s", who, raw_table, raw_version, len(days), out_table)
@@ -141,15 +147,19 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
     return int((last["operationMetrics"] or {}).get("numOutputRows", 0)), after, False
 
 
-def _run_duckdb(store: ArtifactStore, raw_table: str, days: list[str], sql_for, schema, out_table: str,
-                window: calendar.Window, txn: tuple[str, int], who: str) -> delta.WriteResult:
-    """The DuckDB engine: same features from the same raw snapshot, one delta-rs commit."""
+def _run_duckdb(store: ArtifactStore, raw_table: str, raw_version: int, days: list[str], sql_for, schema,
+                out_table: str, window: calendar.Window, txn: tuple[str, int], who: str,
+                other: tuple[str, int, list[str]] | None = None) -> delta.WriteResult:
+    """The DuckDB engine: same features from the same raw snapshot(s), one delta-rs commit."""
     import duckdb
 
-    raw, _ = delta.read(store, raw_table, partitions=days)
+    raw, _ = delta.read(store, raw_table, partitions=days, version=raw_version)
     con = duckdb.connect()
     con.register("raw", raw.drop_columns([PARTITION]))
-    out = con.sql(sql_for("raw")).fetch_arrow_table().cast(schema)
+    if other is not None:
+        other_raw, _ = delta.read(store, other[0], partitions=other[2], version=other[1])
+        con.register("other_raw", other_raw.drop_columns([PARTITION]))
+    out = con.sql(sql_for("raw") if other is None else sql_for("raw", "other_raw")).fetch_arrow_table().cast(schema)
     missing = sorted(set(window.partitions()) - set(out[PARTITION].unique().to_pylist()))
     if missing:
         raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
@@ -157,7 +167,10 @@ def _run_duckdb(store: ArtifactStore, raw_table: str, days: list[str], sql_for, 
 
 
 def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: str, window: calendar.Window, history_days: int,
-         app_id: str, build, schema, force: bool, who: str, spark=None, sql_for=None) -> ExtractResult:
+         app_id: str, build, schema, force: bool, who: str, spark=None, sql_for=None,
+         history_domain: str | None = None) -> ExtractResult:
+    """``history_domain``: another domain whose clicks join the behaviour sequences (its raw table
+    must cover the same days; its version is part of the commit's app transaction version)."""
     t0 = time.perf_counter()
     store.check_access()
     if settings.features.engine == "spark":
@@ -167,7 +180,14 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
     raw_table = paths.raw_table(domain)
     days = needed_days(store, domain, window, history_days, who=who)
     raw_version = delta.version(store, raw_table)
-    txn_version = raw_version + 1  # app transaction versions start at 1
+    other = None
+    if history_domain is not None:
+        other_table = paths.raw_table(history_domain)
+        other = (other_table, delta.version(store, other_table),
+                 needed_days(store, history_domain, window, history_days, who=f"{who} (platform-wide history)"))
+    # app transaction versions start at 1 and grow with every raw table read (either one changing
+    # means the features are recomputed)
+    txn_version = raw_version + 1 + (other[1] if other else 0)
     if force:
         done = delta.committed_txn_version(store, out_table, app_id) or 0
         txn_version = max(txn_version, done + 1)
@@ -177,12 +197,13 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
         return ExtractResult(out_table, window.to_dict(), 0, window.days, delta.version(store, out_table),
                              raw_version, True, round(time.perf_counter() - t0, 3))
     if settings.features.engine == "duckdb":
-        res = _run_duckdb(store, raw_table, days, sql_for, schema, out_table, window, (app_id, txn_version), who)
+        res = _run_duckdb(store, raw_table, raw_version, days, sql_for, schema, out_table, window,
+                          (app_id, txn_version), who, other)
         secs = round(time.perf_counter() - t0, 3)
         return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
                              res.skipped, secs)
     rows, version, skipped = _run_spark(settings, spark, store, raw_table, raw_version, days, build, schema,
-                                        out_table, window, (app_id, txn_version), who)
+                                        out_table, window, (app_id, txn_version), who, other)
     secs = round(time.perf_counter() - t0, 3)
     log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, rows, window.days, out_table, version, secs)
     return ExtractResult(out_table, window.to_dict(), rows, window.days, version, raw_version, skipped, secs)
@@ -223,20 +244,24 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
     f = settings.features
     window = complete_window(settings, domain, as_of)
     history = max(f.history_days, max(f.counter_windows_days))
+    platform = domain == "ad" and f.ad_history == "platform"
 
-    def build(raw):
+    def build(raw, other=None):
         return complete_features(raw, window.start.isoformat(), window.end.isoformat(),
                                  max_seq_len=f.max_seq_len, history_days=f.history_days,
-                                 counter_windows_days=f.counter_windows_days)
+                                 counter_windows_days=f.counter_windows_days, other_clicks=other)
 
-    def sql_for(source: str) -> str:
+    def sql_for(source: str, other: str | None = None) -> str:
         from ecdctr_pipeline.data.features_duckdb import complete_features_sql
 
         return complete_features_sql(source, window.start.isoformat(), window.end.isoformat(),
                                      max_seq_len=f.max_seq_len, history_days=f.history_days,
-                                     counter_windows_days=f.counter_windows_days)
+                                     counter_windows_days=f.counter_windows_days, other_clicks=other)
 
+    # the sequences' source is part of the commit's identity: switching it recomputes the window
+    app_id = f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}" + (":platform" if platform else "")
     return _run(settings, store, domain=domain, out_table=paths.complete_features(domain), window=window,
-                history_days=history, app_id=f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}",
+                history_days=history, app_id=app_id,
                 build=build, schema=complete_feature_schema(f.counter_windows_days), force=force,
-                who=f"extract complete {domain} {as_of}", spark=spark, sql_for=sql_for)
+                who=f"extract complete {domain} {as_of}", spark=spark, sql_for=sql_for,
+                history_domain="natural" if platform else None)

@@ -71,23 +71,34 @@ def trailing_counters(df, key: str, side: str, windows_days: Sequence[int], targ
 
 
 def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_days: int,
-                      counter_windows_days: Sequence[int]):
+                      counter_windows_days: Sequence[int], other_clicks=None):
     """All features for impressions with ``start <= dt < end`` (ISO dates).
 
     ``raw`` must also hold the history before ``start`` (``max(history_days,
     max(counter_windows_days))`` days) for the sequences and counters to be complete.
     Impressions are identified by (user_id, item_id, event_time), unique in the raw tables.
+
+    ``other_clicks``: another domain's raw rows (same columns, same days): their clicks join the
+    behaviour sequences (platform-wide history, ``features.ad_history: platform``); they add no
+    rows and no counts.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     df = with_dt(raw).withColumn("_ts", F.unix_micros(F.col("event_time")))
+    seq_source = df.withColumn("_own", F.lit(True))
+    if other_clicks is not None:
+        other = (with_dt(other_clicks).where(F.col("click") == 1)
+                 .select("user_id", "item_id", "category_id", "click", PARTITION,
+                         F.unix_micros(F.col("event_time")).alias("_ts"), F.lit(False).alias("_own")))
+        seq_source = seq_source.unionByName(other, allowMissingColumns=True)
     by_user = Window.partitionBy("user_id").orderBy("_ts")
     clicked = F.when(F.col("click") == 1, F.struct(F.col("_ts"), F.col("item_id"), F.col("category_id")))
     hist = F.array_sort(F.collect_list(clicked).over(by_user.rangeBetween(-history_days * DAY_US, -1)))
     in_window = (F.col(PARTITION) >= start) & (F.col(PARTITION) < end)
-    base = df.withColumn("_hist", F.slice(hist, F.greatest(F.size(hist) - max_seq_len + 1, F.lit(1)), max_seq_len))
-    base = base.where(in_window)
+    base = seq_source.withColumn("_hist", F.slice(hist, F.greatest(F.size(hist) - max_seq_len + 1, F.lit(1)),
+                                                  max_seq_len))
+    base = base.where(in_window & F.col("_own"))
     keys = ["user_id", "item_id", "_ts"]
     targets = df.where(in_window)
     user_c = trailing_counters(df, "user_id", "user", counter_windows_days, targets)

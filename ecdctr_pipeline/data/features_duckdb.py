@@ -15,22 +15,28 @@ from ecdctr_pipeline.core.schema import PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEM
 
 
 def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int, history_days: int,
-                          counter_windows_days: Sequence[int]) -> str:
-    """SQL over ``source`` (a table name or ``read_parquet([...])``) giving the complete features."""
+                          counter_windows_days: Sequence[int], other_clicks: str | None = None) -> str:
+    """SQL over ``source`` (a table name or ``read_parquet([...])``) giving the complete features.
+    ``other_clicks``: another domain's raw rows, whose clicks join the behaviour sequences only."""
     counters = []
     for side in ("user", "item"):
         key = f"{side}_id"
         for d in counter_windows_days:
             frame = f"(PARTITION BY {key} ORDER BY _ts RANGE BETWEEN {d * DAY_US} PRECEDING AND 1 PRECEDING)"
-            counters.append(f"CAST(count(*) OVER {frame} AS INTEGER) AS {side}_imp_{d}d")
-            counters.append(f"CAST(coalesce(sum(click) OVER {frame}, 0) AS INTEGER) AS {side}_clk_{d}d")
+            counters.append(f"CAST(count(*) FILTER (WHERE _own) OVER {frame} AS INTEGER) AS {side}_imp_{d}d")
+            counters.append(f"CAST(coalesce(sum(click) FILTER (WHERE _own) OVER {frame}, 0) AS INTEGER) "
+                            f"AS {side}_clk_{d}d")
     hist_frame = f"(PARTITION BY user_id ORDER BY _ts RANGE BETWEEN {history_days * DAY_US} PRECEDING AND 1 PRECEDING)"
     names = ", ".join(RAW_NAMES)
+    day = f"strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION}"
+    other = "" if other_clicks is None else f"""
+  UNION ALL BY NAME
+  SELECT user_id, item_id, category_id, click, {day}, epoch_us(event_time) AS _ts, FALSE AS _own
+  FROM {other_clicks} WHERE click = 1"""
     return f"""
 WITH r AS (
-  SELECT {names}, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION},
-         epoch_us(event_time) AS _ts
-  FROM {source}
+  SELECT {names}, {day}, epoch_us(event_time) AS _ts, TRUE AS _own
+  FROM {source}{other}
 ), h AS (
   SELECT *,
     list_sort(coalesce(list({{'ts': _ts, 'item_id': item_id, 'category_id': category_id}})
@@ -47,5 +53,5 @@ SELECT {names},
   {", ".join(counter_names(counter_windows_days))},
   {PARTITION}
 FROM s
-WHERE {PARTITION} >= '{start}' AND {PARTITION} < '{end}'
+WHERE {PARTITION} >= '{start}' AND {PARTITION} < '{end}' AND _own
 """

@@ -95,3 +95,55 @@ def test_duckdb_reference_agrees_with_spark_on_simulated_data(spark, tmp_path):
     duck_rows = sorted((tuple(r.values()) for r in duck.drop_columns(["event_time"]).to_pylist()), key=repr)
     assert len(spark_rows) == len(duck_rows) > 1000
     assert spark_rows == duck_rows
+
+
+# platform-wide history: name: (user, item, category, time, click)
+AD = {
+    "a1": (1, 10, 1, T(1, 2), 1),            # history only
+    "a2": (1, 11, 2, T(1, 5, 10), 0),
+    "a3": (1, 12, 1, T(1, 6), 0),
+    "a4": (2, 10, 1, T(1, 6), 0),            # u2 has no natural clicks
+}
+NATURAL = {
+    "n1": (1, 20, 5, T(1, 3), 1),
+    "n2": (1, 21, 5, T(1, 4), 0),            # not a click: never in a sequence
+    "n3": (1, 22, 6, T(1, 5, 10), 1),        # same instant as a2: a2 does not see it
+}
+# name: (hist items, user imp 7d, user clk 7d, item imp 7d, item clk 7d): counters stay ad-only
+PLATFORM = {"a2": ([10, 20], 1, 1, 0, 0), "a3": ([10, 20, 22], 2, 1, 0, 0), "a4": ([], 0, 0, 1, 1)}
+AD_ONLY = {"a2": [10], "a3": [10], "a4": []}
+
+
+def _raw_rows(log):
+    return [(t, u, i, c, k, 2, 1, 5, 7, 3, t.hour, t.weekday(), 0, 1) for (u, i, c, t, k) in log.values()]
+
+
+def test_platform_history_adds_the_other_domains_clicks_to_sequences_only(spark):
+    """Both engines: the natural clicks before an ad impression join its behaviour sequence; the
+    natural rows add no output rows and no counts."""
+    import duckdb
+    import pyarrow as pa
+
+    from ecdctr_pipeline.core.schema import RAW_NAMES, RAW_SCHEMA
+    from ecdctr_pipeline.data.features_duckdb import complete_features_sql
+
+    kw = dict(max_seq_len=3, history_days=28, counter_windows_days=[7])
+    ad, nat = (spark.createDataFrame(_raw_rows(x), schema=spark_raw_schema()) for x in (AD, NATURAL))
+    con = duckdb.connect()
+    for name, log in (("ad_raw", AD), ("nat_raw", NATURAL)):
+        con.register(name, pa.Table.from_pylist([dict(zip(RAW_NAMES, r)) for r in _raw_rows(log)], schema=RAW_SCHEMA))
+    for other in (True, False):
+        spark_rows = complete_features(ad, "2026-01-05", "2026-01-10", other_clicks=nat if other else None,
+                                       **kw).collect()
+        duck = con.sql(complete_features_sql("ad_raw", "2026-01-05", "2026-01-10",
+                                             other_clicks="nat_raw" if other else None, **kw)).fetch_arrow_table()
+        for engine, rows in (("spark", [r.asDict() for r in spark_rows]), ("duckdb", duck.to_pylist())):
+            assert len(rows) == 3, engine  # a2, a3, a4: the natural rows are not features
+            by = {(r["user_id"], r["item_id"]): r for r in rows}
+            for name, exp in PLATFORM.items():
+                u, i, *_ = AD[name]
+                r = by[(u, i)]
+                want = exp if other else (AD_ONLY[name], *exp[1:])
+                got = (r["hist_item_ids"], r["user_imp_7d"], r["user_clk_7d"], r["item_imp_7d"], r["item_clk_7d"])
+                assert got == want, (engine, other, name)
+                assert r["hist_len"] == len(want[0])
