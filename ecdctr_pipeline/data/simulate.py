@@ -81,6 +81,14 @@ class Scale:
     ad_feature_shift: float = 1.0  # 0..1: how far ad positions and devices move from the natural mix
     chunk_rows: int = 1_000_000  # rows per Delta commit (bounds memory)
 
+    def __post_init__(self):
+        for knob, lo, hi in (("ad_taste_shift", 0.0, None), ("ad_quality_shift", 0.0, None),
+                             ("ad_feature_shift", 0.0, 1.0)):
+            v = getattr(self, knob)
+            if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
+                rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise EcdctrError(f"simulator scale: {knob} must be {rng}, got {v}")
+
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale(n_users=300, n_items=240, n_categories=8, natural_per_day=960, ad_per_day=160, n_brands=40),

@@ -12,6 +12,7 @@ import json
 import time
 
 from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
@@ -130,7 +131,7 @@ def _published(args, published):
     ``args`` resolved."""
     model, hist, monday = published
     if args.base_model.artifact_id != str(monday):
-        raise ValueError(f"{args.who}: resolves CPM {args.base_model.artifact_id}, the loaded one is {monday}")
+        raise EcdctrError(f"{args.who}: resolves CPM {args.base_model.artifact_id}, the loaded one is {monday}")
     return model, hist
 
 

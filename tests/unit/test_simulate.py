@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.data.simulate import World, get_scale, simulate
 from ecdctr_pipeline.data.store import open_store
@@ -113,6 +114,9 @@ def test_ad_domain_is_shifted_and_natural_rows_do_not_depend_on_the_shift():
     unshifted = get_scale("tiny", ad_taste_shift=0.0, ad_quality_shift=0.0, ad_feature_shift=0.0,
                           natural_per_day=4000, ad_per_day=4000)
     shifted = get_scale("tiny", natural_per_day=4000, ad_per_day=4000)
+    for knob, bad in (("ad_feature_shift", 1.5), ("ad_taste_shift", -0.1), ("ad_quality_shift", float("nan"))):
+        with pytest.raises(EcdctrError, match=f"simulator scale: {knob} must be"):
+            get_scale("tiny", **{knob: bad})
     assert shifted.ad_taste_shift > 0 and shifted.ad_quality_shift > 0 and shifted.ad_feature_shift > 0
     w0, w1 = World(unshifted, 4), World(shifted, 4)
     days = [dt.date(2026, 3, 2) + dt.timedelta(days=i) for i in range(3)]
