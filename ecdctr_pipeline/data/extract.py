@@ -35,6 +35,7 @@ from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.schema import PARTITION, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema
 from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data.features import ROW_ORDER, ROW_ORDER_COLUMNS
 from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
     predicate = f"{PARTITION} >= '{window.start}' AND {PARTITION} < '{window.end}'"
     log.info("%s: reading %s v%d (%d day(s)), writing %s", who, raw_table, raw_version, len(days), out_table)
     with delta.writer_lease(store, out_table, owner=f"{txn[0]}@{txn[1]}", ttl_s=settings.spark.writer_lease_s):
-        (out.repartition(PARTITION).write.format("delta").mode("overwrite")
+        (out.repartition(PARTITION).sortWithinPartitions(*ROW_ORDER_COLUMNS).write.format("delta").mode("overwrite")
          .option("replaceWhere", predicate).option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
          .partitionBy(PARTITION).save(store.spark_uri(out_table)))
     after = delta.version(store, out_table)
@@ -220,7 +221,8 @@ def extract_tpm(settings: Settings, store: ArtifactStore, month: str | calendar.
 
     def sql_for(source: str) -> str:
         return (f"SELECT {cols}, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION} FROM {source} "
-                f"WHERE event_time >= TIMESTAMPTZ '{w.start} 00:00:00+00' AND event_time < TIMESTAMPTZ '{w.end} 00:00:00+00'")
+                f"WHERE event_time >= TIMESTAMPTZ '{w.start} 00:00:00+00' AND event_time < TIMESTAMPTZ '{w.end} 00:00:00+00' "
+                f"ORDER BY {ROW_ORDER}")
 
     return _run(settings, store, domain="natural", out_table=paths.tpm_features(), window=plan.data_window,
                 history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}", build=tpm_features,

@@ -14,6 +14,10 @@ from ecdctr_pipeline.core.schema import (
 )
 
 DAY_US = 86_400 * 1_000_000
+# rows are written in this order (both engines): a retraining on the same data reads the same
+# batches (an engine's output order, e.g. parallel DuckDB or a Spark shuffle, is not stable)
+ROW_ORDER_COLUMNS = (PARTITION, "event_time", "user_id", "item_id")
+ROW_ORDER = ", ".join(ROW_ORDER_COLUMNS)
 
 
 def with_dt(raw):

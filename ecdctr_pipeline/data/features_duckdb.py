@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ecdctr_pipeline.data.features import DAY_US
+from ecdctr_pipeline.data.features import DAY_US, ROW_ORDER
 from ecdctr_pipeline.core.schema import PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, counter_names
 
 
@@ -54,4 +54,5 @@ SELECT {names},
   {PARTITION}
 FROM s
 WHERE {PARTITION} >= '{start}' AND {PARTITION} < '{end}' AND _own
+ORDER BY {ROW_ORDER}
 """
