@@ -54,8 +54,8 @@ TABLES: dict[str, Table] = {t.key: t for t in (
     Table("2", "Table 2: E-CDCTR against cross-domain and multi-domain models",
           ("target_only", "share_bottom", "mmoe", "star", "conet", "keep", "ecdctr"), "target_only",
           tuple(("ecdctr", ">", b) for b in ("target_only", "share_bottom", "mmoe", "star", "conet", "keep")),
-          not_built=("MiNet (needs the ad rows' natural-domain behaviour sequence: platform-wide history)",
-                     "DARec")),
+          not_built=("MiNet (needs the ad rows' natural-domain clicks as a sequence of their own; "
+                     "`features.ad_history: platform` merges them into one)", "DARec")),
     Table("3", "Table 3: what TPM and CPM each add", ("target_only", "target_only_tpm", "cpm_without_tpm", "ecdctr"),
           "target_only",
           (("ecdctr", ">", "target_only"), ("target_only_tpm", ">", "target_only"),

@@ -163,9 +163,9 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
 
 
 def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, head: str | None = None):
-    """A model trained on both domains' rows. ``head`` None: Sample merging (paper Table 4): one complete network without TPM inputs trained on the
-    natural rows of the CPM window that A-CTR ``day`` uses and the day's ad training rows
-    together, with a ``domain`` input (natural 0, ad 1); A-CTR's hyper-parameters and epoch
+    """A model trained on both domains' rows. ``head`` None: Sample merging (paper Table 4), one
+    complete network without TPM inputs trained on the natural rows of the CPM window that A-CTR
+    ``day`` uses and the day's ad training rows together, with a ``domain`` input (natural 0, ad 1); A-CTR's hyper-parameters and epoch
     budget, early stopping on the ad validation slice; scored on the ad holdout as domain 1.
     ``head`` (:data:`~ecdctr_pipeline.modeling.models.MULTI_DOMAIN_HEADS`): the same training
     of a multi-domain model (Table 2's Share-Bottom, MMoE, STAR, CoNet), whose head routes each

@@ -8,5 +8,6 @@ from ecdctr_pipeline.modeling.layers.multi_domain import DomainSelect, ExpertMix
 from ecdctr_pipeline.modeling.layers.sequence_mask import SequenceMask
 from ecdctr_pipeline.modeling.layers.target_attention import TargetAttention
 
-__all__ = ["CrossNetwork", "DomainSelect", "ExpertMixture", "FrozenIdLookup", "HistoricalEmbedding", "MLPBlock", "MergedHistoricalEmbedding",
-           "ModuloHash", "PartitionedNorm", "SequenceMask", "StarDense", "TargetAttention"]
+__all__ = ["CrossNetwork", "DomainSelect", "ExpertMixture", "FrozenIdLookup", "HistoricalEmbedding", "MLPBlock",
+           "MergedHistoricalEmbedding", "ModuloHash", "PartitionedNorm", "SequenceMask", "StarDense",
+           "TargetAttention"]

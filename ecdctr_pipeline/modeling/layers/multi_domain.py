@@ -21,6 +21,14 @@ def _one_hot(domain, domains: int):
     return ops.one_hot(ops.reshape(ops.cast(domain, "int32"), (-1,)), domains)
 
 
+def _own(per_domain, domain, domains: int):
+    """``per_domain`` ``(batch, domains, ...)`` → ``(batch, ...)``: each row's own domain's slice."""
+    onehot = _one_hot(domain, domains)
+    for _ in range(len(per_domain.shape) - 2):
+        onehot = ops.expand_dims(onehot, -1)
+    return ops.sum(per_domain * onehot, axis=1)
+
+
 @keras.saving.register_keras_serializable(package="ecdctr")
 class DomainSelect(keras.layers.Layer):
     """``[per_domain (batch, domains), domain (batch, 1)]`` → ``(batch, 1)``: the row's own domain's column."""
@@ -31,7 +39,7 @@ class DomainSelect(keras.layers.Layer):
 
     def call(self, inputs):
         per_domain, domain = inputs
-        return ops.sum(per_domain * _one_hot(domain, self.domains), axis=-1, keepdims=True)
+        return ops.expand_dims(_own(per_domain, domain, self.domains), -1)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], 1)
@@ -58,7 +66,7 @@ class ExpertMixture(keras.layers.Layer):
     def call(self, inputs):
         experts, x, domain = inputs
         gates = ops.stack([g(x) for g in self.gates], axis=1)  # (batch, domains, k)
-        gate = ops.sum(gates * ops.expand_dims(_one_hot(domain, self.domains), -1), axis=1)  # (batch, k)
+        gate = _own(gates, domain, self.domains)  # (batch, k)
         return ops.sum(experts * ops.expand_dims(gate, -1), axis=1)
 
     def compute_output_shape(self, input_shapes):
@@ -91,8 +99,7 @@ class StarDense(keras.layers.Layer):
         x, domain = inputs
         per_domain = ops.einsum("bi,kij->bkj", x, self.kernel[None] * self.domain_kernel)
         per_domain = per_domain + self.bias + self.domain_bias  # (batch, domains, units)
-        out = ops.sum(per_domain * ops.expand_dims(_one_hot(domain, self.domains), -1), axis=1)
-        return self.activation(out)
+        return self.activation(_own(per_domain, domain, self.domains))
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], self.units)

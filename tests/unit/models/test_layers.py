@@ -282,5 +282,9 @@ def test_multi_domain_heads_score_each_row_with_its_domains_parameters(head, ad_
     after = model.predict(x, verbose=0).ravel()
     np.testing.assert_array_equal(after[~ad], before[~ad])
     assert np.all(np.abs(after[ad] - before[ad]) > 1e-6)
+    from ecdctr_pipeline.modeling.models import MULTI_DOMAIN_HEADS
+    from ecdctr_pipeline.tiers.variants import MULTI_DOMAIN
+
+    assert tuple(h for h, _, _ in MULTI_DOMAIN) == MULTI_DOMAIN_HEADS  # the registry names every head once
     with pytest.raises(ValueError, match="head 'moe'"):
         build_complete_model(s.cpm, s.features, None, domain_indicator=True, head="moe")
