@@ -81,6 +81,11 @@ TPM_FEATURE_NAMES = ("event_time", "user_id", "item_id", "category_id", "click")
 SEQ_ITEMS = "hist_item_ids"
 SEQ_CATS = "hist_category_ids"
 SEQ_LEN = "hist_len"
+# ad rows under ``features.ad_history: split``: the user's source-domain (natural) clicks as a
+# sequence of their own, beside the ad clicks of SEQ_* (MiNet's short-term source interest)
+SRC_SEQ_ITEMS = "src_hist_item_ids"
+SRC_SEQ_CATS = "src_hist_category_ids"
+SRC_SEQ_LEN = "src_hist_len"
 
 
 def counter_names(windows_days: tuple[int, ...] | list[int]) -> tuple[str, ...]:
@@ -91,13 +96,16 @@ def counter_names(windows_days: tuple[int, ...] | list[int]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def complete_feature_schema(windows_days: tuple[int, ...] | list[int]) -> pa.Schema:
+def complete_feature_schema(windows_days: tuple[int, ...] | list[int], *, source_sequence: bool = False) -> pa.Schema:
+    """``source_sequence``: with the SRC_SEQ_* columns (ad rows under ``features.ad_history: split``)."""
     fields = [pa.field(c.name, c.type, nullable=c.role not in ("time", "key", "label")) for c in RAW_COLUMNS]
-    fields += [
-        pa.field(SEQ_ITEMS, pa.list_(pa.int64()), nullable=False),
-        pa.field(SEQ_CATS, pa.list_(pa.int64()), nullable=False),
-        pa.field(SEQ_LEN, pa.int32(), nullable=False),
-    ]
+    for items, cats, length in [(SEQ_ITEMS, SEQ_CATS, SEQ_LEN)] + (
+            [(SRC_SEQ_ITEMS, SRC_SEQ_CATS, SRC_SEQ_LEN)] if source_sequence else []):
+        fields += [
+            pa.field(items, pa.list_(pa.int64()), nullable=False),
+            pa.field(cats, pa.list_(pa.int64()), nullable=False),
+            pa.field(length, pa.int32(), nullable=False),
+        ]
     fields += [pa.field(n, pa.int32(), nullable=False) for n in counter_names(windows_days)]
     fields.append(pa.field(PARTITION, pa.string(), nullable=False))
     return pa.schema(fields)

@@ -114,8 +114,10 @@ class FeatureSettings(_Section):
     # come from its own raw table: an ad day extracts without the natural log, which is 10-100x
     # larger, and the ad tables do not change when natural data is corrected); "platform" — the
     # user's clicks in both domains (the sequence the CPM's attention was trained on; the natural
-    # raw table must then cover the ad window and its history). Counters stay per domain.
-    ad_history: Literal["ad", "platform"] = "ad"
+    # raw table must then cover the ad window and its history); "split" — the ad clicks as with
+    # "ad", plus the natural clicks as a second sequence (src_hist_*: MiNet's input, Table 2;
+    # the natural log is needed as with "platform"). Counters stay per domain.
+    ad_history: Literal["ad", "platform", "split"] = "ad"
     # embedding rows of the complete model's id features (ids are bucketed as id mod n)
     hash_buckets: dict[Literal["user_id", "item_id", "category_id", "item_brand"], int] = Field(
         default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000, "item_brand": 1_000})
@@ -128,6 +130,10 @@ class FeatureSettings(_Section):
         if missing or any(v <= 0 for v in self.hash_buckets.values()):
             raise ValueError("hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
         return self
+
+    def source_sequence(self, domain: str) -> bool:
+        """Whether ``domain``'s complete features carry the natural clicks as a sequence of their own."""
+        return domain == "ad" and self.ad_history == "split"
 
 
 class TPMSettings(_Section):

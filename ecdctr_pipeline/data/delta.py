@@ -74,6 +74,12 @@ def version(store: ArtifactStore, key: str) -> int | None:
     return None if t is None else t.version()
 
 
+def column_names(store: ArtifactStore, key: str) -> list[str] | None:
+    """The latest snapshot's column names (None: no table)."""
+    t = _open(store, key)
+    return None if t is None else [f.name for f in t.schema().fields]
+
+
 def committed_txn_version(store: ArtifactStore, key: str, app_id: str) -> int | None:
     t = _open(store, key)
     return None if t is None else t.transaction_version(app_id)

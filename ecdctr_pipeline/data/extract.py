@@ -45,6 +45,10 @@ class MissingDataError(EcdctrError):
     """A day a run needs has no raw data."""
 
 
+class ExtractError(EcdctrError):
+    """A feature table that these settings cannot extend."""
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     table: str
@@ -185,7 +189,7 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
     if history_domain is not None:
         other_table = paths.raw_table(history_domain)
         other = (other_table, delta.version(store, other_table),
-                 needed_days(store, history_domain, window, history_days, who=f"{who} (platform-wide history)"))
+                 needed_days(store, history_domain, window, history_days, who=f"{who} ({history_domain} clicks in the sequences)"))
     # app transaction versions start at 1 and grow with every raw table read (either one changing
     # means the features are recomputed)
     txn_version = raw_version + 1 + (other[1] if other else 0)
@@ -197,6 +201,13 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
         log.info("%s: %s already built from raw version %s; nothing to do", who, out_table, raw_version)
         return ExtractResult(out_table, window.to_dict(), 0, window.days, delta.version(store, out_table),
                              raw_version, True, round(time.perf_counter() - t0, 3))
+    existing = delta.column_names(store, out_table)
+    if existing is not None and existing != schema.names:
+        added, gone = sorted(set(schema.names) - set(existing)), sorted(set(existing) - set(schema.names))
+        raise ExtractError(f"{who}: {out_table} holds other columns than these settings build (new: "
+                           f"{', '.join(added) or 'none'}; not built any more: {', '.join(gone) or 'none'}), as after "
+                           "a change of features.counter_windows_days or features.ad_history: keep the settings "
+                           "the table was built with, or extract into a new store")
     if settings.features.engine == "duckdb":
         res = _run_duckdb(store, raw_table, raw_version, days, sql_for, schema, out_table, window,
                           (app_id, txn_version), who, other)
@@ -246,24 +257,28 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
     f = settings.features
     window = complete_window(settings, domain, as_of)
     history = max(f.history_days, max(f.counter_windows_days))
-    platform = domain == "ad" and f.ad_history == "platform"
+    # the ad rows' sequences may take in the natural clicks (features.ad_history)
+    mode = f.ad_history if domain == "ad" else "ad"
+    split = f.source_sequence(domain)
 
     def build(raw, other=None):
         return complete_features(raw, window.start.isoformat(), window.end.isoformat(),
                                  max_seq_len=f.max_seq_len, history_days=f.history_days,
-                                 counter_windows_days=f.counter_windows_days, other_clicks=other)
+                                 counter_windows_days=f.counter_windows_days, other_clicks=other,
+                                 other_sequence=split)
 
     def sql_for(source: str, other: str | None = None) -> str:
         from ecdctr_pipeline.data.features_duckdb import complete_features_sql
 
         return complete_features_sql(source, window.start.isoformat(), window.end.isoformat(),
                                      max_seq_len=f.max_seq_len, history_days=f.history_days,
-                                     counter_windows_days=f.counter_windows_days, other_clicks=other)
+                                     counter_windows_days=f.counter_windows_days, other_clicks=other,
+                                     other_sequence=split)
 
     # the sequences' source is part of the commit's identity: switching it recomputes the window
-    app_id = f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}" + (":platform" if platform else "")
+    app_id = f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}" + ("" if mode == "ad" else f":{mode}")
     return _run(settings, store, domain=domain, out_table=paths.complete_features(domain), window=window,
-                history_days=history, app_id=app_id,
-                build=build, schema=complete_feature_schema(f.counter_windows_days), force=force,
+                history_days=history, app_id=app_id, build=build,
+                schema=complete_feature_schema(f.counter_windows_days, source_sequence=split), force=force,
                 who=f"extract complete {domain} {as_of}", spark=spark, sql_for=sql_for,
-                history_domain="natural" if platform else None)
+                history_domain=None if mode == "ad" else "natural")

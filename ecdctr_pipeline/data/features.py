@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ecdctr_pipeline.core.schema import (
-    PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, TPM_FEATURE_NAMES, counter_names,
+    PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, TPM_FEATURE_NAMES,
+    counter_names,
 )
 
 DAY_US = 86_400 * 1_000_000
@@ -75,7 +76,7 @@ def trailing_counters(df, key: str, side: str, windows_days: Sequence[int], targ
 
 
 def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_days: int,
-                      counter_windows_days: Sequence[int], other_clicks=None):
+                      counter_windows_days: Sequence[int], other_clicks=None, other_sequence: bool = False):
     """All features for impressions with ``start <= dt < end`` (ISO dates).
 
     ``raw`` must also hold the history before ``start`` (``max(history_days,
@@ -84,7 +85,8 @@ def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_da
 
     ``other_clicks``: another domain's raw rows (same columns, same days): their clicks join the
     behaviour sequences (platform-wide history, ``features.ad_history: platform``); they add no
-    rows and no counts.
+    rows and no counts. With ``other_sequence`` they form a second sequence of their own instead
+    (``src_hist_*``, ``features.ad_history: split``) and the rows' sequences keep their own domain's.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -96,24 +98,34 @@ def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_da
                  .select("user_id", "item_id", "category_id", "click", PARTITION,
                          F.unix_micros(F.col("event_time")).alias("_ts"), F.lit(False).alias("_own")))
         seq_source = seq_source.unionByName(other, allowMissingColumns=True)
-    by_user = Window.partitionBy("user_id").orderBy("_ts")
-    clicked = F.when(F.col("click") == 1, F.struct(F.col("_ts"), F.col("item_id"), F.col("category_id")))
-    hist = F.array_sort(F.collect_list(clicked).over(by_user.rangeBetween(-history_days * DAY_US, -1)))
+    if other_sequence and other_clicks is None:
+        raise ValueError("other_sequence needs other_clicks")
+    frame = Window.partitionBy("user_id").orderBy("_ts").rangeBetween(-history_days * DAY_US, -1)
+    click = F.col("click") == 1
+
+    def last_clicks(which):  # the last max_seq_len clicks in the frame among the rows ``which``
+        hist = F.array_sort(F.collect_list(F.when(which, F.struct(F.col("_ts"), F.col("item_id"),
+                                                                   F.col("category_id")))).over(frame))
+        return F.slice(hist, F.greatest(F.size(hist) - max_seq_len + 1, F.lit(1)), max_seq_len)
+
     in_window = (F.col(PARTITION) >= start) & (F.col(PARTITION) < end)
-    base = seq_source.withColumn("_hist", F.slice(hist, F.greatest(F.size(hist) - max_seq_len + 1, F.lit(1)),
-                                                  max_seq_len))
+    base = seq_source.withColumn("_hist", last_clicks(click & F.col("_own") if other_sequence else click))
+    if other_sequence:
+        base = base.withColumn("_src", last_clicks(click & ~F.col("_own")))
     base = base.where(in_window & F.col("_own"))
     keys = ["user_id", "item_id", "_ts"]
     targets = df.where(in_window)
     user_c = trailing_counters(df, "user_id", "user", counter_windows_days, targets)
     item_c = trailing_counters(df, "item_id", "item", counter_windows_days, targets)
     out = base.join(user_c, keys, "left").join(item_c, keys, "left")
-    names = list(RAW_NAMES) + [SEQ_ITEMS, SEQ_CATS, SEQ_LEN] + list(counter_names(counter_windows_days)) + [PARTITION]
+    sequences = [("_hist", SEQ_ITEMS, SEQ_CATS, SEQ_LEN)] + (
+        [("_src", SRC_SEQ_ITEMS, SRC_SEQ_CATS, SRC_SEQ_LEN)] if other_sequence else [])
     return out.select(
         *RAW_NAMES,
-        F.transform("_hist", lambda x: x["item_id"]).alias(SEQ_ITEMS),
-        F.transform("_hist", lambda x: x["category_id"]).alias(SEQ_CATS),
-        F.size("_hist").cast("int").alias(SEQ_LEN),
+        *[c for src, items, cats, length in sequences for c in (
+            F.transform(src, lambda x: x["item_id"]).alias(items),
+            F.transform(src, lambda x: x["category_id"]).alias(cats),
+            F.size(src).cast("int").alias(length))],
         *[F.coalesce(F.col(n), F.lit(0)).cast("int").alias(n) for n in counter_names(counter_windows_days)],
         PARTITION,
-    ).select(*names)
+    )

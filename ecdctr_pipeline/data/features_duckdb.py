@@ -11,13 +11,19 @@ from __future__ import annotations
 from typing import Sequence
 
 from ecdctr_pipeline.data.features import DAY_US, ROW_ORDER
-from ecdctr_pipeline.core.schema import PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, counter_names
+from ecdctr_pipeline.core.schema import (
+    PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, counter_names,
+)
 
 
 def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int, history_days: int,
-                          counter_windows_days: Sequence[int], other_clicks: str | None = None) -> str:
+                          counter_windows_days: Sequence[int], other_clicks: str | None = None,
+                          other_sequence: bool = False) -> str:
     """SQL over ``source`` (a table name or ``read_parquet([...])``) giving the complete features.
-    ``other_clicks``: another domain's raw rows, whose clicks join the behaviour sequences only."""
+    ``other_clicks``: another domain's raw rows, whose clicks join the behaviour sequences only
+    (or, with ``other_sequence``, form the ``src_hist_*`` sequence of their own)."""
+    if other_sequence and other_clicks is None:
+        raise ValueError("other_sequence needs other_clicks")
     counters = []
     for side in ("user", "item"):
         key = f"{side}_id"
@@ -33,23 +39,29 @@ def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int
   UNION ALL BY NAME
   SELECT user_id, item_id, category_id, click, {day}, epoch_us(event_time) AS _ts, FALSE AS _own
   FROM {other_clicks} WHERE click = 1"""
+    # (list column, which clicks, output columns): the rows' own sequence, and the other domain's
+    seqs = [("_h", " AND _own" if other_sequence else "", (SEQ_ITEMS, SEQ_CATS, SEQ_LEN))] + (
+        [("_o", " AND NOT _own", (SRC_SEQ_ITEMS, SRC_SEQ_CATS, SRC_SEQ_LEN))] if other_sequence else [])
+    item = "{'ts': _ts, 'item_id': item_id, 'category_id': category_id}"
+    lists = [f"list_sort(coalesce(list({item}) FILTER (WHERE click = 1{cond}) OVER {hist_frame}, [])) AS {h}"
+             for h, cond, _ in seqs]
+    last = [f"{h}[greatest(len({h}) - {max_seq_len} + 1, 1):] AS {h}_last" for h, _, _ in seqs]
+    out = [f"[x.item_id FOR x IN {h}_last] AS {items}, [x.category_id FOR x IN {h}_last] AS {cats}, "
+           f"CAST(len({h}_last) AS INTEGER) AS {length}" for h, _, (items, cats, length) in seqs]
     return f"""
 WITH r AS (
   SELECT {names}, {day}, epoch_us(event_time) AS _ts, TRUE AS _own
   FROM {source}{other}
 ), h AS (
   SELECT *,
-    list_sort(coalesce(list({{'ts': _ts, 'item_id': item_id, 'category_id': category_id}})
-                       FILTER (WHERE click = 1) OVER {hist_frame}, [])) AS _h,
+    {", ".join(lists)},
     {", ".join(counters)}
   FROM r
 ), s AS (
-  SELECT *, _h[greatest(len(_h) - {max_seq_len} + 1, 1):] AS _last FROM h
+  SELECT *, {", ".join(last)} FROM h
 )
 SELECT {names},
-  [x.item_id FOR x IN _last] AS {SEQ_ITEMS},
-  [x.category_id FOR x IN _last] AS {SEQ_CATS},
-  CAST(len(_last) AS INTEGER) AS {SEQ_LEN},
+  {", ".join(out)},
   {", ".join(counter_names(counter_windows_days))},
   {PARTITION}
 FROM s

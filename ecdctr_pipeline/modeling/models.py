@@ -20,10 +20,10 @@ import numpy as np
 from ecdctr_pipeline.data.embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
 from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, VOCAB, FeatureLayout
 from ecdctr_pipeline.modeling.layers import (
-    CrossNetwork, DomainSelect, ExpertMixture, FrozenIdLookup, HistoricalEmbedding, MergedHistoricalEmbedding,
-    MLPBlock, ModuloHash, PartitionedNorm, SequenceMask, StarDense, TargetAttention,
+    CrossNetwork, DomainSelect, ExpertMixture, FrozenIdLookup, HistoricalEmbedding, InterestAttention,
+    MergedHistoricalEmbedding, MLPBlock, ModuloHash, PartitionedNorm, SequenceMask, StarDense, TargetAttention,
 )
-from ecdctr_pipeline.core.schema import SEQ_CATS, SEQ_ITEMS, SEQ_LEN
+from ecdctr_pipeline.core.schema import SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN
 from ecdctr_pipeline.core.settings import CPMSettings, FeatureSettings, TPMSettings
 
 OUTPUT = "ctr"
@@ -84,7 +84,8 @@ def complete_inputs(layout: FeatureLayout) -> dict:
         inputs[n] = keras.Input(shape=(1,), dtype="float32", name=n)
     for n in layout.sequences:
         inputs[n] = keras.Input(shape=(layout.max_seq_len,), dtype="int64", name=n)
-    inputs[SEQ_LEN] = keras.Input(shape=(1,), dtype="int64", name=SEQ_LEN)
+    for n in layout.lengths:
+        inputs[n] = keras.Input(shape=(1,), dtype="int64", name=n)
     return inputs
 
 
@@ -100,7 +101,8 @@ class MergedTables:
 
 def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: HistoricalTables | None,
                          name: str = "complete", merged: MergedTables | None = None, *,
-                         domain_indicator: bool = False, head: str | None = None) -> keras.Model:
+                         domain_indicator: bool = False, head: str | None = None,
+                         source_sequence: bool = False) -> keras.Model:
     """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
 
     With ``merged`` the two historical blocks are replaced by single lookups into the merged
@@ -108,10 +110,14 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
     adds the ``domain`` input, embedded like the other categorical inputs (Sample merging).
     ``head`` (one of :data:`MULTI_DOMAIN_HEADS`, with ``domain_indicator``) replaces the MLP and
     output by a multi-domain head that routes each row by its domain (the paper's Table 2).
+    ``source_sequence`` builds MiNet (Table 2): the ad rows' natural clicks (``src_hist_*``) get
+    an attention of their own, with the candidate mapped into the source domain by a transfer
+    matrix, and the interest-level attention weighs the user embedding (long-term interest), the
+    source and the target interests (:class:`~ecdctr_pipeline.modeling.layers.InterestAttention`).
     """
     if head is not None and (head not in MULTI_DOMAIN_HEADS or not domain_indicator):
         raise ValueError(f"head {head!r}: expected one of {', '.join(MULTI_DOMAIN_HEADS)}, with domain_indicator")
-    layout = FeatureLayout.complete(features, domain_indicator=domain_indicator)
+    layout = FeatureLayout.complete(features, domain_indicator=domain_indicator, source_sequence=source_sequence)
     inputs = complete_inputs(layout)
     d = cfg.embedding_dim
     hb = features.hash_buckets
@@ -130,7 +136,16 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
     mask = SequenceMask(layout.max_seq_len, name="seq_mask")(inputs[SEQ_LEN])
     query = keras.layers.Concatenate(name="query_concat")([it, c])
     interest = TargetAttention(cfg.attention_units, name="din_attention")([query, seq, mask])
-    parts = [u, it, c, interest]
+    if source_sequence:  # MiNet: item-level attention over the source clicks, then interest-level
+        src = keras.layers.Concatenate(name="src_seq_concat")(
+            [item_emb(item_hash(inputs[SRC_SEQ_ITEMS])), cat_emb(cat_hash(inputs[SRC_SEQ_CATS]))])
+        src_mask = SequenceMask(layout.max_seq_len, name="src_seq_mask")(inputs[SRC_SEQ_LEN])
+        src_query = keras.layers.Dense(2 * d, use_bias=False, name="src_query_transfer")(query)
+        src_interest = TargetAttention(cfg.attention_units, name="src_attention")([src_query, src, src_mask])
+        parts = [InterestAttention(cfg.attention_units[0], name="interest_attention")(
+            [query, u, src_interest, interest]), it, c]
+    else:
+        parts = [u, it, c, interest]
     parts += _embed_categorical(inputs, layout.categorical, d, features)
     parts.append(keras.layers.Concatenate(name="counters")([inputs[n] for n in layout.dense]))
     if merged is not None:

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ecdctr_pipeline.core.schema import (
-    CONTEXT, ITEM_PROFILE, RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, USER_PROFILE, counter_names,
+    CONTEXT, ITEM_PROFILE, RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN,
+    USER_PROFILE, counter_names,
 )
 
 LABEL = "click"
@@ -47,11 +48,14 @@ class FeatureLayout:
     max_seq_len: int = 50
     counter_windows_days: tuple[int, ...] = (7, 28)
     domain_indicator: bool = False  # complete only: the ``domain`` input (Sample merging)
+    # complete only: the ad rows' natural clicks as a second sequence (``src_hist_*``, MiNet)
+    source_sequence: bool = False
 
     @classmethod
-    def complete(cls, features, *, domain_indicator: bool = False) -> "FeatureLayout":
+    def complete(cls, features, *, domain_indicator: bool = False, source_sequence: bool = False) -> "FeatureLayout":
         """The complete model's layout under ``features`` (:class:`FeatureSettings`)."""
-        return cls("complete", features.max_seq_len, tuple(features.counter_windows_days), domain_indicator)
+        return cls("complete", features.max_seq_len, tuple(features.counter_windows_days), domain_indicator,
+                   source_sequence)
 
     @property
     def categorical(self) -> tuple[str, ...]:
@@ -65,13 +69,21 @@ class FeatureLayout:
 
     @property
     def sequences(self) -> tuple[str, ...]:
-        return (SEQ_ITEMS, SEQ_CATS) if self.kind == "complete" else ()
+        if self.kind != "complete":
+            return ()
+        return (SEQ_ITEMS, SEQ_CATS) + ((SRC_SEQ_ITEMS, SRC_SEQ_CATS) if self.source_sequence else ())
+
+    @property
+    def lengths(self) -> tuple[str, ...]:
+        """The sequences' length inputs."""
+        if self.kind != "complete":
+            return ()
+        return (SEQ_LEN,) + ((SRC_SEQ_LEN,) if self.source_sequence else ())
 
     @property
     def features(self) -> tuple[str, ...]:
         """The raw feature columns (model and serving inputs), without the label."""
-        extra = (SEQ_LEN,) if self.kind == "complete" else ()
-        return ID_FEATURES + self.categorical + self.dense + self.sequences + extra
+        return ID_FEATURES + self.categorical + self.dense + self.sequences + self.lengths
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -138,6 +150,6 @@ def transform(raw: dict, layout: FeatureLayout) -> dict:
         out[n] = tf.reshape(tf.math.log1p(tf.cast(tf.maximum(raw[n], 0), tf.float32)), (-1, 1))
     for n in layout.sequences:
         out[n] = tf.cast(raw[n], tf.int64)
-    if layout.kind == "complete":
-        out[SEQ_LEN] = tf.reshape(tf.clip_by_value(tf.cast(raw[SEQ_LEN], tf.int64), 0, layout.max_seq_len), (-1, 1))
+    for n in layout.lengths:
+        out[n] = tf.reshape(tf.clip_by_value(tf.cast(raw[n], tf.int64), 0, layout.max_seq_len), (-1, 1))
     return out

@@ -36,7 +36,7 @@ from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.schema import (
-    IMPRESSION_KEY, RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, complete_feature_schema, tpm_feature_schema,
+    IMPRESSION_KEY, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema,
 )
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data.store import ArtifactStore
@@ -86,8 +86,16 @@ def _schema_for(table: str, settings: Settings):
     if table == "features/tpm":
         return tpm_feature_schema()
     if table.startswith("features/complete/"):
-        return complete_feature_schema(settings.features.counter_windows_days)
+        return complete_feature_schema(settings.features.counter_windows_days,
+                                       source_sequence=settings.features.source_sequence(domain_of(table)))
     return pa.schema([])
+
+
+def _list_columns(schema) -> list[str]:
+    """The sequence columns (lists) of a table's schema: checked through their lengths."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_list(f.type)]
 
 
 def domain_of(table: str) -> str | None:
@@ -112,11 +120,12 @@ def build_checks(table: str, settings: Settings, *, trailing_mean: float | None,
         return checks
     schema = _schema_for(table, settings)
     names = [f.name for f in schema]
-    derived = [f"_len_{c}" for c in (SEQ_ITEMS, SEQ_CATS)] if table.startswith("features/complete/") else []
+    lists = _list_columns(schema)
+    derived = [f"_len_{c}" for c in lists]
     checks.append(Check(E.ExpectTableColumnsToMatchSet(column_set=names + derived + list(extra_columns),
                                                        exact_match=True), "column set"))
     for f in schema:
-        if f.name in (SEQ_ITEMS, SEQ_CATS):
+        if f.name in lists:
             continue
         checks.append(Check(E.ExpectColumnValuesToBeOfType(column=f.name, type_=_pandas_type(f.type)),
                             f"type of {f.name}"))
@@ -139,9 +148,9 @@ def build_checks(table: str, settings: Settings, *, trailing_mean: float | None,
     if "event_time" in names:
         checks.append(Check(E.ExpectCompoundColumnsToBeUnique(column_list=list(IMPRESSION_KEY)),
                             "no duplicate impressions"))
-    if table.startswith("features/complete/"):
+    if lists:
         n = settings.features.max_seq_len
-        for col in (SEQ_ITEMS, SEQ_CATS):
+        for col in lists:
             checks.append(Check(E.ExpectColumnValuesToBeBetween(column=f"_len_{col}", min_value=0, max_value=n),
                                 f"{col} no longer than {n}"))
     floors = {"_user_known_natural": q.min_ad_users_known_natural, "_item_known_natural": q.min_ad_items_known_natural,
@@ -208,9 +217,8 @@ def prepare(settings: Settings, store: ArtifactStore, table: str, as_of: str):
     extra: list[str] = []
     if df.empty:
         return df, trailing, notes, extra
-    if table.startswith("features/complete/"):
-        for col in (SEQ_ITEMS, SEQ_CATS):
-            df[f"_len_{col}"] = df[col].map(len)
+    for col in _list_columns(_schema_for(table, settings)):
+        df[f"_len_{col}"] = df[col].map(len)
     if table == "raw/ad":
         window = calendar.Window(day - dt.timedelta(days=28), day + dt.timedelta(days=1))
         nat_days = [d for d in window.partitions() if d in set(delta.partitions(store, "raw/natural"))]

@@ -115,7 +115,8 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
     set_seed(hp.seed)
     with placement(args).strategy.scope():
         model = build_complete_model(args.model, args.features, hist,
-                                     name="actr" if base is not None else "target_only")
+                                     name="actr" if base is not None else "target_only",
+                                     source_sequence=args.data.layout.source_sequence)
         extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
         compile_model(model, hp.learning_rate)
     if args.artifact:  # a published run checkpoints each epoch in the store and resumes after a kill

@@ -27,11 +27,14 @@ def _holdout_scores(args, model):
     return score_stream(model, holdout_source(args), args.data.layout)
 
 
-def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None, historical=None):
+def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None, historical=None,
+                       source_sequence: bool = False):
     """A Target-only model of A-CTR ``day`` scored on the day's holdout (``args``: its resolved
     :class:`~ecdctr_pipeline.modeling.training.TrainArgs`, when the caller has them):
     ``(labels, scores, users, what training recorded)``. ``historical``: TPM tables plugged into
-    it (KEEP-style: pre-trained embeddings as frozen inputs, every other weight random)."""
+    it (KEEP-style: pre-trained embeddings as frozen inputs, every other weight random).
+    ``source_sequence``: MiNet, the same training with the ad rows' natural clicks as a second
+    sequence (the ad features must be extracted with ``features.ad_history: split``)."""
     from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
@@ -39,6 +42,16 @@ def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.d
     if historical is not None:
         args = dataclasses.replace(args, tier="plugged", historical=historical,
                                    who=f"target-only with TPM tables {historical.set_id} {args.logical_date}")
+    if source_sequence:
+        from ecdctr_pipeline.core.schema import SRC_SEQ_ITEMS
+        from ecdctr_pipeline.data import delta
+
+        if SRC_SEQ_ITEMS not in (delta.column_names(store, args.data.table) or []):
+            raise EcdctrError(f"minet {args.logical_date}: {args.data.table} has no {SRC_SEQ_ITEMS} column: extract "
+                              "the ad features with features.ad_history: split")
+        layout = dataclasses.replace(args.data.layout, source_sequence=True)
+        args = dataclasses.replace(args, tier="minet", who=f"minet {args.logical_date}",
+                                   data=dataclasses.replace(args.data, layout=layout))
     result = actr.run_training(args)
     return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
 

@@ -17,7 +17,7 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
   (``cpm.hist_month_positions``), an ablation beside Table 5.
 
 ``natural`` is not a model: a variant that needs it reads the Monday's natural features
-(Sample merging). Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
+(Sample merging); nor is :data:`SOURCE_SEQUENCE` (MiNet's second sequence in the ad features). Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
 (``rows``, ``epochs_run`` with early stopping; empty for Source-only, which is not trained).
 """
@@ -100,6 +100,12 @@ def _joint(head: str | None):
     return score
 
 
+def _minet(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import target_only_scores
+
+    return target_only_scores(settings, store, day, source_sequence=True)
+
+
 def _keep(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import target_only_scores
 
@@ -139,6 +145,10 @@ def _registry() -> dict[str, Variant]:
     ]
     # Table 2's multi-domain models: trained like Sample merging, with a head that routes by domain
     v += [Variant(head, label, frozenset({"natural"}), _joint(head), what) for head, label, what in MULTI_DOMAIN]
+    v.append(Variant("minet", "MiNet", frozenset({SOURCE_SEQUENCE}), _minet,
+                     "the complete network without TPM inputs plus the ad rows' natural clicks as a second sequence "
+                     "(its own attention, the candidate mapped by a transfer matrix) and MiNet's interest-level "
+                     "attention over user, source and target interests; random init, trained on the ad window"))
     v.append(Variant("keep", "KEEP-style", frozenset({"cpm"}), _keep,
                      "the TPM's latest month of user and item embeddings plugged into the complete network (frozen "
                      "tables), trained from random init on the ad window; no CPM"))
@@ -170,6 +180,9 @@ MULTI_DOMAIN = (  # (head, label, how); the heads are modeling.models.MULTI_DOMA
     ("conet", "CoNet", "one MLP per domain with cross connections between them, shared embeddings"),
 )
 MONTH_POSITIONS = {"hist_month_positions": True}
+# not a model: the ad features must carry the natural clicks as a sequence of their own
+# (``features.ad_history: split``; see :func:`with_needed_features`)
+SOURCE_SEQUENCE = "ad_source_sequence"
 TPM_MONTHS = (1, 2)  # Table 5's rows besides 0 (cpm_without_tpm) and all 3 (ecdctr)
 TPM_DIMS = (4, 8, 16, 32, 64)  # Figure 4's points
 REGISTRY: dict[str, Variant] = _registry()
@@ -179,6 +192,20 @@ def get(name: str) -> Variant:
     if name not in REGISTRY:
         raise VariantError(f"unknown variant {name!r}: expected one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def with_needed_features(settings: Settings, needs: set[str]) -> Settings:
+    """``settings`` under which the ad features serve every variant that ``needs`` them: ``split``
+    when a variant needs :data:`SOURCE_SEQUENCE` and the settings say ``ad`` (``split`` adds the
+    source sequence beside the same ad sequences, so the other variants read identical inputs)."""
+    if SOURCE_SEQUENCE not in needs or settings.features.ad_history == "split":
+        return settings
+    if settings.features.ad_history != "ad":
+        raise VariantError(f"MiNet needs the ad rows' own and natural clicks as two sequences: features.ad_history "
+                           f"split or ad (got {settings.features.ad_history})")
+    s = settings.model_copy(deep=True)
+    s.features.ad_history = "split"
+    return s
 
 
 def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, needs: set[str], *,
@@ -205,7 +232,8 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
         set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=f"variants {monday}")
         week["cpm_loaded"] = (load_model(store, paths.cpm_checkpoint(monday), cpm_manifest),
                               embedding_sets.load(store, set_manifest), monday)
-    for name in sorted(needs - {"cpm", "natural"}):  # "natural": the Monday's natural features only
+    # "natural": the Monday's natural features only; SOURCE_SEQUENCE: the ad features' columns
+    for name in sorted(needs - {"cpm", "natural", SOURCE_SEQUENCE}):
         kw: dict[str, Any] = {}
         info: dict[str, Any] = {}
         if name == "cpm_without_tpm":
@@ -229,4 +257,4 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     return week
 
 
-_WEEK_MODEL = re.compile(r"natural|cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")
+_WEEK_MODEL = re.compile(rf"{SOURCE_SEQUENCE}|natural|cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")

@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 
+from ecdctr_pipeline.core.schema import complete_feature_schema
 from ecdctr_pipeline.data.extract import spark_raw_schema
 from ecdctr_pipeline.data.features import complete_features, tpm_features
 
@@ -118,9 +119,14 @@ def _raw_rows(log):
     return [(t, u, i, c, k, 2, 1, 5, 7, 3, t.hour, t.weekday(), 0, 1) for (u, i, c, t, k) in log.values()]
 
 
+# features.ad_history: split — the natural clicks as a sequence of their own (max_seq_len 3 keeps the last 3)
+SPLIT_SOURCE = {"a2": ([20], [5]), "a3": ([20, 22], [5, 6]), "a4": ([], [])}
+
+
 def test_platform_history_adds_the_other_domains_clicks_to_sequences_only(spark):
-    """Both engines: the natural clicks before an ad impression join its behaviour sequence; the
-    natural rows add no output rows and no counts."""
+    """Both engines: the natural clicks before an ad impression join its behaviour sequence (or,
+    split, form a second sequence beside the ad-only one); the natural rows add no output rows and
+    no counts."""
     import duckdb
     import pyarrow as pa
 
@@ -132,18 +138,24 @@ def test_platform_history_adds_the_other_domains_clicks_to_sequences_only(spark)
     con = duckdb.connect()
     for name, log in (("ad_raw", AD), ("nat_raw", NATURAL)):
         con.register(name, pa.Table.from_pylist([dict(zip(RAW_NAMES, r)) for r in _raw_rows(log)], schema=RAW_SCHEMA))
-    for other in (True, False):
+    for mode in ("platform", "ad", "split"):
+        other, split = mode != "ad", mode == "split"
         spark_rows = complete_features(ad, "2026-01-05", "2026-01-10", other_clicks=nat if other else None,
-                                       **kw).collect()
-        duck = con.sql(complete_features_sql("ad_raw", "2026-01-05", "2026-01-10",
+                                       other_sequence=split, **kw).collect()
+        duck = con.sql(complete_features_sql("ad_raw", "2026-01-05", "2026-01-10", other_sequence=split,
                                              other_clicks="nat_raw" if other else None, **kw)).fetch_arrow_table()
         for engine, rows in (("spark", [r.asDict() for r in spark_rows]), ("duckdb", duck.to_pylist())):
             assert len(rows) == 3, engine  # a2, a3, a4: the natural rows are not features
+            assert list(rows[0]) == complete_feature_schema([7], source_sequence=split).names, (engine, mode)
             by = {(r["user_id"], r["item_id"]): r for r in rows}
             for name, exp in PLATFORM.items():
                 u, i, *_ = AD[name]
                 r = by[(u, i)]
-                want = exp if other else (AD_ONLY[name], *exp[1:])
+                want = exp if mode == "platform" else (AD_ONLY[name], *exp[1:])
                 got = (r["hist_item_ids"], r["user_imp_7d"], r["user_clk_7d"], r["item_imp_7d"], r["item_clk_7d"])
-                assert got == want, (engine, other, name)
+                assert got == want, (engine, mode, name)
                 assert r["hist_len"] == len(want[0])
+                if split:
+                    items, cats = SPLIT_SOURCE[name]
+                    got = (r["src_hist_item_ids"], r["src_hist_category_ids"], r["src_hist_len"])
+                    assert got == (items, cats, len(items)), (engine, name)

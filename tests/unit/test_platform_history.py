@@ -6,6 +6,7 @@ the commit, counters and rows stay the ad domain's. (Both engines on a hand-buil
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import numpy as np
 import pyarrow.compute as pc
@@ -28,7 +29,7 @@ def test_platform_history_needs_the_natural_log_and_only_lengthens_sequences(tmp
     simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=5, domains=("ad",), progress=False)
     platform = s.model_copy(deep=True)
     platform.features.ad_history = "platform"
-    with pytest.raises(extract.MissingDataError, match=r"platform-wide history\): no raw data at all in raw/natural"):
+    with pytest.raises(extract.MissingDataError, match=r"natural clicks in the sequences\): no raw data at all in raw/natural"):
         extract.extract_complete(platform, store, "ad", DAY)
     assert delta.version(store, paths.complete_features("ad")) is None  # nothing half-written
 
@@ -55,3 +56,42 @@ def test_platform_history_needs_the_natural_log_and_only_lengthens_sequences(tmp
     day, _ = delta.read(store, paths.raw_table("natural"), partitions=["2026-11-20"])
     delta.write(store, paths.raw_table("natural"), day)
     assert not extract.extract_complete(platform, store, "ad", DAY).skipped
+
+
+def test_split_history_adds_the_natural_sequence_beside_the_ad_one(tmp_path):
+    """``features.ad_history: split`` (MiNet's input): the ad sequences are those of ``ad``, the
+    natural clicks form ``src_hist_*``; the gate checks the new columns; a table built under one
+    column set is never extended under another."""
+    from ecdctr_pipeline.quality import suites as quality
+
+    s = tiny_settings(f"file://{tmp_path / 'store'}", calendar={"actr_window_days": 7})
+    store = open_store(s.store)
+    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=5, progress=False)
+    split = s.model_copy(deep=True)
+    split.features.ad_history = "split"
+    table = paths.complete_features("ad")
+    extract.extract_complete(split, store, "ad", DAY)
+    b = delta.read(store, table)[0].sort_by(KEYS)
+    src_len = np.asarray(b["src_hist_len"])
+    assert np.array_equal(src_len, pc.list_value_length(b["src_hist_item_ids"]).to_numpy())
+    assert np.mean(src_len > 0) > 0.5 and src_len.max() <= s.features.max_seq_len
+    natural_items = set(pc.unique(delta.read(store, paths.raw_table("natural"), columns=["item_id"])[0]["item_id"])
+                        .to_pylist())
+    assert set(pc.unique(pc.list_flatten(b["src_hist_item_ids"])).to_pylist()) <= natural_items
+    ok = quality.validate(split, store, table, "2026-11-23")
+    assert ok["success"], [r for r in ok["results"] if not r["success"]]
+    assert any(r["label"] == f"src_hist_item_ids no longer than {s.features.max_seq_len}" for r in ok["results"])
+
+    # the same window under "ad" would drop the src_hist_* columns: refused, nothing written
+    version = delta.version(store, table)
+    with pytest.raises(extract.ExtractError, match=r"features/complete/ad holds other columns than these settings "
+                                                   r"build \(new: none; not built any more: src_hist_category_ids"):
+        extract.extract_complete(s, store, "ad", DAY)
+    assert delta.version(store, table) == version
+
+    # the ad-only sequences are those of "ad" (a fresh table)
+    shutil.rmtree(tmp_path / "store" / table)
+    extract.extract_complete(s, store, "ad", DAY)
+    a = delta.read(store, table)[0].sort_by(KEYS)
+    for c in a.column_names:
+        assert b[c].equals(a[c]), c

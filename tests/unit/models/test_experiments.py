@@ -31,6 +31,14 @@ def test_parse_tables_names_what_exists():
         experiments.actr_days(st, dt.date(2026, 11, 23), 0)
     with pytest.raises(calendar.CalendarError, match="A-CTR day 2026-11-30 does not use the CPM of 2026-11-23"):
         experiments.actr_days(st, dt.date(2026, 11, 23), 8)
+    # MiNet reads the ad features' natural sequence: "ad" is extended to "split", "platform" refused
+    needs = {variants.SOURCE_SEQUENCE}
+    assert variants.with_needed_features(st, needs).features.ad_history == "split" and st.features.ad_history == "ad"
+    assert variants.with_needed_features(st, set()) is st
+    platform = st.model_copy(deep=True)
+    platform.features.ad_history = "platform"
+    with pytest.raises(variants.VariantError, match=r"two sequences: features.ad_history split or ad \(got platform\)"):
+        variants.with_needed_features(platform, needs)
     for t in experiments.TABLES.values():  # every table names registered variants
         assert t.reference in t.variants
         assert {v for a, _, b in t.orderings for v in (a, b)} <= set(t.variants) <= set(variants.REGISTRY)
@@ -88,6 +96,9 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
     from tests.conftest import tiny_settings
 
     shutil.copytree(cpm_trained_store, tmp_path / "store")
+    # MiNet's variant extends the ad features by the natural sequence (features.ad_history: split);
+    # experiments extract into fresh stores, and a table of the other column set is refused
+    shutil.rmtree(tmp_path / "store" / "features" / "complete" / "ad")
     s = tiny_settings(f"file://{tmp_path / 'store'}")
     store = open_store(s.store)
     tables = [_smoke(t) for t in experiments.parse_tables("main,2,3,4,5,6,fig4")]
@@ -132,7 +143,7 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
     assert day["training"]["ecdctr"]["epochs_run"] == s.actr.epochs and day["training"]["source_only"].keys() == {"seconds"}
     # Table 5's and Figure 4's models are their own: other TPM tables, other scores; Table 2's
     # multi-domain heads differ from Sample merging's shared MLP (same rows, same tuning)
-    for a, b in (("tpm_months_1", "ecdctr"), ("tpm_dim_4", "ecdctr"), ("keep", "target_only"),
+    for a, b in (("tpm_months_1", "ecdctr"), ("tpm_dim_4", "ecdctr"), ("keep", "target_only"), ("minet", "target_only"),
                  ("keep", "target_only_tpm"), ("mmoe", "sample_merging"), ("star", "sample_merging"), ("star", "mmoe")):
         assert not np.allclose(day["scores"][a], day["scores"][b]), (a, b)
     for h in ("mmoe", "star", "sample_merging"):  # trained on both domains' rows

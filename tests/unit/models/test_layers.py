@@ -288,3 +288,55 @@ def test_multi_domain_heads_score_each_row_with_its_domains_parameters(head, ad_
     assert tuple(h for h, _, _ in MULTI_DOMAIN) == MULTI_DOMAIN_HEADS  # the registry names every head once
     with pytest.raises(ValueError, match="head 'moe'"):
         build_complete_model(s.cpm, s.features, None, domain_indicator=True, head="moe")
+
+
+def test_interest_attention_weighs_each_interest_by_an_exponential_gate(tmp_path):
+    from ecdctr_pipeline.modeling.layers import InterestAttention
+    from ecdctr_pipeline.modeling.layers.interest import EXP_CLIP
+
+    q = np.array([[1.0, 2.0], [0.0, -1.0]], "float32")
+    a, b = np.array([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0]], "float32"), np.array([[3.0], [-2.0]], "float32")
+    layer = InterestAttention(2, name="ia")
+    layer.build([q.shape, a.shape, b.shape])
+    # gate 0: hidden = relu(sum of inputs) in both units, logit = 0.1 * (h1 + h2) - 1; gate 1: constant logit 0.5
+    layer.hidden[0].set_weights([np.ones((6, 2), "float32"), np.zeros(2, "float32")])
+    layer.logit[0].set_weights([np.full((2, 1), 0.1, "float32"), np.full(1, -1.0, "float32")])
+    layer.hidden[1].set_weights([np.zeros((6, 2), "float32"), np.zeros(2, "float32")])
+    layer.logit[1].set_weights([np.zeros((2, 1), "float32"), np.full(1, 0.5, "float32")])
+    out = roundtrip(layer, [q, a, b], tmp_path)
+    s = np.maximum(np.concatenate([q, a, b], 1).sum(1, keepdims=True), 0)
+    g0, g1 = np.exp(0.2 * s - 1.0), np.exp(0.5)  # unnormalised: the gates need not sum to one
+    np.testing.assert_allclose(out, np.concatenate([g0 * a, g1 * b], 1), rtol=1e-5)
+    layer.logit[1].set_weights([np.zeros((2, 1), "float32"), np.full(1, 1e4, "float32")])
+    assert np.allclose(layer.gates([q, a, b]).numpy()[:, 1], np.exp(EXP_CLIP))  # clipped, never inf
+    with pytest.raises(ValueError, match="Received: hidden_units=0"):
+        InterestAttention(0)
+
+
+def test_minet_reads_the_source_sequence_through_its_own_attention():
+    """MiNet (Table 2): the ad rows' natural clicks change the score through ``src_attention``;
+    the model without ``source_sequence`` has no such input."""
+    from ecdctr_pipeline.core.schema import SRC_SEQ_ITEMS, SRC_SEQ_LEN
+    from ecdctr_pipeline.core.settings import Settings
+    from ecdctr_pipeline.modeling.models import build_complete_model
+
+    s = Settings.model_validate({"features": {"max_seq_len": 4, "hash_buckets": {"user_id": 50, "item_id": 40,
+                                                                                  "category_id": 8, "item_brand": 10}},
+                                 "cpm": {"hidden_units": [16, 8], "attention_units": [4], "embedding_dim": 4}})
+    model = build_complete_model(s.cpm, s.features, None, name="minet", source_sequence=True)
+    plain = build_complete_model(s.cpm, s.features, None)
+    assert {t.name for t in model.inputs} - {t.name for t in plain.inputs} == {
+        SRC_SEQ_ITEMS, "src_hist_category_ids", SRC_SEQ_LEN}
+    rng = np.random.default_rng(3)
+    n = 6
+    x = {t.name: (rng.integers(1, 30 if len(t.shape) > 2 or t.shape[1] > 1 else 3, (n, *t.shape[1:]))
+                  if "int" in str(t.dtype) else rng.normal(size=(n, *t.shape[1:]))).astype(str(t.dtype))
+         for t in model.inputs}  # sequences: items 1..29; scalar ids and categories 1..2
+    x[SRC_SEQ_LEN] = np.full((n, 1), 4, "int64")
+    before = model.predict(x, verbose=0).ravel()
+    other = dict(x, **{SRC_SEQ_ITEMS: (x[SRC_SEQ_ITEMS] + 7) % 40})
+    assert np.all(np.abs(model.predict(other, verbose=0).ravel() - before) > 1e-7)
+    # an empty source sequence masks every step: its items no longer matter
+    empty = dict(x, **{SRC_SEQ_LEN: np.zeros((n, 1), "int64")})
+    np.testing.assert_allclose(model.predict(dict(empty, **{SRC_SEQ_ITEMS: other[SRC_SEQ_ITEMS]}), verbose=0),
+                               model.predict(empty, verbose=0), rtol=1e-6)
