@@ -124,11 +124,14 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
             print(f"  {o.dag_id} {o.logical_date}: {o.state} {o.task_states}", flush=True)
 
     # 3. report
-    rows = []
+    rows, unscored = [], []
     for d in actr_days:
         try:
             r = json.loads(store.get_bytes(paths.evaluation_report(d)))
         except FileNotFoundError:
+            continue
+        if r.get("not_evaluable"):  # published unblessed; no GAUC to show
+            unscored.append(f"- {d}: not evaluable ({r['not_evaluable']})")
             continue
         m = artifacts.find_manifest(store, paths.actr_model(d))
         rows.append({"day": d.isoformat(), "actr": r["actr"]["gauc"], "target_only": r["target_only"]["gauc"],
@@ -143,6 +146,8 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
     g_table = markdown_table(("day", "A-CTR GAUC", "Target-only GAUC", "lift", "coverage", "blessed"),
                              [(r["day"], r["actr"], r["target_only"], f"{r['lift']:+.4f}", r["coverage"], r["blessed"])
                               for r in rows]) if rows else "(no evaluation reports)"
+    if unscored:
+        g_table += "\n\n" + "\n".join(unscored)
     png = _plot(rows, out / "gauc_by_day.png") if rows else None
     lin = "(nothing served)" if lineage is None else "\n".join(
         [f"- serving version {lineage['serving_version']} at {lineage['serving_uri']}",

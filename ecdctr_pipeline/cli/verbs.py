@@ -170,10 +170,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         text = f"{r.tier} {r.logical_date}: already published at {r.artifact} (use --force to retrain)"
     else:
         text = f"{r.tier} {r.logical_date}: published {r.artifact} in {r.seconds:.1f} s"
-    if "gauc" in m:
+    if m.get("gauc") is not None:
         text += f"; GAUC {m['gauc']:.4f} (coverage {m['gauc_coverage']:.2f}), log loss {m['logloss']:.4f}"
     if r.tier == "actr":
-        text += f"; {'BLESSED' if r.extra.get('blessed') else 'REJECTED'}"
+        why = (r.extra.get("blessing") or {}).get("not_evaluable")
+        text += f"; NOT EVALUABLE ({why}): not blessed" if why else \
+            f"; {'BLESSED' if r.extra.get('blessed') else 'REJECTED'}"
     _emit(args, r.to_dict(), text)
     return 0
 
@@ -196,6 +198,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.tiers.baselines import evaluate_day
 
     r = evaluate_day(settings, _store(args), args.as_of)
+    if r.get("not_evaluable"):
+        _emit(args, r, f"A-CTR {r['day']}: no comparison with Target-only: not evaluable ({r['not_evaluable']})")
+        return 0
     rows = [(name, m["gauc"], m["gauc_coverage"], m["auc"], m["logloss"], m["impressions"])
             for name, m in (("A-CTR (E-CDCTR)", r["actr"]), ("Target-only", r["target_only"]))]
     text = (f"Holdout [{r['holdout']['start']}, {r['holdout']['end']}) — CPM W={r['cpm_checkpoint']}, "

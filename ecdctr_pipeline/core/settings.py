@@ -174,6 +174,10 @@ class ACTRSettings(_Section):
     epochs: int = Field(4, gt=0)
     seed: int = 0
     bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
+    # a holdout whose GAUC covers less than this share of its impressions (users with both a click
+    # and a non-click) cannot judge a model: the day's model is published as not evaluable, never
+    # blessed (the served model stays), and an alert names the day and the coverage
+    min_gauc_coverage: float = Field(0.02, ge=0, le=1)
     cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)
 
 

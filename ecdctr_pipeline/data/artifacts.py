@@ -66,8 +66,11 @@ class Blessing(BaseModel):
     baseline: Baseline | None = None  # None: nothing was served yet
     tolerance: float
     holdout: dict[str, str] | None = None  # the window it was judged on, half-open
+    not_evaluable: str | None = None  # why the holdout could not judge the model (then never blessed)
 
     def describe(self) -> str:
+        if self.not_evaluable:
+            return f"NOT EVALUABLE: {self.not_evaluable}; not blessed, the served model stays"
         base = f"served model {self.baseline.model} GAUC {self.baseline.gauc}" if self.baseline else "no served model"
         return (f"{'BLESSED' if self.blessed else 'REJECTED'}: GAUC {self.candidate_gauc} vs {base} "
                 f"(tolerance {self.tolerance})")

@@ -68,6 +68,19 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
         manifest = publish(args, result, metrics=metrics, blessing=blessing, files=files)
     finally:
         result.cleanup()
+    if blessing is not None and blessing.not_evaluable:
+        _alert_not_evaluable(settings, tier, args.logical_date, blessing, metrics)
     clear_resume(args)  # published: the in-progress checkpoint is not needed any more
     return TierRun(tier, prefix, args.logical_date, False, manifest.metrics, mod.summary(manifest),
                    round(time.perf_counter() - t0, 2))
+
+
+def _alert_not_evaluable(settings: Settings, tier: str, day: str, blessing, metrics: dict) -> None:
+    """The day's holdout could not judge its model: published unblessed, the served model stays."""
+    from ecdctr_pipeline.quality import alerts
+
+    alerts.send(settings.alerts, alerts.Alert(
+        kind="not_evaluable", subject=f"ecdctr_{tier}", logical_date=day,
+        summary=f"{tier} {day} not evaluable: {blessing.not_evaluable}; published unblessed, the served model stays",
+        details=[{"gauc_coverage": metrics.get("gauc_coverage"), "impressions": metrics.get("impressions"),
+                  "holdout": blessing.holdout}]))

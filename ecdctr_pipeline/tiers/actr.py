@@ -86,7 +86,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         features=settings.features, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
                 "learning_rate": a.learning_rate, "epochs": a.epochs, "batch_size": a.batch_size,
-                "bless_tolerance": a.bless_tolerance},
+                "bless_tolerance": a.bless_tolerance, "min_gauc_coverage": a.min_gauc_coverage},
     )
     if target_only:
         return TrainArgs(tier="target_only", who=who, artifact="", **common)
@@ -131,16 +131,39 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
 
 
 def assess(args: TrainArgs, result: TrainResult):
-    """Holdout metrics and the blessing gate's verdict against the served model."""
+    """Holdout metrics and the blessing gate's verdict against the served model. A holdout that
+    cannot judge the model (GAUC coverage zero or below ``actr.min_gauc_coverage``) gives a
+    not-evaluable verdict: never blessed, no comparison with the served model."""
     from ecdctr_pipeline.evaluation.blessing import judge
-    from ecdctr_pipeline.evaluation.holdout import holdout_source, score
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.evaluation.metrics import MetricError, auc, evaluate, log_loss
+    from ecdctr_pipeline.modeling.streaming import score_stream
 
     holdout = holdout_source(args)
     result.row_counts["holdout"] = holdout.num_rows
-    metrics = score(result.model, holdout, args.data.layout)
     p = args.plan
-    blessing = judge(args.store, metrics["gauc"], holdout_source=holdout, layout=args.data.layout, day=p.day,
-                     tolerance=float(args.params["bless_tolerance"]), holdout=p.holdout_window.to_dict())
+    tolerance = float(args.params["bless_tolerance"])
+    floor = float(args.params.get("min_gauc_coverage", 0.0))
+    labels, scores, users = score_stream(result.model, holdout, args.data.layout)
+    try:
+        metrics = evaluate(labels, scores, users)
+        reason = None if metrics["gauc_coverage"] >= floor else (
+            f"GAUC coverage {metrics['gauc_coverage']:.3f} of holdout {p.holdout_window} is below "
+            f"actr.min_gauc_coverage {floor}")
+    except MetricError as exc:  # no user of the holdout has both classes
+        try:
+            whole = auc(labels, scores)
+        except MetricError:
+            whole = None
+        metrics = {"gauc": None, "gauc_coverage": 0.0, "gauc_users": 0, "impressions": int(labels.size),
+                   "logloss": log_loss(labels, scores), "auc": whole}
+        reason = f"holdout {p.holdout_window}: {exc}"
+    if reason is not None:
+        blessing = artifacts.Blessing(blessed=False, candidate_gauc=metrics["gauc"], tolerance=tolerance,
+                                      holdout=p.holdout_window.to_dict(), not_evaluable=reason)
+    else:
+        blessing = judge(args.store, metrics["gauc"], holdout_source=holdout, layout=args.data.layout, day=p.day,
+                         tolerance=tolerance, holdout=p.holdout_window.to_dict())
     return {**metrics, **result.train_metrics}, blessing
 
 

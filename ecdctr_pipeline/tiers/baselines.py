@@ -72,6 +72,12 @@ def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -
     p = actr.plan(settings, day)
     prefix = paths.actr_model(p.day)
     manifest = artifacts.read_manifest(store, prefix)
+    if manifest.blessing is not None and manifest.blessing.not_evaluable:  # the holdout cannot compare models
+        report = {"day": p.day.isoformat(), "holdout": p.holdout_window.to_dict(),
+                  "not_evaluable": manifest.blessing.not_evaluable, "blessed": False,
+                  "cpm_checkpoint": manifest.inputs.cpm_checkpoint, "embedding_set": manifest.inputs.embedding_set}
+        store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())
+        return report
     args = actr.resolve(settings, store, p, target_only=True)  # the same window and table version rules
     a = evaluate_model(args, load_model(store, prefix, manifest))[0]
     t = target_only(settings, store, p.day, args=args)
