@@ -16,8 +16,10 @@ run time (no ``spark.jars.packages``).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ecdctr_pipeline.core.errors import ConfigError
@@ -140,6 +142,12 @@ def get_spark(settings: Settings):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
+    # py4j logs each closed gateway connection at INFO, also from finalizers at interpreter exit,
+    # after the log streams are closed ("--- Logging error ---"): its warnings are enough
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # pyspark 4.2 warns on every pandas >= 3 import; the Spark jobs use no pandas interop that it
+    # concerns (the tests run them on the pinned pandas)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     builder = SparkSession.builder.appName(settings.spark.app_name)
     if not under_spark_submit():  # spark-submit sets the master (and class path) itself
         builder = builder.master(settings.spark.master)
