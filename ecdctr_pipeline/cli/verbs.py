@@ -307,19 +307,62 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+VERBOSE_HELP = "-v: progress logs, per-epoch lines and library output; -vv: debug (env ECDCTR_LOG_LEVEL)"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(verbose: int, env: str | None) -> int:
+    """The console's log level: WARNING (quiet) unless ``-v`` (INFO) or ``-vv`` (DEBUG), or the
+    ``ECDCTR_LOG_LEVEL`` environment variable (the images set INFO: pod logs keep every step's lines)."""
+    if verbose:
+        return logging.DEBUG if verbose > 1 else logging.INFO
+    if env:
+        if env.upper() not in LOG_LEVELS:
+            raise EcdctrError(f"ECDCTR_LOG_LEVEL={env!r}: expected one of {', '.join(LOG_LEVELS)}")
+        return getattr(logging, env.upper())
+    return logging.WARNING
+
+
+# the commands that load TensorFlow (quiet mode imports it first, see _import_tensorflow_quietly)
+TF_COMMANDS = ("train", "evaluate", "export", "score", "efficiency", "experiments", "backfill", "demo")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (fd 2) sent aside: its C++ libraries print
+    start-up lines there before any log level applies (absl's "All log messages before
+    absl::InitializeLog()", the CUDA stub on CPU-only hosts). Shown if the import fails."""
+    import os
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            aside.seek(0)
+            sys.stderr.write(aside.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.ArgumentParser], None] | None = None
                  ) -> argparse.ArgumentParser:
     """The parser of the step verbs; ``extend(subparsers, common, json_parent)`` adds more
     (the ``ecdctr`` entry point adds ``backfill``, ``demo`` and ``experiments``)."""
     top = argparse.ArgumentParser(add_help=False)
     top.add_argument("--config", metavar="FILE", help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
-    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     # the same options after the command; SUPPRESS keeps `ecdctr --config F backfill ...` from
     # being reset to the defaults by the subcommand's parser
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="YAML settings file (default: embedded defaults; env ECDCTR_CONFIG)")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -460,12 +503,19 @@ def execute(argv: list[str]) -> tuple[int, Any]:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Parse ``argv`` with ``parser`` (default: the step verbs) and run the command; errors
     print one line and return the error's exit status."""
+    import os
+
     args = (parser or build_parser()).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        level = log_level(args.verbose, os.environ.get("ECDCTR_LOG_LEVEL"))
+    except EcdctrError as exc:
+        print(f"ecdctr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if level > logging.INFO:  # quiet: TensorFlow's C++ start-up lines (cuInit on CPU-only hosts) too
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if getattr(args, "command", None) in TF_COMMANDS:
+            _import_tensorflow_quietly()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.func(args)
     except EcdctrError as exc:

@@ -243,14 +243,38 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
         callbacks.append(stopper)
         log.info("%s: early stopping on %s (patience %d)", label, validation.describe(),
                  training.early_stopping_patience)
+    chatty = log.isEnabledFor(logging.INFO)  # per-epoch lines with -v (and in task logs), else one bar
+    if not chatty:
+        callbacks.append(_epoch_bar(label, hp.epochs - first_epoch))
     hist = model.fit(ds, epochs=hp.epochs, initial_epoch=first_epoch, steps_per_epoch=steps, shuffle=False,
                      validation_data=val, validation_steps=val_steps, callbacks=callbacks,
-                     verbose=2 if n_batches > 20 else 0)
+                     verbose=2 if chatty and n_batches > 20 else 0)
     out = {k: float(v[-1]) for k, v in hist.history.items()}
     if stopper is not None:
         out.update(epochs_run=first_epoch + len(hist.epoch), best_epoch=int(stopper.best_epoch) + 1,
                    best_val_loss=float(stopper.best))
     return out
+
+
+def _epoch_bar(label: str, epochs: int):
+    """A Keras callback showing one progress bar of a fit's epochs (with the last loss)."""
+    import keras
+
+    from ecdctr_pipeline.core.report import progress
+
+    class EpochBar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = progress(None, desc=label, total=epochs, unit="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
 
 
 def train_metrics(fit_metrics: dict) -> dict:

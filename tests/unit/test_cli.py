@@ -58,3 +58,24 @@ def test_config_before_or_after_the_command(tmp_path, capsys):
     for argv in (["--config", str(cfg), "status", "--json"], ["status", "--config", str(cfg), "--json"]):
         assert main(argv) == 0
         assert json.loads(capsys.readouterr().out)["store"] == f"file://{tmp_path}/s"
+
+
+def test_quiet_by_default_verbose_on_request(capsys, monkeypatch):
+    import logging
+    import os
+
+    from ecdctr_pipeline.cli.verbs import log_level
+
+    assert log_level(0, None) == logging.WARNING and log_level(1, None) == logging.INFO
+    assert log_level(2, "WARNING") == logging.DEBUG and log_level(0, "info") == logging.INFO  # -v wins over env
+    monkeypatch.setenv("ECDCTR_LOG_LEVEL", "loud")
+    assert main(["plan", "--as-of", "2026-11-24"]) == 2
+    assert capsys.readouterr().err.strip() == ("ecdctr: error: ECDCTR_LOG_LEVEL='loud': expected one of DEBUG, INFO, "
+                                               "WARNING, ERROR")
+    # TensorFlow's C++ start-up lines (absl's pre-init warning, the CUDA stub) never reach a quiet console
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = ("from ecdctr_pipeline.cli.verbs import _import_tensorflow_quietly as q; q(); import tensorflow as tf; "
+            "tf.config.list_physical_devices(); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+                       text=True, timeout=300)
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "ok", "")
