@@ -137,6 +137,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
+    if args.empty_day:
+        from ecdctr_pipeline.data import empty_days
+
+        e = empty_days.record(_store(args), args.domain, args.empty_day, now=now)
+        _emit(args, e, f"raw/{e['domain']}: {e['day']} recorded as a day with no impressions")
+        return 0
     r = ingest(_store(args), args.domain, args.input, now=now)
     data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version}
     _emit(args, data, f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: "
@@ -217,7 +223,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.quality.gates import gate
 
     r = gate(args.tier, _settings(args), _store(args), args.as_of)
-    _emit(args, r, f"{args.tier} gate {args.as_of}: {r['checks']} check(s) passed")
+    empty = f"; accepted empty day(s): {', '.join(r['empty_days'])}" if r.get("empty_days") else ""
+    _emit(args, r, f"{args.tier} gate {args.as_of}: {r['checks']} check(s) passed{empty}")
     return 0
 
 
@@ -392,7 +399,10 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
 
     ing = sub.add_parser("ingest", help="load Parquet/CSV impressions into raw/<domain>", parents=[common, js])
     ing.add_argument("--domain", required=True, choices=["natural", "ad"])
-    ing.add_argument("--input", required=True, metavar="PATH", help="a .parquet/.csv file or a folder of them")
+    what = ing.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", metavar="PATH", help="a .parquet/.csv file or a folder of them")
+    what.add_argument("--empty-day", metavar="DATE",
+                      help="record DATE as having no impressions in --domain (windows then accept it)")
     ing.add_argument("--now", metavar="TIMESTAMP", help="reject events after this instant (default: the clock)")
     ing.set_defaults(func=cmd_ingest)
 

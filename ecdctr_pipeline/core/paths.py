@@ -17,6 +17,7 @@ Keys are relative to the store root (``ECDCTR_STORE``: ``file://./ecdctr-data`` 
     ├── serving/models.config, serving/served.json  TF Serving model config; the served version
     ├── reports/actr/D=YYYY-MM-DD/evaluation.json   A-CTR vs Target-only on the holdout
     ├── leases/<table>.json                         the writer lease of a Delta table (see delta.py)
+    ├── empty_days/<domain>/<dt>.json               a day recorded as having no impressions
     └── quality/<table>/<dt>/result.json            validation results
 
 An artifact is a folder with a ``MANIFEST.json``. The files of one publish go under a fresh
@@ -96,6 +97,15 @@ def serving_version(version: int) -> str:
     if int(version) <= 0:
         raise ValueError(f"serving version must be a positive integer (got {version})")
     return f"{SERVING_ACTR}/{int(version)}"
+
+
+def empty_days(domain: str) -> str:
+    """Where the days recorded as having no impressions in ``domain`` are kept (one object a day)."""
+    return f"empty_days/{_check_domain(domain)}"
+
+
+def empty_day(domain: str, day: dt.date | str) -> str:
+    return f"{empty_days(domain)}/{_iso(day)}.json"
 
 
 def quality_result(table: str, day: dt.date | str) -> str:

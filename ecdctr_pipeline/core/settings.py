@@ -81,6 +81,9 @@ class CalendarSettings(_Section):
     actr_window_days: int = Field(28, gt=0)  # A-CTR: ad data [D-28d, D) incl. the holdout
     actr_holdout_days: int = Field(1, gt=0)  # [D-1d, D) is the blessing holdout
     max_cpm_staleness_days: int = Field(8, ge=0)  # fallback CPM may be at most this old
+    # days recorded as having no impressions (`ecdctr ingest --empty-day`) a window may contain
+    # (a TPM month, a CPM or A-CTR window); an unrecorded gap always fails, naming the day
+    max_empty_days: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "CalendarSettings":

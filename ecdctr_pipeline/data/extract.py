@@ -76,20 +76,27 @@ def spark_raw_schema():
 
 
 def needed_days(store: ArtifactStore, domain: str, window: calendar.Window, history_days: int,
-                *, who: str) -> list[str]:
-    """Raw ``dt`` values to read: the window's (all required) and the history before it."""
+                *, who: str, max_empty: int = 0) -> list[str]:
+    """Raw ``dt`` values to read: the window's (all required, but for at most ``max_empty`` days
+    recorded as empty: :mod:`~ecdctr_pipeline.data.empty_days`) and the history before it."""
+    from ecdctr_pipeline.data import empty_days
+
     table = paths.raw_table(domain)
     present = set(delta.partitions(store, table))
     if not present:
         raise MissingDataError(f"{who}: no raw data at all in {table} ({store.uri(table)})")
-    for day in window.partitions():
-        if day not in present:
-            raise MissingDataError(f"{who}: no raw data for {day} in {table} (window {window})")
+    _, unrecorded = empty_days.accept(store, table, window, [d for d in window.partitions() if d not in present],
+                                      max_empty=max_empty, who=who)
+    if unrecorded:
+        raise MissingDataError(f"{who}: no raw data for {unrecorded[0]} in {table} (window {window})")
     first = min(present)
     history = calendar.lookback(window.start, history_days).partitions() if history_days else []
-    for day in history:
-        if day >= first and day not in present:
-            raise MissingDataError(f"{who}: no raw data for {day} in {table} (history before window {window})")
+    gaps = [d for d in history if d >= first and d not in present]
+    if gaps:
+        empty = empty_days.recorded(store, domain)
+        for day in gaps:
+            if day not in empty:
+                raise MissingDataError(f"{who}: no raw data for {day} in {table} (history before window {window})")
     return [d for d in history + window.partitions() if d in present]
 
 
@@ -165,7 +172,8 @@ def _run_duckdb(store: ArtifactStore, raw_table: str, raw_version: int, days: li
         other_raw, _ = delta.read(store, other[0], partitions=other[2], version=other[1])
         con.register("other_raw", other_raw.drop_columns([PARTITION]))
     out = con.sql(sql_for("raw") if other is None else sql_for("raw", "other_raw")).fetch_arrow_table().cast(schema)
-    missing = sorted(set(window.partitions()) - set(out[PARTITION].unique().to_pylist()))
+    # every window day read (recorded empty days are not) has rows
+    missing = sorted((set(window.partitions()) & set(days)) - set(out[PARTITION].unique().to_pylist()))
     if missing:
         raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
     return delta.write(store, out_table, out, txn=txn)
@@ -183,13 +191,15 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
 
         check_jars(settings)
     raw_table = paths.raw_table(domain)
-    days = needed_days(store, domain, window, history_days, who=who)
+    max_empty = settings.calendar.max_empty_days
+    days = needed_days(store, domain, window, history_days, who=who, max_empty=max_empty)
     raw_version = delta.version(store, raw_table)
     other = None
     if history_domain is not None:
         other_table = paths.raw_table(history_domain)
         other = (other_table, delta.version(store, other_table),
-                 needed_days(store, history_domain, window, history_days, who=f"{who} ({history_domain} clicks in the sequences)"))
+                 needed_days(store, history_domain, window, history_days, max_empty=max_empty,
+                             who=f"{who} ({history_domain} clicks in the sequences)"))
     # app transaction versions start at 1 and grow with every raw table read (either one changing
     # means the features are recomputed)
     txn_version = raw_version + 1 + (other[1] if other else 0)

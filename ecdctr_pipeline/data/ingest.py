@@ -14,6 +14,7 @@ categorical values within the contract's vocabulary, unparseable or future ``eve
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.schema import IMPRESSION_KEY, PARTITION, RAW_COLUMNS, RAW_NAMES, TIMESTAMP, Column
 from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = 3
 
@@ -237,4 +240,8 @@ def ingest(store: ArtifactStore, domain: str, path: str | Path, *, now: dt.datet
     raw, labels = read_input(path)
     typed = validate(raw, labels, now=now, domain=domain)
     res = write_raw(store, domain, typed)
+    from ecdctr_pipeline.data import empty_days
+
+    for day in empty_days.forget(store, domain, res.partitions):  # the data wins over an empty-day record
+        log.warning("raw/%s: %s was recorded as empty; its record is removed (rows were ingested for it)", domain, day)
     return IngestResult(domain, typed.num_rows, res.partitions, res.version, len(input_files(path)))

@@ -149,7 +149,7 @@ def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str
     version (checked from the fragments listed, no second read of the log)."""
     source = WindowSource.open(store, data.table, data.version, window)
     present = {pads.get_partition_keys(f.partition_expression).get(delta.PARTITION_COLUMN) for f in source.fragments}
-    missing = [d for d in window.partitions() if d not in present]
+    missing = [d for d in window.partitions() if d not in present and d not in data.empty_days]
     if missing:
         raise StreamError(f"{who}: {data.table}@v{data.version} has no partition {missing[0]} (window {window}); "
                           "run the extraction first")

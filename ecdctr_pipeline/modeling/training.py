@@ -58,6 +58,7 @@ class DataSpec:
     train_window: calendar.Window
     eval_window: calendar.Window | None  # CPM's tail / A-CTR's holdout; None for TPM
     layout: FeatureLayout
+    empty_days: tuple[str, ...] = ()  # days of the windows recorded as having no impressions
 
 
 @dataclass(frozen=True)
@@ -133,25 +134,32 @@ class TierRun:
 
 
 # ------------------------------------------------------------------ data
-def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Window], *, who: str) -> int:
-    """The current version of ``table`` after checking every day of ``windows`` is present."""
+def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Window], *, who: str,
+                   max_empty: int = 0) -> tuple[int, tuple[str, ...]]:
+    """The current version of ``table`` after checking every day of ``windows`` is present, and
+    the days among them recorded as having no impressions (at most ``max_empty`` a window)."""
+    from ecdctr_pipeline.data import empty_days
+
     present = set(delta.partitions(store, table))
+    accepted: list[str] = []
     for window in windows:
-        for day in window.partitions():
-            if day not in present:
-                raise TrainingError(f"{who}: {table} has no partition {day} (window {window}); "
-                                    "run the extraction first")
+        ok, missing = empty_days.accept(store, table, window, [d for d in window.partitions() if d not in present],
+                                        max_empty=max_empty, who=who)
+        if missing:
+            raise TrainingError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
+                                "run the extraction first")
+        accepted += ok
     version = delta.version(store, table)
     if version is None:
         raise TrainingError(f"{who}: {table} does not exist; run the extraction first")
-    return version
+    return version, tuple(sorted(set(accepted)))
 
 
 def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):
     """The rows of ``window`` of ``data.table`` at ``data.version`` (an Arrow table, ``dt`` included)."""
     cols = list(dict.fromkeys(list(data.layout.columns) + ["dt"]))
     table, _ = delta.read(store, data.table, partitions=window.partitions(), columns=cols, version=data.version)
-    missing = sorted(set(window.partitions()) - set(table.column("dt").unique().to_pylist()))
+    missing = sorted(set(window.partitions()) - set(table.column("dt").unique().to_pylist()) - set(data.empty_days))
     if missing:
         raise TrainingError(f"{who}: {data.table}@v{data.version} has no partition {missing[0]} (window {window}); "
                             "run the extraction first")
@@ -168,8 +176,8 @@ def open_source(args: "TrainArgs", window: calendar.Window):
 
 def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str):
     """Every day of ``window`` of ``table`` at its current version: ``(Arrow table, version)``."""
-    version = pinned_version(store, table, [window], who=who)
-    data = DataSpec(table, version, window, None, layout)
+    version, empty = pinned_version(store, table, [window], who=who)
+    data = DataSpec(table, version, window, None, layout, empty)
     return read_window(store, data, window, who=who), version
 
 

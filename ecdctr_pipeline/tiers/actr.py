@@ -77,11 +77,13 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
     (same network, random init, no TPM inputs), which never publishes."""
     who = f"{'target-only' if target_only else 'train actr'} {p.day}"
     table = paths.complete_features("ad")
-    version = pinned_version(store, table, [p.train_window, p.holdout_window], who=who)
+    version, empty = pinned_version(store, table, [p.train_window, p.holdout_window], who=who,
+                                    max_empty=settings.calendar.max_empty_days)
     a = settings.actr
     common = dict(
         logical_date=p.day.isoformat(), artifact_id=p.day.isoformat(), plan=p, store=store,
-        data=DataSpec(table, version, p.train_window, p.holdout_window, FeatureLayout.complete(settings.features)),
+        data=DataSpec(table, version, p.train_window, p.holdout_window, FeatureLayout.complete(settings.features),
+                      empty),
         hparams=HParams(a.learning_rate, a.batch_size, a.epochs, a.seed), model=settings.cpm,
         features=settings.features, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
@@ -139,10 +141,16 @@ def assess(args: TrainArgs, result: TrainResult):
     from ecdctr_pipeline.evaluation.metrics import MetricError, auc, evaluate, log_loss
     from ecdctr_pipeline.modeling.streaming import score_stream
 
-    holdout = holdout_source(args)
-    result.row_counts["holdout"] = holdout.num_rows
     p = args.plan
     tolerance = float(args.params["bless_tolerance"])
+    if set(p.holdout_window.partitions()) <= set(args.data.empty_days):  # nothing to score
+        result.row_counts["holdout"] = 0
+        reason = f"holdout {p.holdout_window} has no impressions (recorded empty: {', '.join(args.data.empty_days)})"
+        return ({"gauc": None, "gauc_coverage": 0.0, "gauc_users": 0, "impressions": 0, **result.train_metrics},
+                artifacts.Blessing(blessed=False, candidate_gauc=None, tolerance=tolerance,
+                                   holdout=p.holdout_window.to_dict(), not_evaluable=reason))
+    holdout = holdout_source(args)
+    result.row_counts["holdout"] = holdout.num_rows
     floor = float(args.params.get("min_gauc_coverage", 0.0))
     labels, scores, users = score_stream(result.model, holdout, args.data.layout)
     try:

@@ -59,12 +59,14 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *, tp
         set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
         calendar.check_non_overlap(p.embedding_set, set_manifest.months, p.window, tier=f"CPM {p.monday}")
     table = paths.complete_features("natural")
-    version = pinned_version(store, table, [p.train_window, p.eval_window], who=who)
+    version, empty = pinned_version(store, table, [p.train_window, p.eval_window], who=who,
+                                    max_empty=settings.calendar.max_empty_days)
     return TrainArgs(
         tier="cpm_baseline" if baseline else "cpm", who=who, logical_date=p.monday.isoformat(),
         artifact_id=p.monday.isoformat(), artifact="" if baseline else paths.cpm_checkpoint(p.monday), plan=p,
         store=store,
-        data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features)),
+        data=DataSpec(table, version, p.train_window, p.eval_window, FeatureLayout.complete(settings.features),
+                      empty),
         hparams=HParams(c.learning_rate, c.batch_size, c.epochs, c.seed), model=c, features=settings.features,
         embedding_set=set_manifest, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "eval_window": p.eval_window.to_dict(), **c.model_dump()},

@@ -27,12 +27,13 @@ def artifact(p: calendar.TPMPlan) -> tuple[str, str]:
 def resolve(settings: Settings, store: ArtifactStore, p: calendar.TPMPlan) -> TrainArgs:
     who = f"train tpm {p.month}"
     table = paths.tpm_features()
-    version = pinned_version(store, table, [p.data_window], who=who)
+    version, empty = pinned_version(store, table, [p.data_window], who=who,
+                                    max_empty=settings.calendar.max_empty_days)
     t = settings.tpm
     return TrainArgs(
         tier="tpm", who=who, logical_date=p.logical_date.isoformat(), artifact_id=str(p.month),
         artifact=paths.tpm_set(p.month), plan=p, store=store,
-        data=DataSpec(table, version, p.data_window, None, FeatureLayout("tpm")),
+        data=DataSpec(table, version, p.data_window, None, FeatureLayout("tpm"), empty),
         hparams=HParams(t.learning_rate, t.batch_size, t.epochs_per_month, t.seed), model=t,
         features=settings.features, data_window=p.data_window, training=settings.training,
         months=tuple(str(m) for m in p.snapshot_months),
