@@ -12,14 +12,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.core import calendar, paths
-from ecdctr_pipeline.core.report import markdown_table
+from ecdctr_pipeline.core.report import markdown_table, progress
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data.store import open_store
 
@@ -84,6 +88,8 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
     import os
     import tempfile
 
+    # quiet unless -v (decided before Airflow's import configures logging at INFO): see the runs below
+    quiet = not logging.getLogger("ecdctr_pipeline").isEnabledFor(logging.INFO)
     from ecdctr_pipeline.orchestration import runner
     from ecdctr_pipeline.data.simulate import simulate
 
@@ -107,21 +113,33 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
         note = "raw data already present"
     timings.append(("simulate raw data", time.perf_counter() - t0, note))
 
-    # 2. the DAGs
+    # 2. the DAGs. Quiet unless -v: dag.test runs the tasks in this process, so their INFO logs,
+    # the steps' JSON results (written to <AIRFLOW_HOME>/demo-runs.log) and library warnings stay
+    # off the console, which shows one bar over the runs and each fit's bar
     t0 = time.perf_counter()
     home = Path(store.local_path("_airflow")) if store.is_local else Path(tempfile.mkdtemp(prefix="ecdctr-airflow-"))
-    env = {k: v for k, v in os.environ.items() if k.startswith("ECDCTR_")}
-    runner.prepare_airflow_home(home, {"ECDCTR_STORE": store.root, **env})
-    bag = runner.load_dags()
-    timings.append(("Airflow: db migrate + parse DAGs", time.perf_counter() - t0, f"AIRFLOW_HOME {home}"))
+    home.mkdir(parents=True, exist_ok=True)
     failed = []
-    for tier, d in runner.calendar_runs(months, mondays, actr_days):
-        print(f"running {runner.DAG_IDS[tier]} for {d} ...", flush=True)
-        o = runner.run_dag(bag, tier, d)
-        timings.append((f"DAG {o.dag_id} {o.logical_date}", o.seconds, o.state))
-        if o.state != "success":
-            failed.append(o)
-            print(f"  {o.dag_id} {o.logical_date}: {o.state} {o.task_states}", flush=True)
+    with contextlib.ExitStack() as quieted:
+        if quiet:
+            logging.disable(logging.INFO)
+            quieted.callback(logging.disable, logging.NOTSET)
+            quieted.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+            runs_log = quieted.enter_context(open(home / "demo-runs.log", "w"))
+            quieted.enter_context(contextlib.redirect_stdout(runs_log))
+        env = {k: v for k, v in os.environ.items() if k.startswith("ECDCTR_")}
+        runner.prepare_airflow_home(home, {"ECDCTR_STORE": store.root, **env})
+        bag = runner.load_dags()
+        timings.append(("Airflow: db migrate + parse DAGs", time.perf_counter() - t0, f"AIRFLOW_HOME {home}"))
+        runs = runner.calendar_runs(months, mondays, actr_days)
+        for tier, d in progress(runs, desc="DAG runs", unit="run") if quiet else runs:
+            print(f"running {runner.DAG_IDS[tier]} for {d} ...", flush=True)
+            o = runner.run_dag(bag, tier, d)
+            timings.append((f"DAG {o.dag_id} {o.logical_date}", o.seconds, o.state))
+            if o.state != "success":
+                failed.append(o)
+                print(f"{o.dag_id} {o.logical_date}: {o.state} {o.task_states}", file=sys.stderr, flush=True)
 
     # 3. report
     rows, unscored = [], []

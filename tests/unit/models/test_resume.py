@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_killed_actr_trainer_resumes_from_the_store(cpm_trained_store, tmp_path):
     shutil.copytree(cpm_trained_store, tmp_path / "store")
     s = tiny_settings(f"file://{tmp_path / 'store'}")
-    s.actr.epochs = 6  # long enough to be killed in the middle (each epoch checkpoints)
+    s.actr.epochs = 3  # killed as soon as the first epoch's checkpoint appears: epochs are left to resume
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(settings_dict(s, mask=False)))
     store = open_store(s.store)
@@ -47,7 +47,7 @@ def test_killed_actr_trainer_resumes_from_the_store(cpm_trained_store, tmp_path)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     killed_at = json.loads(store.get_bytes(state_key))["epoch"]
-    assert 0 <= killed_at < 5
+    assert 0 <= killed_at < 2
     assert artifacts.find_manifest(store, paths.actr_model("2026-11-24")) is None  # nothing half-published
 
     r = tiers.train("actr", load_settings(cfg), store, "2026-11-24")

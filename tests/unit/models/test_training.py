@@ -189,41 +189,47 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
 
 def test_a_holdout_that_cannot_judge_the_model_publishes_it_not_evaluable(cpm_ready, webhook_receiver):
     """A sparse holdout never crashes the daily run: too little GAUC coverage (a settings floor)
-    or none at all (every user of the day has one class) publishes the model unblessed as not
-    evaluable, alerts naming the day and the coverage, and export and evaluation say so."""
+    or none at all (every user of the day has one class) gives a not-evaluable verdict; the run
+    publishes the model unblessed, alerts naming the day and the coverage, and export and
+    evaluation say so."""
+    import dataclasses
+
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from ecdctr_pipeline.data import delta
     from ecdctr_pipeline.serving.export import ExportRefused, export_version
+    from ecdctr_pipeline.tiers import actr
 
     base, received = webhook_receiver
     cpm_ready.alerts.notifiers, cpm_ready.alerts.webhook_url = ["webhook"], f"{base}/hook"
     store = open_store(cpm_ready.store)
     day, holdout = "2026-11-24", "2026-11-23"
 
-    cpm_ready.actr.min_gauc_coverage = 1.0  # some users of the day have one class: coverage < 1
-    r = train("actr", cpm_ready, day)
-    m = artifacts.read_manifest(store, paths.actr_model(day))
-    assert not m.blessed and 0 < m.metrics["gauc_coverage"] < 1 and m.metrics["gauc"] is not None
-    assert m.blessing.not_evaluable == (f"GAUC coverage {m.metrics['gauc_coverage']:.3f} of holdout [{holdout}, {day}) "
-                                        "is below actr.min_gauc_coverage 1.0")
-    assert r.extra["blessing"]["not_evaluable"] == m.blessing.not_evaluable and m.blessing.baseline is None
-    low = m.metrics["gauc_coverage"]
+    # the floor: the day's holdout scored by a model (the CPM, which takes the same inputs) twice
+    args = actr.resolve(cpm_ready, store, actr.plan(cpm_ready, day))
+    scored = training.TrainResult(model=training.load_model(store, args.base_prefix, args.base_model))
+    metrics, verdict = actr.assess(args, scored)
+    assert verdict.not_evaluable is None and verdict.blessed and 0 < metrics["gauc_coverage"] < 1
+    strict = dataclasses.replace(args, params={**args.params, "min_gauc_coverage": 1.0})
+    metrics, verdict = actr.assess(strict, scored)
+    assert not verdict.blessed and verdict.baseline is None and metrics["gauc"] is not None
+    assert verdict.not_evaluable == (f"GAUC coverage {metrics['gauc_coverage']:.3f} of holdout [{holdout}, {day}) "
+                                     "is below actr.min_gauc_coverage 1.0")
 
     # every user of the holdout day has one class (clicks by user parity): no GAUC at all
     t, _ = delta.read(store, "features/complete/ad", partitions=[holdout])
     parity = pc.cast(pc.equal(pc.bit_wise_and(t["user_id"], 1), 1), pa.int8())
     delta.write(store, "features/complete/ad", t.set_column(t.schema.get_field_index("click"), "click", parity))
-    cpm_ready.actr.min_gauc_coverage = 0.02
-    train("actr", cpm_ready, day, force=True)
+    r = train("actr", cpm_ready, day)
     m = artifacts.read_manifest(store, paths.actr_model(day))
     assert not m.blessed and m.metrics["gauc"] is None and m.metrics["gauc_coverage"] == 0.0
     assert 0 <= m.metrics["auc"] <= 1 and m.metrics["impressions"] == t.num_rows  # both classes overall
     assert m.blessing.not_evaluable.startswith(f"holdout [{holdout}, {day}): GAUC coverage is zero: none of ")
+    assert r.extra["blessing"]["not_evaluable"] == m.blessing.not_evaluable
     assert [(a["kind"], a["logical_date"], a["details"][0]["gauc_coverage"]) for a in received] == [
-        ("not_evaluable", day, low), ("not_evaluable", day, 0.0)]
-    assert "published unblessed, the served model stays" in received[1]["summary"]
+        ("not_evaluable", day, 0.0)]
+    assert "published unblessed, the served model stays" in received[0]["summary"]
     # the day's evaluation and export say so instead of failing on a missing GAUC
     report = baselines.evaluate_day(cpm_ready, store, day)
     assert report["not_evaluable"] == m.blessing.not_evaluable and report["blessed"] is False
