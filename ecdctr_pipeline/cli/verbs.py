@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from typing import Any, Callable
 
 from ecdctr_pipeline.core.errors import EcdctrError
@@ -523,9 +524,18 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         return exc.exit_code
     if level > logging.INFO:  # quiet: TensorFlow's C++ start-up lines (cuInit on CPU-only hosts) too
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # pyspark (imported by Spark jobs, and by Great Expectations when installed) warns on every
+        # pandas >= 3 import; the pinned pair is what the tests run
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         if getattr(args, "command", None) in TF_COMMANDS:
             _import_tensorflow_quietly()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:  # the console handler filters too: libraries set INFO on loggers of their own
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
     try:
         return args.func(args)
     except EcdctrError as exc:
