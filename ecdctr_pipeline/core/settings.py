@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator,
+)
 
 from ecdctr_pipeline.core.errors import ConfigError
 
@@ -141,8 +143,8 @@ class FeatureSettings(_Section):
 
 class TPMSettings(_Section):
     embedding_dim: int = Field(16, gt=0)
-    hidden_units: list[int] = Field(default_factory=lambda: [64, 32])
-    learning_rate: float = Field(1e-3, gt=0)
+    hidden_units: list[PositiveInt] = Field(default_factory=lambda: [64, 32], min_length=1)
+    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
     batch_size: int = Field(2048, gt=0)
     epochs_per_month: int = Field(1, gt=0)
     seed: int = 0
@@ -152,15 +154,15 @@ class CPMSettings(_Section):
     """The complete model (shared by CPM and A-CTR) and the CPM's training."""
 
     embedding_dim: int = Field(16, gt=0)
-    hidden_units: list[int] = Field(default_factory=lambda: [200, 80])
+    hidden_units: list[PositiveInt] = Field(default_factory=lambda: [200, 80], min_length=1)
     cross_layers: int = Field(2, ge=1)
-    attention_units: list[int] = Field(default_factory=lambda: [36])
+    attention_units: list[PositiveInt] = Field(default_factory=lambda: [36], min_length=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     # the historical block (modeling/layers/historical.py): months in which an id was not yet seen
     # are masked out of the self-attention and the pooling; month positions are an ablation
     hist_mask_unseen: bool = True
     hist_month_positions: bool = False
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float = Field(5e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(1024, gt=0)
     epochs: int = Field(3, gt=0)
     seed: int = 0
@@ -172,7 +174,7 @@ TRANSFER_POLICIES = ("none", "embeddings", "mlp_without_bn", "embeddings_and_mlp
 class ACTRSettings(_Section):
     # CPM -> A-CTR warm start (modeling/transfer.py): what is restored from the CPM
     transfer_policy: Literal[TRANSFER_POLICIES] = "all_but_bn"
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: float = Field(5e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(512, gt=0)
     epochs: int = Field(4, gt=0)
     seed: int = 0

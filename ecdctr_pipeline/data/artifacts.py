@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ecdctr_pipeline import __version__
 from ecdctr_pipeline.core import paths
-from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError
+from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError, EcdctrError
 from ecdctr_pipeline.data.store import ArtifactStore
 
 Kind = Literal["tpm_embedding_set", "cpm_checkpoint", "actr_model", "serving_version"]
@@ -201,10 +201,36 @@ def publish(
     is for artifacts that are never overwritten (a new serving version gets a new number).
     Names in ``last`` are written after all others (e.g. ``saved_model.pb``, which TF Serving
     polls for), just before the manifest.
+
+    One publisher of an artifact at a time: the publish holds the artifact's lease
+    (``leases/<prefix>.json``, :func:`~ecdctr_pipeline.data.leases.hold`) from its first file to
+    the clean-up of replaced attempts, so a clean-up never removes another writer's attempt
+    while it uploads; a second concurrent publisher fails at once (:class:`ArtifactBusyError`,
+    naming the holder) and leaves the artifact as the first one publishes it.
     """
+    from ecdctr_pipeline.data import leases
+
+    def busy(holder: str) -> Exception:
+        return ArtifactBusyError(f"{store.uri(prefix)} is being published by {holder}; nothing was published "
+                                 "by this run: retry when it is done")
+
+    with leases.hold(store, paths.writer_lease(prefix), owner=f"publish {manifest.kind} {manifest.artifact_id}",
+                     ttl_s=PUBLISH_LEASE_S, busy=busy):
+        return _publish(store, prefix, files, manifest, on_file=on_file, flat=flat, last=last)
+
+
+PUBLISH_LEASE_S = 600  # renewed every 200 s while a publish runs; a killed publisher's lease expires after it
+
+
+class ArtifactBusyError(EcdctrError):
+    """Another process is publishing the same artifact."""
+
+
+def _publish(store: ArtifactStore, prefix: str, files: Mapping[str, Source], manifest: Manifest, *,
+             on_file, flat: bool, last: tuple[str, ...]) -> Manifest:
     attempt = new_attempt_id()
     if flat and find_manifest(store, prefix) is not None:
-        raise ValueError(f"flat artifacts are never overwritten: {store.uri(prefix)} exists")
+        raise ArtifactExistsError(f"{store.uri(prefix)} is already published; flat artifacts are never overwritten")
     entries: list[FileEntry] = []
     ordered = sorted(_expand(files), key=lambda nf: nf[0] in last)
     for name, src in ordered:
@@ -232,6 +258,10 @@ def publish(
     if not flat:
         garbage_collect(store, prefix, keep=attempt)
     return final
+
+
+class ArtifactExistsError(EcdctrError):
+    """A flat artifact (a serving version) that is already published."""
 
 
 def garbage_collect(store: ArtifactStore, prefix: str, *, keep: str) -> int:

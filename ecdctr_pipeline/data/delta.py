@@ -17,17 +17,10 @@ Works on ``file://`` and ``s3://`` roots through :class:`~ecdctr_pipeline.data.s
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import pyarrow as pa
 
@@ -207,66 +200,21 @@ class WriterBusyError(DeltaError):
     """Another writer holds the lease of the table."""
 
 
-@contextmanager
 def writer_lease(store: ArtifactStore, table: str, *, owner: str, ttl_s: int,
-                 clock: Callable[[], float] = time.time) -> Iterator[None]:
-    """Hold the writer lease of ``table`` while the block runs.
+                 clock: Callable[[], float] = time.time):
+    """Hold the writer lease of ``table`` while the block runs (a context manager).
 
     Delta-Spark commits to S3 through its single-driver log store: two drivers committing
     the same version at once could overwrite each other's log entry. So every Spark writer
-    of a table first creates ``leases/<table>.json`` with an atomic create-if-absent (S3
-    conditional write, ``O_EXCL``-style link locally); a second writer fails at once with a
-    one-line :class:`WriterBusyError` naming the holder, and commits nothing. The holder
-    renews the lease every ``ttl_s / 3`` seconds; a writer that died leaves a lease that
-    expires after ``ttl_s`` and is then replaced.
+    of a table first takes ``leases/<table>.json`` (:func:`~ecdctr_pipeline.data.leases.hold`);
+    a second writer fails at once with a one-line :class:`WriterBusyError` naming the holder,
+    and commits nothing.
     """
-    key = paths.writer_lease(table)
-    token = uuid.uuid4().hex
+    from ecdctr_pipeline.data import leases
 
-    def body() -> bytes:
-        now = clock()
-        return json.dumps({"owner": owner, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "renewed": now, "expires": now + ttl_s}).encode()
-
-    def holder() -> dict | None:
-        try:
-            return json.loads(store.get_bytes(key))
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {"owner": "?", "expires": 0}  # unreadable: treat as expired
-
-    if not store.put_if_absent(key, body()):
-        cur = holder()
-        if cur is not None and cur.get("expires", 0) > clock():
-            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
-            raise WriterBusyError(f"{store.uri(table)} is being written by {cur.get('owner')} (pid {cur.get('pid')} "
-                                  f"on {cur.get('host')}, lease renewed {since}); retry when it is done")
-        if cur is not None:
-            log.warning("writer lease of %s held by %s expired: taking it over", table, cur.get("owner"))
-            store.delete(key)
-        if not store.put_if_absent(key, body()):
-            raise WriterBusyError(f"{store.uri(table)}: another writer took the lease first; retry when it is done")
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl_s / 3):
-            cur = holder()
-            if cur is None or cur.get("token") != token:
-                log.error("writer lease of %s was lost", table)
-                return
-            store.put_bytes(key, body())
-
-    thread = threading.Thread(target=renew, name=f"lease-{table}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        cur = holder()
-        if cur is not None and cur.get("token") == token:
-            store.delete(key)
+    return leases.hold(store, paths.writer_lease(table), owner=owner, ttl_s=ttl_s, clock=clock,
+                       busy=lambda holder: WriterBusyError(f"{store.uri(table)} is being written by {holder}; "
+                                                           "retry when it is done"))
 
 
 def file_uris(store: ArtifactStore, key: str, partitions: Sequence[str],

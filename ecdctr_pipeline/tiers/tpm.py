@@ -12,7 +12,7 @@ from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout
 from ecdctr_pipeline.modeling.training import (
-    DataSpec, HParams, TrainArgs, TrainResult, fit, pinned_version, placement, set_seed,
+    DataSpec, HParams, TrainArgs, TrainResult, TrainingError, fit, pinned_version, placement, set_seed,
 )
 
 
@@ -73,6 +73,11 @@ def run_training(args: TrainArgs) -> TrainResult:
             if m in p.snapshot_months:
                 for side, vocab, seen in (("user", user_vocab, seen_users), ("item", item_vocab, seen_items)):
                     weights = model.get_layer(f"tpm_{side}_embedding").embeddings.numpy()
+                    bad = int((~np.isfinite(weights[1:][seen])).any(axis=1).sum())
+                    if bad or not np.isfinite(hist.get("loss", 0.0)):  # a diverged run is never published
+                        raise TrainingError(f"{args.who}: month {m} diverged ({bad} {side} embedding row(s) not "
+                                            f"finite, loss {hist.get('loss')}); nothing published: lower "
+                                            "tpm.learning_rate")
                     name = embedding_sets.table_name(side, str(m))
                     n = embedding_sets.write_table(result.scratch / name, vocab[seen], weights[1:][seen])
                     result.files[name] = result.scratch / name

@@ -80,6 +80,40 @@ def test_republish_replaces_and_collects_old_attempt(local_store_settings):
     assert children == {m2.attempt, "MANIFEST.json"}
 
 
+def test_concurrent_publishers_of_one_artifact_leave_one_complete_artifact(local_store_settings):
+    """A second publisher while the first uploads fails at once naming the holder (it used to delete
+    the first one's attempt folder in its clean-up, and both exited 0); the first completes."""
+    import threading
+
+    store = open_store(local_store_settings)
+    prefix = paths.tpm_set("2026-10")
+    manifest = _manifest(kind="tpm_embedding_set", artifact_id="2026-10")
+    uploading, release = threading.Event(), threading.Event()
+    done: list = []
+
+    def slow(name):
+        if name == "a.bin":
+            uploading.set()
+            release.wait(30)
+
+    first = threading.Thread(target=lambda: done.append(artifacts.publish(
+        store, prefix, {"a.bin": b"first", "b.bin": b"first-b"}, manifest, on_file=slow)))
+    first.start()
+    assert uploading.wait(30)
+    with pytest.raises(artifacts.ArtifactBusyError, match=r"tpm/sets/M=2026-10 is being published by publish "
+                                                           r"tpm_embedding_set 2026-10 \(pid \d+"):
+        artifacts.publish(store, prefix, {"a.bin": b"second"}, manifest)
+    release.set()
+    first.join(30)
+    (m,) = done
+    assert artifacts.load_bytes(store, prefix, "a.bin") == b"first" and artifacts.load_bytes(store, prefix, "b.bin") == b"first-b"
+    assert set(store.iter_children(prefix)) == {m.attempt, "MANIFEST.json"}
+    assert not store.exists(paths.writer_lease(prefix))  # released: the next publish (a --force rerun) goes ahead
+    assert artifacts.load_bytes(store, prefix, "a.bin") == b"first"
+    m2 = artifacts.publish(store, prefix, {"a.bin": b"again"}, manifest)
+    assert artifacts.read_manifest(store, prefix).attempt == m2.attempt != m.attempt
+
+
 def test_invalid_manifest_is_an_error_naming_the_path(local_store_settings):
     store = open_store(local_store_settings)
     prefix = paths.cpm_checkpoint("2026-11-23")

@@ -40,6 +40,10 @@ def test_config_env_variable_names_file(tmp_path):
     pytest.param("actr:\n  transfer_policy: some\n", "actr.transfer_policy", id="bad-literal"),
     pytest.param("store:\n  root: hdfs://x\n", "store.root", id="bad-root"),
     pytest.param("calendar:\n  actr_window_days: 40\n", "calendar", id="actr-longer-than-cpm"),
+    pytest.param("tpm:\n  learning_rate: .inf\n", "tpm.learning_rate", id="infinite-learning-rate"),
+    pytest.param("tpm:\n  hidden_units: [-5, 0]\n", "tpm.hidden_units.0", id="negative-units"),
+    pytest.param("cpm:\n  attention_units: []\n", "cpm.attention_units", id="no-attention-units"),
+    pytest.param("actr:\n  min_gauc_coverage: 1.5\n", "actr.min_gauc_coverage", id="coverage-above-one"),
 ])
 def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, yaml_text, key):
     f = tmp_path / "c.yaml"

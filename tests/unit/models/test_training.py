@@ -235,3 +235,14 @@ def test_a_holdout_that_cannot_judge_the_model_publishes_it_not_evaluable(cpm_re
     assert report["not_evaluable"] == m.blessing.not_evaluable and report["blessed"] is False
     with pytest.raises(ExportRefused, match=r"A-CTR model 2026-11-24 was rejected by its gate \(NOT EVALUABLE: holdout"):
         export_version(cpm_ready, store, day)
+
+
+def test_a_diverged_tpm_is_never_published(pipeline_settings):
+    """TPM refuses non-finite embedding tables or loss (a diverging learning rate): the run
+    fails in one line and publishes nothing (the previous set, had there been one, stays)."""
+    from ecdctr_pipeline.modeling.training import TrainingError
+
+    pipeline_settings.tpm.learning_rate = 1e30  # Adam steps ~lr: the tables overflow float32
+    with pytest.raises(TrainingError, match=r"train tpm 2026-10: month 2026-0\d diverged \(.*lower tpm.learning_rate"):
+        train("tpm", pipeline_settings, "2026-10")
+    assert artifacts.find_manifest(open_store(pipeline_settings.store), paths.tpm_set("2026-10")) is None

@@ -1,0 +1,77 @@
+"""Leases: one holder at a time of a named object in the store (a Delta table's writer, an
+artifact's publisher), across processes and machines.
+
+The holder creates the lease object with an atomic create-if-absent (S3 conditional write,
+``O_EXCL``-style link locally); a second one fails at once with the caller's one-line error
+naming the holder. The holder renews the lease every ``ttl_s / 3`` seconds; a holder that died
+leaves a lease that expires after ``ttl_s`` and is then replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def hold(store: ArtifactStore, key: str, *, owner: str, ttl_s: int, busy: Callable[[str], Exception],
+         clock: Callable[[], float] = time.time) -> Iterator[None]:
+    """Hold the lease ``key`` while the block runs; ``busy(holder description)`` is raised when
+    another live holder has it."""
+    token = uuid.uuid4().hex
+
+    def body() -> bytes:
+        now = clock()
+        return json.dumps({"owner": owner, "token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "renewed": now, "expires": now + ttl_s}).encode()
+
+    def holder() -> dict | None:
+        try:
+            return json.loads(store.get_bytes(key))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"owner": "?", "expires": 0}  # unreadable: treat as expired
+
+    if not store.put_if_absent(key, body()):
+        cur = holder()
+        if cur is not None and cur.get("expires", 0) > clock():
+            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
+            raise busy(f"{cur.get('owner')} (pid {cur.get('pid')} on {cur.get('host')}, lease renewed {since})")
+        if cur is not None:
+            log.warning("lease %s held by %s expired: taking it over", key, cur.get("owner"))
+            store.delete(key)
+        if not store.put_if_absent(key, body()):
+            raise busy("another holder that took the lease first")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            cur = holder()
+            if cur is None or cur.get("token") != token:
+                log.error("lease %s was lost", key)
+                return
+            store.put_bytes(key, body())
+
+    thread = threading.Thread(target=renew, name=f"lease-{key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        cur = holder()
+        if cur is not None and cur.get("token") == token:
+            store.delete(key)
