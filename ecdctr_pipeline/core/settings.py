@@ -343,6 +343,10 @@ class Settings(_Section):
 
 
 SECTIONS = tuple(k for k in Settings.model_fields if k != "profile")
+# "section.key" of every secret (SecretStr) setting
+SECRET_KEYS = frozenset(f"{name}.{key}" for name in SECTIONS
+                        for key, f in Settings.model_fields[name].annotation.model_fields.items()
+                        if "SecretStr" in str(f.annotation))
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -352,7 +356,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     got = first.get("input")
-    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    secret = any(key == k or key.startswith(k + ".") for k in SECRET_KEYS)  # a secret's value is never echoed
+    shown = "" if secret or first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) \
+        else f" (got {got!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"invalid setting {key} from {source}: {msg}{shown}{more}"
 
@@ -385,10 +391,13 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"invalid setting from environment {name}: expected ECDCTR_<SECTION>__<KEY> "
                 f"with SECTION one of {', '.join(SECTIONS)}"
             )
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 read as an impossible date
+        if ".".join(path) in SECRET_KEYS:  # secrets are taken as written: '#x' is a password, not a comment
             value = raw
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 read as an impossible date
+                value = raw
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import smtplib
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -104,15 +105,27 @@ def notifiers(settings: AlertSettings) -> list[Notifier]:
     return out
 
 
+def redact(text: str, settings: AlertSettings) -> str:
+    """``text`` without the alert settings' secrets (the webhook URL, whose path is often a token,
+    the SMTP password) and without the user:password part of any URL."""
+    for secret in (settings.webhook_url, settings.smtp_password):
+        value = secret.get_secret_value() if secret is not None else ""
+        if value:
+            text = text.replace(value, "<secret>")
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", r"\1***@", text)
+
+
 def send(settings: AlertSettings, alert: Alert) -> dict[str, str]:
-    """Deliver ``alert`` through every configured notifier; returns notifier → "sent" or the error."""
+    """Deliver ``alert`` through every configured notifier; returns notifier → "sent" or the error
+    (secrets redacted: the status is logged and stored with the run's results)."""
     status = {}
     for n in notifiers(settings):
         try:
             n.send(alert)
             status[n.name] = "sent"
         except Exception as exc:  # noqa: BLE001 - a broken notifier must not hide the failure
-            err = type(exc).__name__ + (": " + str(exc)[:200] if not isinstance(exc, urllib.error.URLError) else "")
+            reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else exc
+            err = redact(f"{type(exc).__name__}: {str(reason)[:200]}", settings)
             log.error("alert notifier %s failed (%s); the alert was: %s", n.name, err, alert.title)
             status[n.name] = f"failed: {err}"
     return status

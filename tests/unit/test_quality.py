@@ -235,3 +235,20 @@ def test_validate_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert main(["validate", "--table", "raw/natural", "--as-of", "2026-11-21", "--json"]) == 1
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):])["failed"][0]["label"].startswith("freshness")
+
+
+@pytest.mark.parametrize("url", ["http://ops:pass-789@127.0.0.1:1/hooks/tok-789",
+                                 "http://ops:pass-789@127.0.0.1:notaport/hooks/tok-789",
+                                 "gopher2://ops:pass-789@127.0.0.1/hooks/tok-789"])
+def test_a_failing_webhook_never_shows_its_credentials(url, caplog):
+    from ecdctr_pipeline.core.settings import AlertSettings
+    from ecdctr_pipeline.quality import alerts
+
+    settings = AlertSettings(notifiers=["webhook"], webhook_url=url, webhook_timeout_s=2)
+    status = alerts.send(settings, alerts.Alert(kind="quality_gate", subject="raw/ad", logical_date="2026-11-20",
+                                                summary="x"))
+    assert status["webhook"].startswith("failed: ")
+    assert "pass-789" not in status["webhook"] and "tok-789" not in status["webhook"]
+    assert "alert notifier webhook failed" in caplog.text and "pass-789" not in caplog.text
+    assert "tok-789" not in caplog.text
+    assert alerts.redact(f"see {url} and https://u:p@x.org/y", settings) == "see <secret> and https://***@x.org/y"

@@ -108,3 +108,14 @@ def test_hyper_parameter_profiles(tmp_path):
     assert (s.tpm.batch_size, s.tpm.learning_rate, s.actr.batch_size) == (4096, 0.025, 2048)  # explicit wins
     with pytest.raises(ConfigError, match="invalid setting profile from environment"):
         load_settings(environ={"ECDCTR_PROFILE": "cloud"})
+
+
+def test_secrets_are_taken_as_written_and_never_echoed(tmp_path):
+    s = load_settings(environ={"ECDCTR_STORE__SECRET_ACCESS_KEY": "8675309123", "ECDCTR_ALERTS__SMTP_PASSWORD": "#x"})
+    assert s.store.secret_access_key.get_secret_value() == "8675309123"  # not read as a YAML int
+    assert s.alerts.smtp_password.get_secret_value() == "#x"  # not read as a YAML comment
+    f = tmp_path / "c.yaml"
+    f.write_text("store:\n  secret_access_key: [8675309123, 42]\n")
+    with pytest.raises(ConfigError, match="invalid setting store.secret_access_key") as exc:
+        load_settings(f, environ={})
+    assert "8675309123" not in str(exc.value) and "got" not in str(exc.value)
