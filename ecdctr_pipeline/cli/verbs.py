@@ -280,6 +280,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     r = export_version(_settings(args), _store(args), args.as_of, force=args.force)
     if r["skipped"]:
         text = f"A-CTR {r['actr_model']} is already exported as version {r['version']} (served: {r['served']})"
+    elif r.get("resumed"):
+        text = (f"A-CTR {r['actr_model']}: serving version {r['version']} was published by an interrupted export; "
+                "now served")
     else:
         text = (f"exported A-CTR {r['actr_model']} as serving version {r['version']} (now served; "
                 f"max |Δp| vs training graph {r['equivalence_max_abs_diff']:.1e}, {r['seconds']:.1f} s)")

@@ -133,8 +133,16 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
     existing = [m for _, m in artifacts.list_artifacts(store, "serving_version") if m.inputs.actr_model == day.isoformat()]
     if existing and not force:
         m = max(existing, key=lambda x: int(x.artifact_id))
-        return {"version": int(m.artifact_id), "skipped": True, "actr_model": day.isoformat(),
-                "served": read_served(store).get("version")}
+        version, state = int(m.artifact_id), read_served(store)
+        ever_served = any(h.get("version") == version for h in state.get("history", []))
+        current = state.get("version")
+        if not ever_served and (current is None or version > current):
+            # an export killed between its version's manifest and the served pointer: finish it
+            state = set_served(store, settings.serving.model_name, version, reason=f"export of A-CTR {day} (resumed)")
+            removed = prune_versions(store, settings.serving.keep_versions)
+            return {"version": version, "skipped": False, "resumed": True, "actr_model": day.isoformat(),
+                    "served": state["version"], "pruned": removed, "seconds": round(time.perf_counter() - t0, 2)}
+        return {"version": version, "skipped": True, "actr_model": day.isoformat(), "served": current}
     actr = training.load_model(store, a_prefix, a_manifest)
     served_model = build_serving_model(actr, settings)
     # check equivalence on the day's holdout before publishing: the training graph (the shared

@@ -121,7 +121,7 @@ def test_export_version_signature_warmup_and_lineage(trained):
     assert serving.export_version(s, store, "2026-11-24")["skipped"]
 
 
-def test_export_refuses_rejected_and_rollback(trained):
+def test_export_refuses_rejected_and_rollback(trained, monkeypatch):
     s = trained
     store = open_store(s.store)
     serving.export_version(s, store, "2026-11-24")
@@ -131,6 +131,24 @@ def test_export_refuses_rejected_and_rollback(trained):
     assert state["version"] == 1 and "versions: 1" in store.get_bytes(pointer.MODEL_CONFIG).decode()
     with pytest.raises(Exception, match="no published serving version older than 1"):
         pointer.rollback(store, s.serving.model_name)
+    # a retry never undoes a rollback: version 2 was served once
+    again = serving.export_version(s, store, "2026-11-24")
+    assert again["skipped"] and again["version"] == 2 and pointer.read_served(store)["version"] == 1
+
+    # killed between the new version's manifest and the served pointer: the retry finishes it
+    def killed(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ecdctr_pipeline.serving.export.set_served", killed)
+    with pytest.raises(KeyboardInterrupt):
+        serving.export_version(s, store, "2026-11-24", force=True)
+    monkeypatch.undo()
+    assert artifacts.find_manifest(store, paths.serving_version(3)) is not None
+    assert pointer.read_served(store)["version"] == 1
+    resumed = serving.export_version(s, store, "2026-11-24")
+    assert (resumed["resumed"], resumed["version"], resumed["served"]) == (True, 3, 3)
+    assert pointer.read_served(store)["history"][-1]["reason"] == "export of A-CTR 2026-11-24 (resumed)"
+    assert "versions: 3" in store.get_bytes(pointer.MODEL_CONFIG).decode()
     prefix = paths.actr_model("2026-11-24")
     m = artifacts.read_manifest(store, prefix)
     rejected = m.model_copy(update={"blessing": artifacts.Blessing(
