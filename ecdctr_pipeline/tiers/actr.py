@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ecdctr_pipeline.core import calendar, paths
-from ecdctr_pipeline.core.errors import ArtifactMissingError
+from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts, embedding_sets
 from ecdctr_pipeline.data.store import ArtifactStore
@@ -94,6 +94,11 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         return TrainArgs(tier="target_only", who=who, artifact="", **common)
     cpm_manifest, fallback = resolve_cpm(store, p) if cpm is None else chosen_cpm(store, p, cpm)
     set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=who)
+    if list(cpm_manifest.inputs.embedding_months) != list(set_manifest.months):  # the set loaded decides
+        raise CorruptArtifactError(
+            f"{who}: CPM {cpm_manifest.artifact_id}'s manifest says embedding set {set_manifest.artifact_id} has months "
+            f"{', '.join(cpm_manifest.inputs.embedding_months) or 'none'}, the set's own manifest says "
+            f"{', '.join(set_manifest.months)}: republish the CPM")
     calendar.check_non_overlap(set_manifest.artifact_id, set_manifest.months, p.train_window, tier=f"A-CTR {p.day}")
     choice = {"checkpoint": cpm_manifest.artifact_id, "fallback": fallback,
               "chosen_by": "resolver (no --cpm)" if cpm is None else "--cpm (the wait_for_cpm sensor)"}

@@ -246,3 +246,21 @@ def test_a_diverged_tpm_is_never_published(pipeline_settings):
     with pytest.raises(TrainingError, match=r"train tpm 2026-10: month 2026-0\d diverged \(.*lower tpm.learning_rate"):
         train("tpm", pipeline_settings, "2026-10")
     assert artifacts.find_manifest(open_store(pipeline_settings.store), paths.tpm_set("2026-10")) is None
+
+
+def test_actr_checks_the_cpm_manifest_against_the_embedding_set_it_loads(cpm_ready):
+    """The non-overlap check and the A-CTR lineage use the months of the set actually loaded; a CPM
+    manifest whose copied months disagree with that set is refused, naming both."""
+    from ecdctr_pipeline.core.errors import CorruptArtifactError
+    from ecdctr_pipeline.tiers import actr
+
+    store = open_store(cpm_ready.store)
+    prefix = paths.cpm_checkpoint("2026-11-23")
+    m = artifacts.read_manifest(store, prefix)
+    forged = m.model_copy(update={"inputs": m.inputs.model_copy(update={"embedding_months": ["2026-08", "2026-09",
+                                                                                            "2026-10"]})})
+    store.put_bytes(paths.manifest_key(prefix), forged.to_json())
+    with pytest.raises(CorruptArtifactError, match="CPM 2026-11-23's manifest says embedding set 2026-10 has months "
+                                                   "2026-08, 2026-09, 2026-10, the set's own manifest says 2026-07, "
+                                                   "2026-08, 2026-09"):
+        actr.resolve(cpm_ready, store, actr.plan(cpm_ready, "2026-11-24"))
