@@ -31,6 +31,7 @@ from ecdctr_pipeline.data.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 EXAMPLES = 3
+MAX_EVENT_AGE_DAYS = 3650  # ingest refuses impressions older than this before --now
 
 
 class IngestError(EcdctrError):
@@ -208,8 +209,13 @@ def validate(table: pa.Table, labels: list[str] | None, *, now: dt.datetime, dom
     et = cols["event_time"]
     now_us = int(now.astimezone(dt.timezone.utc).timestamp() * 1_000_000)
     ev = np.asarray(pc.fill_null(pc.cast(et, pa.int64()), 0).to_numpy(zero_copy_only=False))
-    probs.add("event_time", f"in the future (after {now.isoformat()})",
-              ~np.asarray(et.is_null().to_numpy(zero_copy_only=False)) & (ev > now_us), et)
+    present = ~np.asarray(et.is_null().to_numpy(zero_copy_only=False))
+    probs.add("event_time", f"in the future (after {now.isoformat()})", present & (ev > now_us), et)
+    # a year-1 or epoch-0 time is a broken export, not history: it would create a partition that
+    # no window reads and break every later extraction's history
+    oldest = now - dt.timedelta(days=MAX_EVENT_AGE_DAYS)
+    probs.add("event_time", f"more than {MAX_EVENT_AGE_DAYS // 365} years before --now (before {oldest.date()})",
+              present & (ev < int(oldest.astimezone(dt.timezone.utc).timestamp() * 1_000_000)), et)
     probs.raise_if_any(domain)
 
     typed = pa.table(cols, schema=pa.schema([pa.field(c.name, c.type) for c in RAW_COLUMNS]))

@@ -59,6 +59,8 @@ def _bad(records, **change):
                  id="unparseable-time"),
     pytest.param(lambda r: _bad(r, r4__event_time="2027-01-01T00:00:00Z"), "event_time: 1 row(s) in the future",
                  id="future-time"),
+    pytest.param(lambda r: _bad(r, r4__event_time="0001-01-01T00:00:00Z", r5__event_time="1970-01-01T00:00:00Z"),
+                 "event_time: 2 row(s) more than 10 years before --now", id="far-past-time"),
     pytest.param(lambda r: r + [dict(r[2])], "1 row(s) duplicate an earlier impression", id="duplicate"),
     pytest.param(lambda r: _bad(r, r5__hour="24"), "column hour: 1 row(s) outside the vocabulary 0..23",
                  id="out-of-vocabulary"),
