@@ -135,9 +135,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.core.calendar import UTC
     from ecdctr_pipeline.data.ingest import ingest
 
-    now = dt.datetime.fromisoformat(args.now) if args.now else dt.datetime.now(UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
+    from ecdctr_pipeline.core.calendar import parse_instant
+
+    now = parse_instant(args.now, what="--now") if args.now else dt.datetime.now(UTC)
     if args.empty_day:
         from ecdctr_pipeline.data import empty_days
 

@@ -147,7 +147,9 @@ def parse_date(text: str | dt.date, *, what: str = "date") -> dt.date:
         return text
     raw = str(text).strip()
     try:
-        return dt.date.fromisoformat(raw[:10]) if len(raw) >= 10 else dt.date.fromisoformat(raw)
+        if len(raw) > 10:  # a timestamp: all of it must parse ("2026-01-14junk" is not a date)
+            return dt.datetime.fromisoformat(raw).date()
+        return dt.date.fromisoformat(raw)
     except ValueError:
         raise CalendarError(f"invalid {what} {text!r}: expected YYYY-MM-DD") from None
 

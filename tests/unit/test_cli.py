@@ -79,3 +79,12 @@ def test_quiet_by_default_verbose_on_request(capsys, monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
                        text=True, timeout=300)
     assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "ok", "")
+
+
+def test_dates_and_instants_parse_whole_or_fail_in_one_line(capsys):
+    assert main(["plan", "--as-of", "2026-01-14junk"]) == 2
+    assert capsys.readouterr().err.strip() == "ecdctr: error: invalid as-of date '2026-01-14junk': expected YYYY-MM-DD"
+    for bad in ("tomorrow", "2026-02-30"):
+        assert main(["ingest", "--domain", "ad", "--empty-day", "2026-11-20", "--now", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ecdctr: error: invalid --now '{bad}': expected an ISO timestamp") and "\n" not in err
