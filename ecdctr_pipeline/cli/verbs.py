@@ -88,7 +88,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.core.report import markdown_table
 
     store = _store(args)
-    arts = [artifacts.lineage(m) | {"prefix": p} for p, m in artifacts.list_artifacts(store)]
+    corrupt: list[tuple[str, str]] = []
+    arts = [artifacts.lineage(m) | {"prefix": p} for p, m in artifacts.list_artifacts(store, corrupt=corrupt)]
     tables = []
     for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
         paths.complete_features(d) for d in paths.DOMAINS
@@ -96,7 +97,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         info = delta.describe(store, key)
         if info:
             tables.append(info)
-    data = {"store": store.root, "tables": tables, "artifacts": arts}
+    data = {"store": store.root, "tables": tables, "artifacts": arts,
+            "corrupt": [{"prefix": p, "error": e} for p, e in corrupt]}
     lines = [f"Store {store.root}", ""]
     if tables:
         lines += ["Delta tables", markdown_table(("table", "version", "partitions", "first dt", "last dt"),
@@ -109,7 +111,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               a["cpm_checkpoint"], a["actr_model"],
               ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
              for a in arts])]
-    if not tables and not arts:
+    if corrupt:
+        lines += ["", "Unreadable artifacts (retrain with --force to replace one)",
+                  markdown_table(("artifact", "error"), corrupt)]
+    if not tables and not arts and not corrupt:
         lines.append("(empty: nothing published yet)")
     _emit(args, data, "\n".join(lines))
     return 0

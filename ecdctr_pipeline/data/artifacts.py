@@ -339,8 +339,11 @@ def verify(store: ArtifactStore, prefix: str) -> Manifest:
     return manifest
 
 
-def list_artifacts(store: ArtifactStore, kind: str | None = None) -> list[tuple[str, Manifest]]:
-    """(prefix, manifest) of every *published* artifact, by kind then id."""
+def list_artifacts(store: ArtifactStore, kind: str | None = None, *,
+                   corrupt: list[tuple[str, str]] | None = None) -> list[tuple[str, Manifest]]:
+    """(prefix, manifest) of every *published* artifact, by kind then id. An unreadable manifest
+    raises :class:`CorruptArtifactError`, or, given a ``corrupt`` list, is appended to it as
+    ``(prefix, error)`` and skipped (``ecdctr status`` reports it instead of failing)."""
     out: list[tuple[str, Manifest]] = []
     for k, (base, _pattern) in paths.ARTIFACT_KINDS.items():
         if kind and k != kind:
@@ -351,7 +354,13 @@ def list_artifacts(store: ArtifactStore, kind: str | None = None) -> list[tuple[
             prefix = key[: -len(paths.MANIFEST) - 1]
             if paths.kind_of(prefix) != k:
                 continue
-            m = find_manifest(store, prefix)
+            try:
+                m = find_manifest(store, prefix)
+            except CorruptArtifactError as exc:
+                if corrupt is None:
+                    raise
+                corrupt.append((prefix, str(exc)))
+                continue
             if m is not None:
                 out.append((prefix, m))
     return out

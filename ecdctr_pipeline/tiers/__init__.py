@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import time
 from types import ModuleType
 
+from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.training import TierRun
+
+log = logging.getLogger(__name__)
 
 TIER_NAMES = ("tpm", "cpm", "actr")
 
@@ -46,7 +50,13 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
     mod = module(tier)
     plan = mod.plan(settings, when)
     artifact_id, prefix = mod.artifact(plan)
-    existing = artifacts.find_manifest(store, prefix)
+    try:
+        existing = artifacts.find_manifest(store, prefix)
+    except CorruptArtifactError as exc:
+        if not force:
+            raise CorruptArtifactError(f"{exc}; retrain with --force to replace it") from None
+        log.warning("%s: replacing an unreadable artifact (%s)", tier, exc)
+        existing = None
     if existing is not None and not force:
         return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
     args = mod.resolve(settings, store, plan, **options)

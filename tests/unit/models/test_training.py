@@ -264,3 +264,28 @@ def test_actr_checks_the_cpm_manifest_against_the_embedding_set_it_loads(cpm_rea
                                                    "2026-08, 2026-09, 2026-10, the set's own manifest says 2026-07, "
                                                    "2026-08, 2026-09"):
         actr.resolve(cpm_ready, store, actr.plan(cpm_ready, "2026-11-24"))
+
+
+def test_a_corrupt_manifest_is_reported_and_replaced_with_force(cpm_ready, capsys):
+    """One unreadable manifest no longer blocks recovery: ``status`` lists it and exits 0; the
+    trainer refuses it in one line without --force, and replaces it with --force."""
+    import yaml
+
+    from ecdctr_pipeline.app.main import main
+    from ecdctr_pipeline.core.errors import CorruptArtifactError
+    from ecdctr_pipeline.core.settings import settings_dict
+
+    cfg = str(open_store(cpm_ready.store).local_path("config.yaml"))
+    with open(cfg, "w") as f:
+        yaml.safe_dump(settings_dict(cpm_ready, mask=False), f)
+    store = open_store(cpm_ready.store)
+    prefix = paths.tpm_set("2026-10")
+    store.put_bytes(paths.manifest_key(prefix), b'{"kind": "tpm_embedding_set", "artifact_id": ')  # torn write
+    assert main(["--config", cfg, "status", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["prefix"] for c in out["corrupt"]] == [prefix] and "invalid manifest" in out["corrupt"][0]["error"]
+    assert {a["kind"] for a in out["artifacts"]} == {"cpm_checkpoint"}  # the readable ones are still listed
+    with pytest.raises(CorruptArtifactError, match="invalid manifest .*; retrain with --force to replace it"):
+        train("tpm", cpm_ready, "2026-10")
+    r = train("tpm", cpm_ready, "2026-10", force=True)
+    assert not r.skipped and artifacts.read_manifest(store, prefix).kind == "tpm_embedding_set"
