@@ -151,11 +151,33 @@ class LocalStore(ArtifactStore):
         p = self.path(key)
         if p.is_file():
             p.unlink()
-            # prune empty folders up to the root
-            parent = p.parent
-            while parent != self.base and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
+            self._prune(p.parent)
+
+    def _prune(self, parent: Path) -> None:
+        """Remove empty folders from ``parent`` up to the root."""
+        while parent != self.base and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete everything under ``prefix``, the temporary files of killed writes included."""
+        n = len(self.list(prefix))
+        p = self.path(prefix)
+        if p.is_dir() and p != self.base:
+            shutil.rmtree(p)
+            self._prune(p.parent)
+        elif p.is_file():
+            self.delete(prefix)
+        return n
+
+    def iter_children(self, prefix: str) -> Iterator[str]:
+        """Immediate child names of ``prefix``, folders holding only a killed write's temporary
+        file included (so an attempt's clean-up finds them); the temporary files themselves are not."""
+        base = self.path(prefix)
+        if base.is_dir():
+            for c in sorted(base.iterdir()):
+                if not (c.name.startswith(".") and ".tmp-" in c.name):
+                    yield c.name
 
     def upload_file(self, local: Path, key: str) -> None:
         dest = self.path(key)

@@ -114,6 +114,20 @@ def test_concurrent_publishers_of_one_artifact_leave_one_complete_artifact(local
     assert artifacts.read_manifest(store, prefix).attempt == m2.attempt != m.attempt
 
 
+def test_a_killed_uploads_temporary_files_are_collected(local_store_settings):
+    """A writer killed mid-upload leaves an attempt folder holding only a hidden temporary file
+    (hidden from listings); the next publish's clean-up removes it all the same."""
+    store = open_store(local_store_settings)
+    prefix = paths.tpm_set("2026-10")
+    manifest = _manifest(kind="tpm_embedding_set", artifact_id="2026-10")
+    killed = store.local_path(f"{prefix}/a-killed")
+    killed.mkdir(parents=True)
+    (killed / ".model.keras.tmp-0123").write_bytes(b"half a model")
+    assert store.list(prefix) == [] and "a-killed" in set(store.iter_children(prefix))
+    m = artifacts.publish(store, prefix, {"a.bin": b"x"}, manifest)
+    assert not killed.exists() and set(store.iter_children(prefix)) == {m.attempt, "MANIFEST.json"}
+
+
 def test_invalid_manifest_is_an_error_naming_the_path(local_store_settings):
     store = open_store(local_store_settings)
     prefix = paths.cpm_checkpoint("2026-11-23")
