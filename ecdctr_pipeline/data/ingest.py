@@ -62,6 +62,10 @@ def input_files(path: str | Path) -> list[Path]:
     bad = [f for f in files if f.suffix.lower() not in (".parquet", ".csv")]
     if bad:
         raise IngestError(f"unsupported input file {bad[0]}: expected .parquet or .csv")
+    kinds = sorted({f.suffix.lower() for f in files})
+    if len(kinds) > 1:
+        raise IngestError(f"{p} mixes {' and '.join(kinds)} files: one format per ingest (CSV columns are read "
+                          "as text, Parquet's keep their types)")
     return files
 
 
@@ -90,6 +94,9 @@ def read_input(path: str | Path) -> tuple[pa.Table, list[str]]:
     first_cols: list[str] | None = None
     for f in files:
         t = _read_one(f)
+        dup = sorted({n for n in t.column_names if t.column_names.count(n) > 1})
+        if dup:
+            raise IngestError(f"{f.name} has duplicate column(s) {', '.join(dup)}")
         if first_cols is None:
             first_cols = t.column_names
         elif sorted(t.column_names) != sorted(first_cols):
@@ -115,7 +122,7 @@ class _Problems:
             return
         shown = []
         for i in idx[:EXAMPLES]:
-            v = "" if values is None else f" ({column}={values[int(i)].as_py()!r})"
+            v = "" if values is None else f" ({column}={_short(values[int(i)].as_py())})"
             shown.append(f"{self.labels[i]}{v}")
         self.items.append(f"column {column}: {len(idx)} row(s) {what}, e.g. {'; '.join(shown)}")
 
@@ -123,6 +130,12 @@ class _Problems:
         if self.items:
             more = f" (+{len(self.items) - 1} more problem(s))" if len(self.items) > 1 else ""
             raise IngestError(f"{domain} input rejected: {self.items[0]}{more}")
+
+
+def _short(value, limit: int = 40) -> str:
+    """An example value for a message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 _INT_RE = r"^\s*[-+]?\d+\s*$"
@@ -136,13 +149,30 @@ def _to_int(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array:
         bad = valid & ~ok
         probs.add(c.name, f"not an integer ({c.type})", bad, arr)
         arr = pc.if_else(pa.array(bad), pa.nulls(len(arr), arr.type), arr)
-        arr = pc.cast(pc.utf8_trim_whitespace(arr), pa.int64())
+        arr = pc.utf8_trim_whitespace(arr)
+        # a long number may not fit int64 (the cast below would raise): checked one by one
+        long = np.asarray(pc.fill_null(pc.greater(pc.utf8_length(arr), 18), False).to_numpy(zero_copy_only=False))
+        fits = np.ones(len(arr), bool)
+        for i in np.flatnonzero(long):
+            fits[i] = _fits_int64(arr[int(i)].as_py())
+        probs.add(c.name, f"out of range for {c.type}", valid & ~fits, arr)
+        arr = pc.cast(pc.if_else(pa.array(~fits), pa.nulls(len(arr), arr.type), arr), pa.int64())
+        valid = valid & fits
     elif pa.types.is_floating(arr.type):
         vals = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=float)
         bad = valid & ~(np.isfinite(vals) & (np.floor(vals) == vals))
         probs.add(c.name, f"not an integer ({c.type})", bad, arr)
+        huge = valid & ~bad & (np.abs(np.nan_to_num(vals)) >= 2.0 ** 63)
+        probs.add(c.name, f"out of range for {c.type}", huge, arr)
+        bad |= huge
         arr = pa.array(np.where(bad | ~valid, 0, vals).astype(np.int64), mask=bad | ~valid)
     elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+        if pa.types.is_uint64(arr.type):  # above int64's range: out of range, not a crash of the cast
+            big = np.asarray(pc.fill_null(pc.greater(arr, pa.scalar(np.iinfo(np.int64).max, pa.uint64())),
+                                          False).to_numpy(zero_copy_only=False))
+            probs.add(c.name, f"out of range for {c.type}", big, arr)
+            arr = pc.if_else(pa.array(big), pa.nulls(len(arr), arr.type), arr)
+            valid = valid & ~big
         arr = pc.cast(arr, pa.int64())
     else:
         probs.add(c.name, f"of type {arr.type}, expected {c.type}", valid, None)
@@ -157,6 +187,13 @@ def _to_int(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array:
             probs.add(c.name, f"outside the vocabulary 0..{c.vocab_size - 1}", outside, arr)
     vals = np.where(over, 0, vals)
     return pa.array(vals.astype(c.type.to_pandas_dtype()), mask=~valid | over)
+
+
+def _fits_int64(text) -> bool:
+    try:
+        return np.iinfo(np.int64).min <= int(text) <= np.iinfo(np.int64).max
+    except (TypeError, ValueError):
+        return False
 
 
 def _to_timestamp(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array:

@@ -126,3 +126,55 @@ def test_cli_ingest_bad_input_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "store" / "raw").exists()
     assert main(["ingest", "--domain", "ad", "--input", str(tmp_path / "nope")]) == 2
     assert "input path not found" in capsys.readouterr().err
+
+
+def _typed(day="2026-11-21", **replace):
+    """The good rows as a typed Parquet table, with columns replaced."""
+    t = validate(pa.table({k: [r[k] for r in rows(day=day)] for k in rows()[0]}), None, now=NOW,
+                 domain="natural").drop_columns(["dt"])
+    for name, arr in replace.items():
+        t = t.set_column(t.schema.get_field_index(name), name, arr)
+    return t
+
+
+def _parquet(tmp_path, **replace):
+    pq.write_table(_typed(**replace), tmp_path / "bad.parquet")
+    return tmp_path / "bad.parquet"
+
+
+def _csv_text(tmp_path, edit):
+    src = write_csv(tmp_path / "src.csv", rows(day="2026-11-21"))
+    (tmp_path / "bad.csv").write_text(edit(src.read_text()))
+    return tmp_path / "bad.csv"
+
+
+def _mixed(tmp_path):
+    (tmp_path / "mixed").mkdir()
+    write_csv(tmp_path / "mixed" / "a.csv", rows(day="2026-11-21"))
+    pq.write_table(_typed(), tmp_path / "mixed" / "b.parquet")
+    return tmp_path / "mixed"
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(lambda p: _parquet(p, user_id=pa.array([1, 2, 2**63 + 5, 1, 2, 0], pa.uint64())),
+                 "column user_id: 1 row(s) out of range for int64", id="uint64-above-int64"),
+    pytest.param(lambda p: _parquet(p, item_brand=pa.array(["x" * 100_000] * 6)),
+                 "column item_brand: 6 row(s) not an integer (int32), e.g. bad.parquet:1 (item_brand='xxxx",
+                 id="100kb-string"),
+    pytest.param(lambda p: _parquet(p, item_id=pa.array([1e30, 1, 2, 3, 4, 5])),
+                 "column item_id: 1 row(s) out of range for int64", id="huge-float"),
+    pytest.param(lambda p: _csv_text(p, lambda t: t.replace('"0","10"', '"0","99999999999999999999999"', 1)),
+                 "column item_id: 1 row(s) out of range for int64", id="int64-overflow-text"),
+    pytest.param(lambda p: _csv_text(p, lambda t: "\n".join(ln + ("," + ('"user_id"' if i == 0 else '"5"'))
+                                                          for i, ln in enumerate(t.splitlines())) + "\n"),
+                 "bad.csv has duplicate column(s) user_id", id="duplicate-column-names"),
+    pytest.param(_mixed, "mixes .csv and .parquet files", id="mixed-folder"),
+])
+def test_bad_files_are_one_short_line_and_change_nothing(store_with_day, tmp_path, make, message):
+    before = delta.version(store_with_day, "raw/natural")
+    path = make(tmp_path)
+    with pytest.raises(IngestError) as exc:
+        ingest(store_with_day, "natural", path, now=NOW)
+    msg = str(exc.value)
+    assert message in msg and "\n" not in msg and len(msg) < 1000, msg[:300]
+    assert delta.version(store_with_day, "raw/natural") == before
