@@ -25,35 +25,65 @@ class ServingError(EcdctrError):
 
 
 def read_rows(path: str | Path) -> dict[str, np.ndarray]:
-    """Rows from ``.json`` (a list of row objects, or one object of columns) or ``.parquet``."""
+    """Rows from ``.json`` (a list of row objects with the same fields, or one object of columns)
+    or ``.parquet``; every value an integer (sequences: lists of integers) within int64."""
     p = Path(path)
     if not p.is_file():
         raise ServingError(f"input file not found: {p}")
     if p.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        t = pq.read_table(p)
-        cols = {}
-        for name in t.column_names:
-            col = t[name]
-            if str(col.type).startswith(("list", "large_list")):
-                cols[name] = np.array(col.to_pylist(), dtype=np.int64)
-            else:
-                cols[name] = np.asarray(col.fill_null(-1) if col.null_count else col).astype(np.int64)
-        return cols
+        try:
+            t = pq.read_table(p)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise ServingError(f"{p}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
+        return {name: _ints(p, name, t[name].to_pylist(), nulls=-1) for name in t.column_names}
     if p.suffix.lower() == ".json":
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ServingError(f"{p}: not JSON ({' '.join(str(exc).split())[:120]})") from None
         if isinstance(data, list):
             if not data:
                 raise ServingError(f"{p}: no rows")
-            data = {k: [row.get(k) for row in data] for k in data[0]}
-        if not isinstance(data, dict):
-            raise ServingError(f"{p}: expected a list of rows or an object of columns")
-        try:
-            return {k: np.asarray(v, dtype=np.int64) for k, v in data.items()}
-        except (TypeError, ValueError) as exc:
-            raise ServingError(f"{p}: columns must hold integers (or lists of integers): {exc}") from None
+            if not all(isinstance(row, dict) for row in data):
+                raise ServingError(f"{p}: expected a list of row objects or an object of columns")
+            fields = list(data[0])
+            for i, row in enumerate(data[1:], start=2):
+                if set(row) != set(fields):
+                    diff = sorted(set(row) ^ set(fields))
+                    raise ServingError(f"{p}: row {i} has other fields than row 1 ({', '.join(diff)})")
+            data = {k: [row[k] for row in data] for k in fields}
+        if not isinstance(data, dict) or not data:
+            raise ServingError(f"{p}: expected a list of row objects or an object of columns")
+        out = {}
+        for k, v in data.items():
+            if not isinstance(v, list):
+                raise ServingError(f"{p}: column {k} must be a list of values")
+            out[k] = _ints(p, k, v)
+        return out
     raise ServingError(f"unsupported input {p}: use .json or .parquet")
+
+
+def _ints(p: Path, name: str, values: list, *, nulls: int | None = None) -> np.ndarray:
+    """``values`` (integers, or lists of integers) as int64; anything else is an error naming the
+    column: floats are not truncated, text is not parsed, a value beyond int64 is not wrapped."""
+    def bad(v) -> bool:
+        if v is None:
+            return nulls is None
+        if isinstance(v, list):
+            return any(bad(x) for x in v)
+        return isinstance(v, bool) or not isinstance(v, int) or not -2**63 <= v < 2**63
+
+    for i, v in enumerate(values):
+        if bad(v):
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "…"
+            raise ServingError(f"{p}: column {name}, row {i + 1}: {shown} is not an integer within int64")
+    filled = [nulls if v is None else v for v in values]
+    try:
+        return np.asarray(filled, dtype=np.int64)
+    except ValueError:  # ragged sequences
+        raise ServingError(f"{p}: column {name}: sequences must all have the same length") from None
 
 
 def check_rows(rows: dict[str, np.ndarray], spec: dict[str, tuple[str, tuple]]) -> None:
@@ -73,6 +103,26 @@ def check_rows(rows: dict[str, np.ndarray], spec: dict[str, tuple[str, tuple]]) 
                                f"got {list(rows[name].shape)}")
 
 
+def verify_local_artifact(folder: Path) -> None:
+    """A published serving version on disk carries its ``MANIFEST.json``: every file it lists must
+    match its size and SHA-256 (a flipped byte is an error naming the file)."""
+    from ecdctr_pipeline.data import artifacts
+
+    if not (folder / "MANIFEST.json").is_file():
+        return
+    try:
+        manifest = artifacts.Manifest.model_validate_json((folder / "MANIFEST.json").read_bytes())
+    except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, with the reason
+        raise ServingError(f"{folder / 'MANIFEST.json'} is not a valid manifest: {str(exc).splitlines()[0]}") from None
+    for entry in manifest.files:
+        f = folder / entry.key
+        if not f.is_file():
+            raise ServingError(f"{f}: listed in the manifest, missing")
+        digest, size = artifacts.sha256_file(f)
+        if (digest, size) != (entry.sha256, entry.size):
+            raise ServingError(f"{f}: does not match its manifest (size {size} vs {entry.size}, or content changed)")
+
+
 class LocalScorer:
     """Scores with a SavedModel on disk (no server)."""
 
@@ -82,7 +132,11 @@ class LocalScorer:
         p = Path(path)
         if not (p / "saved_model.pb").is_file():
             raise ServingError(f"no SavedModel at {p} (saved_model.pb missing)")
-        self.model = tf.saved_model.load(str(p))
+        verify_local_artifact(p)
+        try:
+            self.model = tf.saved_model.load(str(p))
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds for a damaged model
+            raise ServingError(f"cannot load the SavedModel at {p}: {' '.join(str(exc).split())[:200]}") from None
         if SIGNATURE not in self.model.signatures:
             raise ServingError(f"{p} has no {SIGNATURE} signature")
         self.fn = self.model.signatures[SIGNATURE]
@@ -159,6 +213,11 @@ class RestScorer:
 
     def __init__(self, url: str, model_name: str = "actr", *, version: int | None = None, timeout_s: float = 5.0,
                  retries: int = 3, backoff_s: float = 0.2):
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ServingError(f"--rest {url!r}: expected an http(s) URL such as http://127.0.0.1:8501")
         self.url, self.model_name, self.version = url.rstrip("/"), model_name, version
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
 

@@ -282,3 +282,42 @@ def test_read_rows_json_and_parquet(exported, tmp_path):
     (tmp_path / "r.txt").write_text("x")
     with pytest.raises(ServingError, match="unsupported input"):
         read_rows(tmp_path / "r.txt")
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param("not json", "not JSON", id="not-json"),
+    pytest.param("{}", "expected a list of row objects or an object of columns", id="empty-object"),
+    pytest.param("[1, 2]", "expected a list of row objects", id="list-of-ints"),
+    pytest.param('{"user_id": ["a", "b"]}', "column user_id, row 1: 'a' is not an integer", id="string-column"),
+    pytest.param('{"user_id": [1.7]}', "column user_id, row 1: 1.7 is not an integer", id="float-not-truncated"),
+    pytest.param('{"user_id": [1180591620717411303424]}', "is not an integer within int64", id="beyond-int64"),
+    pytest.param('[{"user_id": 1}, {"user_id": 2, "extra": 3}]', "row 2 has other fields than row 1 (extra)",
+                 id="extra-field-in-a-later-row"),
+    pytest.param('{"user_id": 5}', "column user_id must be a list of values", id="scalar-column"),
+])
+def test_score_inputs_are_checked_in_one_line(tmp_path, text, message):
+    (tmp_path / "rows.json").write_text(text)
+    with pytest.raises(ServingError) as exc:
+        read_rows(tmp_path / "rows.json")
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_published_version_with_a_flipped_byte_is_refused_and_a_bad_rest_url_named(trained, tmp_path):
+    s = trained
+    store = open_store(s.store)
+    versions = artifacts.list_artifacts(store, "serving_version")
+    if not versions:
+        serving.export_version(s, store, "2026-11-24")
+        versions = artifacts.list_artifacts(store, "serving_version")
+    prefix, m = versions[-1]
+    copy = tmp_path / "v"
+    shutil.copytree(store.local_path(prefix), copy)
+    LocalScorer(copy)  # intact: loads
+    target = copy / max((e for e in m.files if e.size > 0), key=lambda e: e.size).key
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ServingError, match=f"{target.name}: does not match its manifest"):
+        LocalScorer(copy)
+    with pytest.raises(ServingError, match=r"--rest 'notaurl': expected an http\(s\) URL"):
+        RestScorer("notaurl")
