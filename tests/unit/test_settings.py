@@ -119,3 +119,10 @@ def test_secrets_are_taken_as_written_and_never_echoed(tmp_path):
     with pytest.raises(ConfigError, match="invalid setting store.secret_access_key") as exc:
         load_settings(f, environ={})
     assert "8675309123" not in str(exc.value) and "got" not in str(exc.value)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b'store:\n  root: "file:///tmp/x\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=r"config file .*c.yaml is not UTF-8 text \(byte 29\)"):
+        load_settings(f, environ={})
