@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -71,10 +72,14 @@ class ArtifactStore(abc.ABC):
 
     # -- derived ----------------------------------------------------------------------
     def scratch_dir(self, prefix: str = "ecdctr-") -> Path:
-        """A fresh local scratch folder (for staging uploads and downloads)."""
+        """A fresh local scratch folder (for staging uploads and downloads). Its name carries this
+        process's id; the folders of processes that no longer run (killed before their clean-up)
+        are removed on the way."""
         if self.staging_dir:
             Path(self.staging_dir).mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.staging_dir))
+        parent = Path(self.staging_dir or tempfile.gettempdir())
+        sweep_scratch(parent)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}p{os.getpid()}-", dir=parent))
 
     def uri(self, key: str = "") -> str:
         return f"{self.root.rstrip('/')}/{key.lstrip('/')}" if key else self.root.rstrip("/")
@@ -101,6 +106,31 @@ class ArtifactStore(abc.ABC):
 
 
 # ------------------------------------------------------------------------------ local
+_SCRATCH = re.compile(r"ecdctr-.*?p(\d+)-[^/]+")
+
+
+def sweep_scratch(parent: Path) -> list[Path]:
+    """Remove the ``ecdctr-…p<pid>-…`` scratch folders under ``parent`` whose process is gone."""
+    removed = []
+    for d in parent.glob("ecdctr-*p*-*"):
+        m = _SCRATCH.fullmatch(d.name)
+        if not (m and d.is_dir()) or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class LocalStore(ArtifactStore):
     def __init__(self, root: str):
         parsed = urlparse(root)

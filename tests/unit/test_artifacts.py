@@ -139,3 +139,28 @@ def test_invalid_manifest_is_an_error_naming_the_path(local_store_settings):
 def test_manifest_file_lookup_names_missing():
     with pytest.raises(ArtifactMissingError, match="no file 'x'"):
         _manifest().file("x")
+
+
+def test_scratch_folders_of_killed_processes_are_swept(local_store_settings, tmp_path):
+    """Scratch folders carry their process's id; a process killed before its clean-up leaves one,
+    which the next scratch folder's creation removes (live processes' folders are kept)."""
+    import os
+    import subprocess
+    import sys
+
+    from ecdctr_pipeline.data.store import sweep_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    left = tmp_path / f"ecdctr-export-p{dead}-abc123"
+    mine = tmp_path / f"ecdctr-tpm-p{os.getpid()}-def456"
+    parent = tmp_path / f"ecdctr-cpm-p{os.getppid()}-0aa"
+    other = tmp_path / "unrelated-p1-x"
+    for d in (left, mine, parent, other):
+        (d / "sub").mkdir(parents=True)
+    assert sweep_scratch(tmp_path) == [left]
+    assert not left.exists() and mine.exists() and parent.exists() and other.exists()
+    store = open_store(local_store_settings)
+    scratch = store.scratch_dir("ecdctr-tpm-")
+    assert scratch.name.startswith(f"ecdctr-tpm-p{os.getpid()}-")
+    scratch.rmdir()
