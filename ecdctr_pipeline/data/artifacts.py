@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import uuid
@@ -24,6 +25,8 @@ from ecdctr_pipeline import __version__
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import ArtifactMissingError, CorruptArtifactError, EcdctrError
 from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["tpm_embedding_set", "cpm_checkpoint", "actr_model", "serving_version"]
 
@@ -258,8 +261,12 @@ def _publish(store: ArtifactStore, prefix: str, files: Mapping[str, Source], man
         }
     )
     store.put_bytes(paths.manifest_key(prefix), final.to_json())
-    if not flat:
-        garbage_collect(store, prefix, keep=attempt)
+    if not flat:  # published: a failing clean-up (a store gone away) must not fail the command
+        try:
+            garbage_collect(store, prefix, keep=attempt)
+        except Exception as exc:  # noqa: BLE001 - the next publish collects what is left
+            log.warning("published %s; removing replaced attempts failed (%s): the next publish collects them",
+                        store.uri(prefix), " ".join(str(exc).split())[:200])
     return final
 
 

@@ -164,3 +164,21 @@ def test_scratch_folders_of_killed_processes_are_swept(local_store_settings, tmp
     scratch = store.scratch_dir("ecdctr-tpm-")
     assert scratch.name.startswith(f"ecdctr-tpm-p{os.getpid()}-")
     scratch.rmdir()
+
+
+def test_a_failing_clean_up_after_the_manifest_does_not_fail_the_publish(local_store_settings, monkeypatch, caplog):
+    store = open_store(local_store_settings)
+    prefix = paths.tpm_set("2026-10")
+    manifest = _manifest(kind="tpm_embedding_set", artifact_id="2026-10")
+    first = artifacts.publish(store, prefix, {"a.bin": b"one"}, manifest)
+
+    def gone(*a, **kw):
+        raise ConnectionError("endpoint went away")
+
+    monkeypatch.setattr(type(store), "delete_prefix", gone)
+    second = artifacts.publish(store, prefix, {"a.bin": b"two"}, manifest)
+    assert artifacts.load_bytes(store, prefix, "a.bin") == b"two"  # published, the old attempt left over
+    assert "removing replaced attempts failed (endpoint went away)" in caplog.text
+    monkeypatch.undo()
+    third = artifacts.publish(store, prefix, {"a.bin": b"three"}, manifest)
+    assert set(store.iter_children(prefix)) == {third.attempt, "MANIFEST.json"} and first.attempt != second.attempt
