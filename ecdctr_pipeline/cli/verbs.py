@@ -519,6 +519,15 @@ def execute(argv: list[str]) -> tuple[int, Any]:
     return rc, json.loads(json.dumps(args.result, default=str))
 
 
+def _store_failure(exc: BaseException) -> str | None:
+    """A one-line message for an error of the object store's client (S3 unreachable, refused,
+    timed out), or None for anything else."""
+    module = type(exc).__module__ or ""
+    if module.startswith(("botocore", "urllib3", "s3transfer")) or isinstance(exc, ConnectionError):
+        return f"the store did not answer ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); retry when it is back"
+    return None
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Parse ``argv`` with ``parser`` (default: the step verbs) and run the command; errors
     print one line and return the error's exit status."""
@@ -549,6 +558,12 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except EcdctrError as exc:
         print(f"ecdctr: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a store that went away mid-command: one line, not a traceback
+        msg = _store_failure(exc)
+        if msg is None:
+            raise
+        print(f"ecdctr: error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ecdctr: interrupted", file=sys.stderr)
         return 130

@@ -88,3 +88,16 @@ def test_dates_and_instants_parse_whole_or_fail_in_one_line(capsys):
         assert main(["ingest", "--domain", "ad", "--empty-day", "2026-11-20", "--now", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"ecdctr: error: invalid --now '{bad}': expected an ISO timestamp") and "\n" not in err
+
+
+def test_a_store_that_does_not_answer_is_one_line(monkeypatch, capsys):
+    from tests.conftest import free_port
+
+    port = free_port()  # nothing listens there
+    for k, v in {"ECDCTR_STORE": "s3://bucket/prefix", "ECDCTR_STORE__ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                 "ECDCTR_STORE__ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                 "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ecdctr: error: the store did not answer (EndpointConnectionError") and "\n" not in err
