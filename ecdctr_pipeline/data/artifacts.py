@@ -225,7 +225,7 @@ def publish(
         return _publish(store, prefix, files, manifest, on_file=on_file, flat=flat, last=last)
 
 
-PUBLISH_LEASE_S = 600  # renewed every 200 s while a publish runs; a killed publisher's lease expires after it
+PUBLISH_LEASE_S = 90  # renewed every 30 s while a publish runs; a killed publisher's lease expires after it
 
 
 class ArtifactBusyError(EcdctrError):

@@ -4,7 +4,8 @@ artifact's publisher), across processes and machines.
 The holder creates the lease object with an atomic create-if-absent (S3 conditional write,
 ``O_EXCL``-style link locally); a second one fails at once with the caller's one-line error
 naming the holder. The holder renews the lease every ``ttl_s / 3`` seconds; a holder that died
-leaves a lease that expires after ``ttl_s`` and is then replaced.
+leaves a lease that expires after ``ttl_s`` and is then replaced (at once when it ran on the
+same machine and its process is gone).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from typing import Callable, Iterator
 from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
+
+
+def _dead_here(cur: dict) -> bool:
+    """The holder ran on this machine and its process is gone (a ``kill -9``)."""
+    from ecdctr_pipeline.data.store import process_alive
+
+    pid = cur.get("pid")
+    return cur.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() \
+        and not process_alive(pid)
 
 
 @contextmanager
@@ -47,6 +57,8 @@ def hold(store: ArtifactStore, key: str, *, owner: str, ttl_s: int, busy: Callab
 
     if not store.put_if_absent(key, body()):
         cur = holder()
+        if cur is not None and _dead_here(cur):  # killed on this machine: no need to wait for the expiry
+            cur["expires"] = 0
         if cur is not None and cur.get("expires", 0) > clock():
             since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
             raise busy(f"{cur.get('owner')} (pid {cur.get('pid')} on {cur.get('host')}, lease renewed {since})")

@@ -114,14 +114,15 @@ def sweep_scratch(parent: Path) -> list[Path]:
     removed = []
     for d in parent.glob("ecdctr-*p*-*"):
         m = _SCRATCH.fullmatch(d.name)
-        if not (m and d.is_dir()) or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+        if not (m and d.is_dir()) or int(m.group(1)) == os.getpid() or process_alive(int(m.group(1))):
             continue
         shutil.rmtree(d, ignore_errors=True)
         removed.append(d)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
