@@ -157,9 +157,6 @@ def _sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-sha256_file = _sha256_file  # (hex digest, size) of a local file, streamed
-
-
 def new_attempt_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"a-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"

@@ -152,11 +152,20 @@ def paired_gauc_lift(days: list[tuple], *, n_boot: int = 2000, seed: int = 0, le
             "groups": int(w.size), "n_boot": n_boot, "resampled": "(day, user) groups"}
 
 
-def evaluate(labels, scores, users) -> dict:
-    """GAUC (+coverage), AUC and log loss in one dict."""
-    g = gauc(labels, scores, users)
-    out = {"gauc": g.gauc, "gauc_coverage": g.coverage, "gauc_users": g.users_scored, "impressions": g.impressions,
-           "logloss": log_loss(labels, scores)}
+def evaluate(labels, scores, users, *, allow_no_gauc: bool = False) -> dict:
+    """GAUC (+coverage), AUC and log loss in one dict. With ``allow_no_gauc`` a holdout on which no
+    user has both classes gives ``gauc`` None, coverage 0 and the reason (``gauc_error``) instead
+    of raising :class:`MetricError`."""
+    try:
+        g = gauc(labels, scores, users)
+        out = {"gauc": g.gauc, "gauc_coverage": g.coverage, "gauc_users": g.users_scored,
+               "impressions": g.impressions}
+    except MetricError as exc:
+        if not allow_no_gauc:
+            raise
+        out = {"gauc": None, "gauc_coverage": 0.0, "gauc_users": 0, "impressions": int(np.size(labels)),
+               "gauc_error": str(exc)}
+    out["logloss"] = log_loss(labels, scores)
     try:
         out["auc"] = auc(labels, scores)
     except MetricError:

@@ -136,23 +136,23 @@ class TierRun:
 # ------------------------------------------------------------------ data
 def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Window], *, who: str,
                    max_empty: int = 0) -> tuple[int, tuple[str, ...]]:
-    """The current version of ``table`` after checking every day of ``windows`` is present, and
-    the days among them recorded as having no impressions (at most ``max_empty`` a window)."""
+    """The current version of ``table`` after checking every day of ``windows`` (a run's train and
+    held-out windows, adjacent) is present, and the days among them recorded as having no
+    impressions (at most ``max_empty`` for the run, as for the extraction of its whole window)."""
     from ecdctr_pipeline.data import empty_days
 
     present = set(delta.partitions(store, table))
-    accepted: list[str] = []
-    for window in windows:
-        ok, missing = empty_days.accept(store, table, window, [d for d in window.partitions() if d not in present],
-                                        max_empty=max_empty, who=who)
-        if missing:
-            raise TrainingError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
-                                "run the extraction first")
-        accepted += ok
+    whole = calendar.Window(min(w.start for w in windows), max(w.end for w in windows))
+    accepted, missing = empty_days.accept(store, table, whole, [d for w in windows for d in w.partitions()
+                                                                if d not in present], max_empty=max_empty, who=who)
+    if missing:
+        window = next(w for w in windows if missing[0] in w.partitions())
+        raise TrainingError(f"{who}: {table} has no partition {missing[0]} (window {window}); "
+                            "run the extraction first")
     version = delta.version(store, table)
     if version is None:
         raise TrainingError(f"{who}: {table} does not exist; run the extraction first")
-    return version, tuple(sorted(set(accepted)))
+    return version, accepted
 
 
 def read_window(store: ArtifactStore, data: DataSpec, window: calendar.Window, *, who: str):

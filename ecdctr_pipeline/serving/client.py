@@ -105,22 +105,13 @@ def check_rows(rows: dict[str, np.ndarray], spec: dict[str, tuple[str, tuple]]) 
 
 def verify_local_artifact(folder: Path) -> None:
     """A published serving version on disk carries its ``MANIFEST.json``: every file it lists must
-    match its size and SHA-256 (a flipped byte is an error naming the file)."""
+    match its size and SHA-256 (:func:`~ecdctr_pipeline.data.artifacts.verify`; a flipped byte is
+    an error naming the file)."""
     from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.data.store import LocalStore
 
-    if not (folder / "MANIFEST.json").is_file():
-        return
-    try:
-        manifest = artifacts.Manifest.model_validate_json((folder / "MANIFEST.json").read_bytes())
-    except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, with the reason
-        raise ServingError(f"{folder / 'MANIFEST.json'} is not a valid manifest: {str(exc).splitlines()[0]}") from None
-    for entry in manifest.files:
-        f = folder / entry.key
-        if not f.is_file():
-            raise ServingError(f"{f}: listed in the manifest, missing")
-        digest, size = artifacts.sha256_file(f)
-        if (digest, size) != (entry.sha256, entry.size):
-            raise ServingError(f"{f}: does not match its manifest (size {size} vs {entry.size}, or content changed)")
+    if (folder / "MANIFEST.json").is_file():
+        artifacts.verify(LocalStore(f"file://{folder.resolve()}"), "")
 
 
 class LocalScorer:

@@ -143,7 +143,7 @@ def assess(args: TrainArgs, result: TrainResult):
     not-evaluable verdict: never blessed, no comparison with the served model."""
     from ecdctr_pipeline.evaluation.blessing import judge
     from ecdctr_pipeline.evaluation.holdout import holdout_source
-    from ecdctr_pipeline.evaluation.metrics import MetricError, auc, evaluate, log_loss
+    from ecdctr_pipeline.evaluation.metrics import evaluate
     from ecdctr_pipeline.modeling.streaming import score_stream
 
     p = args.plan
@@ -157,20 +157,14 @@ def assess(args: TrainArgs, result: TrainResult):
     holdout = holdout_source(args)
     result.row_counts["holdout"] = holdout.num_rows
     floor = float(args.params.get("min_gauc_coverage", 0.0))
-    labels, scores, users = score_stream(result.model, holdout, args.data.layout)
-    try:
-        metrics = evaluate(labels, scores, users)
-        reason = None if metrics["gauc_coverage"] >= floor else (
-            f"GAUC coverage {metrics['gauc_coverage']:.3f} of holdout {p.holdout_window} is below "
-            f"actr.min_gauc_coverage {floor}")
-    except MetricError as exc:  # no user of the holdout has both classes
-        try:
-            whole = auc(labels, scores)
-        except MetricError:
-            whole = None
-        metrics = {"gauc": None, "gauc_coverage": 0.0, "gauc_users": 0, "impressions": int(labels.size),
-                   "logloss": log_loss(labels, scores), "auc": whole}
-        reason = f"holdout {p.holdout_window}: {exc}"
+    metrics = evaluate(*score_stream(result.model, holdout, args.data.layout), allow_no_gauc=True)
+    if metrics["gauc"] is None:  # no user of the holdout has both classes
+        reason = f"holdout {p.holdout_window}: {metrics.pop('gauc_error')}"
+    elif metrics["gauc_coverage"] < floor:
+        reason = (f"GAUC coverage {metrics['gauc_coverage']:.3f} of holdout {p.holdout_window} is below "
+                  f"actr.min_gauc_coverage {floor}")
+    else:
+        reason = None
     if reason is not None:
         blessing = artifacts.Blessing(blessed=False, candidate_gauc=metrics["gauc"], tolerance=tolerance,
                                       holdout=p.holdout_window.to_dict(), not_evaluable=reason)

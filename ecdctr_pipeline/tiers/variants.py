@@ -17,7 +17,8 @@ ad window, hyper-parameters, epoch budget and early-stopping rule as the A-CTR r
   (``cpm.hist_month_positions``), an ablation beside Table 5.
 
 ``natural`` is not a model: a variant that needs it reads the Monday's natural features
-(Sample merging); nor is :data:`SOURCE_SEQUENCE` (MiNet's second sequence in the ad features). Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
+(Sample merging); nor is :data:`SOURCE_SEQUENCE` (MiNet's second sequence in the ad features).
+Each variant returns ``(labels, scores, users, info)``: the holdout's rows in its stream order
 (so two variants of one day can be compared pair by pair) and what training recorded
 (``rows``, ``epochs_run`` with early stopping; empty for Source-only, which is not trained).
 """

@@ -98,3 +98,12 @@ def test_paired_gauc_lift_interval_covers_the_lift_and_separates_a_better_model(
     assert same["lift"] == same["ci_low"] == same["ci_high"] == 0.0
     with pytest.raises(MetricError, match="coverage is zero"):
         paired_gauc_lift([(np.ones(5), np.arange(5), np.ones(5), np.ones(5))])
+
+
+def test_evaluate_without_any_two_class_user_raises_or_reports():
+    labels, scores, users = np.array([1.0, 1.0, 0.0]), np.array([0.9, 0.2, 0.4]), np.array([1, 1, 2])
+    with pytest.raises(MetricError, match="GAUC coverage is zero"):
+        evaluate(labels, scores, users)
+    m = evaluate(labels, scores, users, allow_no_gauc=True)
+    assert (m["gauc"], m["gauc_coverage"], m["impressions"]) == (None, 0.0, 3) and "coverage is zero" in m["gauc_error"]
+    assert m["auc"] == pytest.approx(0.5) and m["logloss"] > 0  # the pooled metrics still exist

@@ -17,6 +17,7 @@ from ecdctr_pipeline.data.store import open_store
 from ecdctr_pipeline.modeling import training
 from ecdctr_pipeline.modeling.preprocessing import VOCAB, FeatureLayout, raw_columns
 from ecdctr_pipeline.serving import export as serving
+from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.serving import pointer
 from ecdctr_pipeline.serving.client import GrpcScorer, LocalScorer, RestScorer, ServingError, read_rows
 
@@ -317,7 +318,7 @@ def test_a_published_version_with_a_flipped_byte_is_refused_and_a_bad_rest_url_n
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(ServingError, match=f"{target.name}: does not match its manifest"):
+    with pytest.raises(CorruptArtifactError, match=f"checksum mismatch in file://.*/{target.name}: file differs"):
         LocalScorer(copy)
     with pytest.raises(ServingError, match=r"--rest 'notaurl': expected an http\(s\) URL"):
         RestScorer("notaurl")
