@@ -50,15 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         start = plan.window.start - dt.timedelta(days=history)
         store = open_store(settings.store)
         print(f"simulating {args.scale} natural {start} .. {plan.window.end - dt.timedelta(days=1)}", file=sys.stderr)
-        simulate(store, start, plan.window.end - dt.timedelta(days=1), args.scale, seed=1, domains=("natural",))
+        simulate(store, start, plan.window.end - dt.timedelta(days=1), args.scale, seed=1, domains=("natural",),
+                 schema=f.feature_schema())
         files = delta.file_uris(store, paths.raw_table("natural"),
                                 calendar.Window(start, plan.window.end).partitions())
         n_in = delta.read(store, paths.raw_table("natural"))[0].num_rows
-        kw = dict(max_seq_len=f.max_seq_len, history_days=f.history_days, counter_windows_days=f.counter_windows_days)
+        fs = f.feature_schema()
+        kw = dict(max_seq_len=f.max_seq_len, history_days=f.history_days, counter_windows_days=f.counter_windows_days,
+                  raw_names=fs.names)
         s, e = plan.window.start.isoformat(), plan.window.end.isoformat()
 
         spark = get_spark(settings)
-        raw = spark.read.schema(spark_raw_schema()).parquet(*files)
+        raw = spark.read.schema(spark_raw_schema(fs)).parquet(*files)
 
         def run_spark():
             out = work / "spark-out"

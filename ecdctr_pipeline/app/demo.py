@@ -107,7 +107,8 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
     have = {d: set(delta.partitions(store, paths.raw_table(d))) for d in paths.DOMAINS}
     missing = [d for d in paths.DOMAINS if not set(need) <= have[d]]
     if missing:
-        simulate(store, first, day - dt.timedelta(days=1), scale, seed, domains=tuple(missing))
+        simulate(store, first, day - dt.timedelta(days=1), scale, seed, domains=tuple(missing),
+                 schema=settings.features.feature_schema())
         note = f"{scale}, seed {seed}, {len(need)} days"
     else:
         note = "raw data already present"

@@ -223,7 +223,8 @@ def run_efficiency(base: Settings, *, scale: str, monday: str, days: int, seed: 
         settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
         store = open_store(settings.store)
         log.info("efficiency: simulating %s, %s .. %s", scale, first, actr_days[-1])
-        simulate(store, first, actr_days[-1] - dt.timedelta(days=1), scale, seed, progress=True)
+        simulate(store, first, actr_days[-1] - dt.timedelta(days=1), scale, seed, progress=True,
+                 schema=settings.features.feature_schema())
         r, _ = measure(settings, store, monday_d, days=days, months=months)
     finally:
         shutil.rmtree(root, ignore_errors=True)

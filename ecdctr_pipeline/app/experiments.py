@@ -288,7 +288,8 @@ def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: 
             settings.store.root = f"file://{work / f'seed-{seed}'}"
             settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
             store = open_store(settings.store)
-            simulate(store, first, last - dt.timedelta(days=1), scale, seed, progress=False)
+            simulate(store, first, last - dt.timedelta(days=1), scale, seed, progress=False,
+                     schema=settings.features.feature_schema())
             runs[seed], _ = run_days(settings, store, monday_d, days, wanted)
             shutil.rmtree(work / f"seed-{seed}", ignore_errors=True)
     finally:

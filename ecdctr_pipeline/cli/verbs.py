@@ -58,6 +58,15 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    fs = _settings(args).features.feature_schema()
+    data = {**fs.identity.to_dict(), "columns": [
+        {"name": c.name, "role": c.role, "type": c.type, "vocab_size": c.vocab_size, "hash_buckets": c.hash_buckets,
+         "source": fs.source_of(c.name)} for c in fs.columns]}
+    _emit(args, data, fs.describe())
+    return 0
+
+
 # ----------------------------------------------------------------------------- plan
 def cmd_plan(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.core.calendar import plan_for
@@ -127,8 +136,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.data.simulate import simulate
 
     start, end = parse_date(args.start, what="--start"), parse_date(args.end, what="--end")
+    if args.out:  # files to bring to `ecdctr ingest`, named as the schema's sources name them
+        from ecdctr_pipeline.data.simulate import write_files
+
+        summary = write_files(args.out, start, end, args.scale, args.seed, fmt=args.format,
+                              schema=_settings(args).features.feature_schema(),
+                              domains=tuple(args.domain or ("natural", "ad")))
+        rows = [(d, v["files"], v["rows"], v["folder"]) for d, v in summary.items()]
+        _emit(args, summary, markdown_table(("domain", "files", "rows", "folder"), rows))
+        return 0
     summary = simulate(_store(args), start, end, args.scale, args.seed,
-                       domains=tuple(args.domain or ("natural", "ad")))
+                       domains=tuple(args.domain or ("natural", "ad")), schema=_settings(args).features.feature_schema())
     rows = [(d, v["days"], v["rows"], v["ctr"], v["version"]) for d, v in summary.items()]
     _emit(args, summary, markdown_table(("domain", "days", "rows", "CTR", "table version"), rows))
     return 0
@@ -149,7 +167,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         e = empty_days.record(_store(args), args.domain, args.empty_day, now=now)
         _emit(args, e, f"raw/{e['domain']}: {e['day']} recorded as a day with no impressions")
         return 0
-    r = ingest(_store(args), args.domain, args.input, now=now)
+    r = ingest(_store(args), args.domain, args.input, now=now, schema=_settings(args).features.feature_schema())
     data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version}
     _emit(args, data, f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: "
                       f"{len(r.partitions)} partition(s) {r.partitions[0]} .. {r.partitions[-1]}, version {r.version}")
@@ -389,6 +407,9 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = cfg_sub.add_parser("show", help="print the effective settings (secrets masked)", parents=[common, js])
     show.set_defaults(func=cmd_config_show)
+    sch = cfg_sub.add_parser("schema", help="the feature schema's columns, with its version and fingerprint",
+                             parents=[common, js])
+    sch.set_defaults(func=cmd_config_schema)
 
     plan = sub.add_parser("plan", help="windows and artifact ids of all three tiers for a date", parents=[common, js])
     plan.add_argument("--as-of", required=True, metavar="DATE", help="YYYY-MM-DD")
@@ -404,6 +425,9 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--domain", action="append", choices=["natural", "ad"],
                      help="only this domain (repeatable; default both)")
+    sim.add_argument("--out", metavar="DIR", help="write <DIR>/<domain>/*.parquet|csv files to ingest instead of "
+                     "the store (columns named as the feature schema's sources name them)")
+    sim.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="with --out")
     sim.set_defaults(func=cmd_simulate, domain=None)
 
     ing = sub.add_parser("ingest", help="load Parquet/CSV impressions into raw/<domain>", parents=[common, js])

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ecdctr_pipeline.core.errors import ConfigError
+from ecdctr_pipeline.core.schema import DEFAULT_SPEC
 
 ENV_PREFIX = "ECDCTR_"
 ENV_CONFIG = "ECDCTR_CONFIG"
@@ -108,7 +109,56 @@ class CalendarSettings(_Section):
         return self
 
 
+class SchemaColumnSettings(_Section):
+    """A free column of the raw log: an integer category with a vocabulary or hash buckets."""
+
+    name: str
+    type: Literal["int8", "int16", "int32", "int64"]
+    vocab_size: PositiveInt | None = None  # ids 0 .. vocab_size-1
+    hash_buckets: PositiveInt | None = None  # any integer, hashed mod hash_buckets by the model
+    doc: str = ""
+
+
+class RawSchemaSettings(_Section):
+    """The raw log's columns by role (``core/schema.py``, ``docs/feature-schema.md``). The fixed
+    columns (event_time, user_id, item_id, category_id, click) are not declared; ``sources`` maps
+    any column to its name in ingested files."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: PositiveInt
+    sources: dict[str, str] = Field(default_factory=dict)
+    user_profile: list[SchemaColumnSettings] = Field(default_factory=list)
+    item_profile: list[SchemaColumnSettings] = Field(default_factory=list)
+    context: list[SchemaColumnSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RawSchemaSettings":
+        from ecdctr_pipeline.core.schema import FeatureSchema
+
+        FeatureSchema.from_spec(self.model_dump())  # a ValueError names the column
+        return self
+
+
+def _read_schema_file(value: Any) -> Any:
+    """``features.raw_schema`` given as a path: the YAML file's mapping."""
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    path = Path(value)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"schema file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"schema file {path} is not readable YAML ({type(exc).__name__})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"schema file {path} must hold a mapping (name, version, user_profile, ...)")
+    return loaded
+
+
 class FeatureSettings(_Section):
+    # the raw log's columns by role: a mapping, or the path of a YAML file holding one (relative
+    # paths in a config file are relative to that file); default: the contract the project ships
+    raw_schema: RawSchemaSettings = Field(default_factory=lambda: RawSchemaSettings.model_validate(DEFAULT_SPEC))
     # "spark": the Spark jobs (scales out; the default); "duckdb": the same features computed by
     # DuckDB SQL in-process (single machine), committed through the same delta-rs path
     engine: Literal["spark", "duckdb"] = "spark"
@@ -123,18 +173,39 @@ class FeatureSettings(_Section):
     # "ad", plus the natural clicks as a second sequence (src_hist_*: MiNet's input, Table 2;
     # the natural log is needed as with "platform"). Counters stay per domain.
     ad_history: Literal["ad", "platform", "split"] = "ad"
-    # embedding rows of the complete model's id features (ids are bucketed as id mod n)
-    hash_buckets: dict[Literal["user_id", "item_id", "category_id", "item_brand"], int] = Field(
-        default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000, "item_brand": 1_000})
+    # embedding rows of the complete model's id features (ids are bucketed as id mod n); a hashed
+    # column of the schema may be listed too, overriding its hash_buckets (small test models)
+    hash_buckets: dict[str, int] = Field(
+        default_factory=lambda: {"user_id": 50_000, "item_id": 20_000, "category_id": 1_000})
+
+    _schema_field = field_validator("raw_schema", mode="before")(_read_schema_file)
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSettings":
         if not self.counter_windows_days or any(d <= 0 for d in self.counter_windows_days):
             raise ValueError("counter_windows_days must be a non-empty list of positive days")
-        missing = {"user_id", "item_id", "category_id", "item_brand"} - set(self.hash_buckets)
+        missing = {"user_id", "item_id", "category_id"} - set(self.hash_buckets)
         if missing or any(v <= 0 for v in self.hash_buckets.values()):
-            raise ValueError("hash_buckets needs positive sizes for user_id, item_id, category_id, item_brand")
+            raise ValueError("hash_buckets needs positive sizes for user_id, item_id, category_id")
+        schema = self.feature_schema()
+        hashed = {c.name for c in schema.columns if c.hash_buckets}
+        other = sorted(set(self.hash_buckets) - {"user_id", "item_id", "category_id"} - hashed)
+        if other:
+            raise ValueError(f"hash_buckets: {', '.join(other)} is not a hashed column of feature schema "
+                             f"{schema.name!r} (hashed: {', '.join(sorted(hashed)) or 'none'})")
         return self
+
+    def feature_schema(self):
+        """The raw log's :class:`~ecdctr_pipeline.core.schema.FeatureSchema`."""
+        from ecdctr_pipeline.core.schema import FeatureSchema
+
+        return FeatureSchema.from_spec(self.raw_schema.model_dump())
+
+    def buckets(self, name: str) -> int | None:
+        """Embedding rows of a hashed column or id (``None``: a column with a vocabulary)."""
+        if name in self.hash_buckets:
+            return self.hash_buckets[name]
+        return self.feature_schema().column(name).hash_buckets
 
     def source_sequence(self, domain: str) -> bool:
         """Whether ``domain``'s complete features carry the natural clicks as a sequence of their own."""
@@ -430,6 +501,9 @@ def load_settings(
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         data = loaded
         source = str(path)
+        schema = (data.get("features") or {}).get("raw_schema") if isinstance(data.get("features"), dict) else None
+        if isinstance(schema, str) and not Path(schema).is_absolute():  # relative to the config file
+            data["features"] = {**data["features"], "raw_schema": str(path.parent / schema)}
     try:
         Settings.model_validate(data)
     except ValidationError as exc:

@@ -92,6 +92,9 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     blessing: Blessing | None = None  # A-CTR models only
+    # the feature schema the artifact was built under ({name, version, fingerprint}; None: built
+    # before schemas were recorded, i.e. under the default contract)
+    feature_schema: dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     code_version: str = ""
     run_id: str | None = None
@@ -293,6 +296,15 @@ def find_manifest(store: ArtifactStore, prefix: str) -> Manifest | None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise CorruptArtifactError(f"invalid manifest {store.uri(key)}: {where}: {first['msg']}") from None
+
+
+def require_schema(manifest: Manifest, schema, *, who: str) -> None:
+    """Refuse an artifact built under another feature schema than ``schema``
+    (:class:`~ecdctr_pipeline.core.schema.SchemaMismatchError`, naming both versions)."""
+    from ecdctr_pipeline.core.schema import SchemaIdentity
+
+    recorded = SchemaIdentity.from_dict(manifest.feature_schema) if manifest.feature_schema else None
+    schema.require(recorded, f"{who}: {manifest.kind} {manifest.artifact_id}")
 
 
 def read_manifest(store: ArtifactStore, prefix: str) -> Manifest:

@@ -10,7 +10,10 @@ through delta-spark (``extract.py``). Both keep to the protocol
 * every write may carry an *app transaction* ``(app_id, version)`` keyed by the run: when
   the table already records that app id at that version or later, the write is skipped,
   so a retried run never double-commits;
-* :func:`read` returns a snapshot as Arrow, with the version it read (for lineage).
+* :func:`read` returns a snapshot as Arrow, with the version it read (for lineage);
+* a table records the feature schema it was written under in its properties
+  (:func:`record_schema`, at creation by :func:`write`); :func:`require_schema` refuses a table
+  of another schema, naming both versions.
 
 Works on ``file://`` and ``s3://`` roots through :class:`~ecdctr_pipeline.data.store.ArtifactStore`.
 """
@@ -73,6 +76,42 @@ def column_names(store: ArtifactStore, key: str) -> list[str] | None:
     return None if t is None else [f.name for f in t.schema().fields]
 
 
+def recorded_schema(store: ArtifactStore, key: str):
+    """The :class:`~ecdctr_pipeline.core.schema.SchemaIdentity` the table records (None: no table,
+    or a table written before schemas were recorded)."""
+    from ecdctr_pipeline.core.schema import SchemaIdentity
+
+    t = _open(store, key)
+    return None if t is None else SchemaIdentity.from_table_properties(t.metadata().configuration)
+
+
+def require_schema(store: ArtifactStore, key: str, schema, *, who: str) -> None:
+    """Refuse ``key`` when it was written under another feature schema than ``schema``
+    (:class:`~ecdctr_pipeline.core.schema.SchemaMismatchError`, naming both). A table without a
+    record (written before schemas were recorded, or by a Spark writer killed between its first
+    commit and the record) passes when it holds every column of ``schema``; its next writer
+    records the schema."""
+    t = _open(store, key)
+    if t is None:
+        return
+    from ecdctr_pipeline.core.schema import SchemaIdentity
+
+    recorded = SchemaIdentity.from_table_properties(t.metadata().configuration)
+    if recorded is None and set(schema.names) <= {f.name for f in t.schema().fields}:
+        return
+    schema.require(recorded, f"{who}: {store.uri(key)}")
+
+
+def record_schema(store: ArtifactStore, key: str, schema) -> bool:
+    """Record ``schema`` in the properties of a table that records none (one commit). Returns
+    whether it wrote. Callers hold the table (its writer lease or its only writer)."""
+    t = _open(store, key)
+    if t is None or recorded_schema(store, key) is not None:
+        return False
+    t.alter.set_table_properties(schema.identity.table_properties(), raise_if_not_exists=False)
+    return True
+
+
 def committed_txn_version(store: ArtifactStore, key: str, app_id: str) -> int | None:
     t = _open(store, key)
     return None if t is None else t.transaction_version(app_id)
@@ -106,12 +145,15 @@ def write(
     partition_by: Sequence[str] = (PARTITION_COLUMN,),
     txn: tuple[str, int] | None = None,
     max_commit_retries: int = 25,
+    feature_schema=None,
 ) -> WriteResult:
     """Write ``data`` to the Delta table at ``key`` in one commit.
 
     ``replace_partitions`` replaces exactly the ``dt`` partitions present in ``data``
     (creating the table if needed); ``append`` adds rows. With ``txn=(app_id, version)``
-    the write is skipped when the table already holds that transaction.
+    the write is skipped when the table already holds that transaction. ``feature_schema``
+    (a :class:`~ecdctr_pipeline.core.schema.FeatureSchema`): a table of another schema is
+    refused before anything is written, and a table that records none records it.
     """
     from deltalake import CommitProperties, Transaction, write_deltalake
 
@@ -120,6 +162,8 @@ def write(
     part_col = partition_by[0] if partition_by else PARTITION_COLUMN
     parts = _partitions_of(data, part_col) if partition_by else ()
     current = _open(store, key)
+    if feature_schema is not None:
+        require_schema(store, key, feature_schema, who="write")
     if txn is not None and current is not None:
         done = current.transaction_version(txn[0])
         if done is not None and done >= txn[1]:
@@ -145,6 +189,8 @@ def write(
             raise
         msg = " ".join(str(exc).split())[:400]
         raise DeltaError(f"write to {store.uri(key)} failed: {msg}") from None
+    if feature_schema is not None:  # a new table (delta-rs takes no custom property at creation), or one
+        record_schema(store, key, feature_schema)  # written before schemas were recorded: one more commit
     t = _open(store, key)
     return WriteResult(key, t.version(), data.num_rows, parts, False)
 

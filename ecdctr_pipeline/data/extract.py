@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.core.errors import EcdctrError
-from ecdctr_pipeline.core.schema import PARTITION, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema
+from ecdctr_pipeline.core.schema import PARTITION, FeatureSchema
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data.features import ROW_ORDER, ROW_ORDER_COLUMNS
 from ecdctr_pipeline.data.store import ArtifactStore
@@ -64,13 +64,14 @@ class ExtractResult:
         return asdict(self)
 
 
-def spark_raw_schema():
+def spark_raw_schema(schema: FeatureSchema):
+    """The raw columns of ``schema`` as a Spark schema."""
     from pyspark.sql import types as T
 
     m = {"int8": T.ByteType(), "int16": T.ShortType(), "int32": T.IntegerType(), "int64": T.LongType()}
     fields = []
-    for c in RAW_COLUMNS:
-        t = T.TimestampType() if c.role == "time" else m[str(c.type)]
+    for c in schema.columns:
+        t = T.TimestampType() if c.role == "time" else m[c.type]
         fields.append(T.StructField(c.name, t, True))
     return T.StructType(fields)
 
@@ -123,7 +124,7 @@ def spark_schema(schema):
 
 def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, raw_version: int, days: list[str],
                build, schema, out_table: str, window: calendar.Window, txn: tuple[str, int], who: str,
-               other: tuple[str, int, list[str]] | None = None):
+               other: tuple[str, int, list[str]] | None = None, feature_schema: FeatureSchema | None = None):
     """Spark reads raw at ``raw_version`` and writes the window's partitions with delta-spark.
     ``other``: (raw table, version, days) whose clicks join the behaviour sequences.
 
@@ -152,6 +153,8 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
         (out.repartition(PARTITION).sortWithinPartitions(*ROW_ORDER_COLUMNS).write.format("delta").mode("overwrite")
          .option("replaceWhere", predicate).option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
          .partitionBy(PARTITION).save(store.spark_uri(out_table)))
+        if feature_schema is not None and delta.record_schema(store, out_table, feature_schema):
+            before = -1  # the table was created (or written before schemas were recorded): the record is a commit
     after = delta.version(store, out_table)
     if after == before:  # Delta skipped the write: this app transaction is already in the log
         return 0, after, True
@@ -161,7 +164,8 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
 
 def _run_duckdb(store: ArtifactStore, raw_table: str, raw_version: int, days: list[str], sql_for, schema,
                 out_table: str, window: calendar.Window, txn: tuple[str, int], who: str,
-                other: tuple[str, int, list[str]] | None = None) -> delta.WriteResult:
+                other: tuple[str, int, list[str]] | None = None,
+                feature_schema: FeatureSchema | None = None) -> delta.WriteResult:
     """The DuckDB engine: same features from the same raw snapshot(s), one delta-rs commit."""
     import duckdb
 
@@ -176,7 +180,7 @@ def _run_duckdb(store: ArtifactStore, raw_table: str, raw_version: int, days: li
     missing = sorted((set(window.partitions()) & set(days)) - set(out[PARTITION].unique().to_pylist()))
     if missing:
         raise MissingDataError(f"{who}: extraction produced no rows for {missing[0]} (window {window})")
-    return delta.write(store, out_table, out, txn=txn)
+    return delta.write(store, out_table, out, txn=txn, feature_schema=feature_schema)
 
 
 def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: str, window: calendar.Window, history_days: int,
@@ -191,6 +195,9 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
 
         check_jars(settings)
     raw_table = paths.raw_table(domain)
+    fs = settings.features.feature_schema()
+    for t in (raw_table, out_table) + ((paths.raw_table(history_domain),) if history_domain else ()):
+        delta.require_schema(store, t, fs, who=who)
     max_empty = settings.calendar.max_empty_days
     days = needed_days(store, domain, window, history_days, who=who, max_empty=max_empty)
     raw_version = delta.version(store, raw_table)
@@ -220,12 +227,12 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
                            "the table was built with, or extract into a new store")
     if settings.features.engine == "duckdb":
         res = _run_duckdb(store, raw_table, raw_version, days, sql_for, schema, out_table, window,
-                          (app_id, txn_version), who, other)
+                          (app_id, txn_version), who, other, fs)
         secs = round(time.perf_counter() - t0, 3)
         return ExtractResult(out_table, window.to_dict(), res.rows, window.days, res.version, raw_version,
                              res.skipped, secs)
     rows, version, skipped = _run_spark(settings, spark, store, raw_table, raw_version, days, build, schema,
-                                        out_table, window, (app_id, txn_version), who, other)
+                                        out_table, window, (app_id, txn_version), who, other, fs)
     secs = round(time.perf_counter() - t0, 3)
     log.info("%s: %d rows in %d partition(s) → %s v%d (%.1f s)", who, rows, window.days, out_table, version, secs)
     return ExtractResult(out_table, window.to_dict(), rows, window.days, version, raw_version, skipped, secs)
@@ -234,11 +241,10 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
 def extract_tpm(settings: Settings, store: ArtifactStore, month: str | calendar.Month, *, force: bool = False, spark=None) -> ExtractResult:
     from ecdctr_pipeline.data.features import tpm_features
 
-    from ecdctr_pipeline.core.schema import TPM_FEATURE_NAMES
-
     plan = calendar.tpm_plan(month, settings.calendar)
     w = plan.data_window
-    cols = ", ".join(TPM_FEATURE_NAMES)
+    fs = settings.features.feature_schema()
+    cols = ", ".join(fs.tpm_feature_names)
 
     def sql_for(source: str) -> str:
         return (f"SELECT {cols}, strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION} FROM {source} "
@@ -246,8 +252,9 @@ def extract_tpm(settings: Settings, store: ArtifactStore, month: str | calendar.
                 f"ORDER BY {ROW_ORDER}")
 
     return _run(settings, store, domain="natural", out_table=paths.tpm_features(), window=plan.data_window,
-                history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}", build=tpm_features,
-                schema=tpm_feature_schema(), force=force, who=f"extract tpm {plan.month}", spark=spark,
+                history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}",
+                build=lambda raw: tpm_features(raw, fs.tpm_feature_names), schema=fs.tpm_feature_schema(),
+                force=force, who=f"extract tpm {plan.month}", spark=spark,
                 sql_for=sql_for)
 
 
@@ -265,6 +272,7 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
     from ecdctr_pipeline.data.features import complete_features
 
     f = settings.features
+    fs = f.feature_schema()
     window = complete_window(settings, domain, as_of)
     history = max(f.history_days, max(f.counter_windows_days))
     # the ad rows' sequences may take in the natural clicks (features.ad_history)
@@ -275,7 +283,7 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
         return complete_features(raw, window.start.isoformat(), window.end.isoformat(),
                                  max_seq_len=f.max_seq_len, history_days=f.history_days,
                                  counter_windows_days=f.counter_windows_days, other_clicks=other,
-                                 other_sequence=split)
+                                 other_sequence=split, raw_names=fs.names)
 
     def sql_for(source: str, other: str | None = None) -> str:
         from ecdctr_pipeline.data.features_duckdb import complete_features_sql
@@ -283,12 +291,12 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
         return complete_features_sql(source, window.start.isoformat(), window.end.isoformat(),
                                      max_seq_len=f.max_seq_len, history_days=f.history_days,
                                      counter_windows_days=f.counter_windows_days, other_clicks=other,
-                                     other_sequence=split)
+                                     other_sequence=split, raw_names=fs.names)
 
     # the sequences' source is part of the commit's identity: switching it recomputes the window
     app_id = f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}" + ("" if mode == "ad" else f":{mode}")
     return _run(settings, store, domain=domain, out_table=paths.complete_features(domain), window=window,
                 history_days=history, app_id=app_id, build=build,
-                schema=complete_feature_schema(f.counter_windows_days, source_sequence=split), force=force,
+                schema=fs.complete_feature_schema(f.counter_windows_days, source_sequence=split), force=force,
                 who=f"extract complete {domain} {as_of}", spark=spark, sql_for=sql_for,
                 history_domain=None if mode == "ad" else "natural")

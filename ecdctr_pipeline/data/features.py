@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ecdctr_pipeline.core.schema import (
-    PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, TPM_FEATURE_NAMES,
-    counter_names,
+    PARTITION, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, counter_names,
 )
 
 DAY_US = 86_400 * 1_000_000
@@ -28,9 +27,10 @@ def with_dt(raw):
     return raw.withColumn(PARTITION, F.date_format(F.col("event_time"), "yyyy-MM-dd"))
 
 
-def tpm_features(raw):
-    """The basic features of the tiny pre-trained model, per impression."""
-    return with_dt(raw).select(*TPM_FEATURE_NAMES, PARTITION)
+def tpm_features(raw, names: Sequence[str]):
+    """The basic features of the tiny pre-trained model, per impression (``names``: the feature
+    schema's ``tpm_feature_names``)."""
+    return with_dt(raw).select(*names, PARTITION)
 
 
 def trailing_counters(df, key: str, side: str, windows_days: Sequence[int], targets=None):
@@ -76,8 +76,10 @@ def trailing_counters(df, key: str, side: str, windows_days: Sequence[int], targ
 
 
 def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_days: int,
-                      counter_windows_days: Sequence[int], other_clicks=None, other_sequence: bool = False):
-    """All features for impressions with ``start <= dt < end`` (ISO dates).
+                      counter_windows_days: Sequence[int], other_clicks=None, other_sequence: bool = False,
+                      raw_names: Sequence[str] | None = None):
+    """All features for impressions with ``start <= dt < end`` (ISO dates). ``raw_names``: the raw
+    columns carried into the features, in order (the feature schema's; default: all of ``raw``'s).
 
     ``raw`` must also hold the history before ``start`` (``max(history_days,
     max(counter_windows_days))`` days) for the sequences and counters to be complete.
@@ -121,7 +123,7 @@ def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_da
     sequences = [("_hist", SEQ_ITEMS, SEQ_CATS, SEQ_LEN)] + (
         [("_src", SRC_SEQ_ITEMS, SRC_SEQ_CATS, SRC_SEQ_LEN)] if other_sequence else [])
     return out.select(
-        *RAW_NAMES,
+        *(raw_names or raw.columns),
         *[c for src, items, cats, length in sequences for c in (
             F.transform(src, lambda x: x["item_id"]).alias(items),
             F.transform(src, lambda x: x["category_id"]).alias(cats),

@@ -12,16 +12,17 @@ from typing import Sequence
 
 from ecdctr_pipeline.data.features import DAY_US, ROW_ORDER
 from ecdctr_pipeline.core.schema import (
-    PARTITION, RAW_NAMES, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, counter_names,
+    PARTITION, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, counter_names,
 )
 
 
 def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int, history_days: int,
                           counter_windows_days: Sequence[int], other_clicks: str | None = None,
-                          other_sequence: bool = False) -> str:
+                          other_sequence: bool = False, raw_names: Sequence[str]) -> str:
     """SQL over ``source`` (a table name or ``read_parquet([...])``) giving the complete features.
     ``other_clicks``: another domain's raw rows, whose clicks join the behaviour sequences only
-    (or, with ``other_sequence``, form the ``src_hist_*`` sequence of their own)."""
+    (or, with ``other_sequence``, form the ``src_hist_*`` sequence of their own). ``raw_names``: the
+    raw columns carried into the features, in order (the feature schema's)."""
     if other_sequence and other_clicks is None:
         raise ValueError("other_sequence needs other_clicks")
     counters = []
@@ -33,7 +34,7 @@ def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int
             counters.append(f"CAST(coalesce(sum(click) FILTER (WHERE _own) OVER {frame}, 0) AS INTEGER) "
                             f"AS {side}_clk_{d}d")
     hist_frame = f"(PARTITION BY user_id ORDER BY _ts RANGE BETWEEN {history_days * DAY_US} PRECEDING AND 1 PRECEDING)"
-    names = ", ".join(RAW_NAMES)
+    names = ", ".join(raw_names)
     day = f"strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION}"
     other = "" if other_clicks is None else f"""
   UNION ALL BY NAME

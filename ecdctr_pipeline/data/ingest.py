@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import EcdctrError
-from ecdctr_pipeline.core.schema import IMPRESSION_KEY, PARTITION, RAW_COLUMNS, RAW_NAMES, TIMESTAMP, Column
+from ecdctr_pipeline.core.schema import IMPRESSION_KEY, PARTITION, Column, FeatureSchema
 from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -176,8 +176,8 @@ def _to_int(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array:
         arr = pc.cast(arr, pa.int64())
     else:
         probs.add(c.name, f"of type {arr.type}, expected {c.type}", valid, None)
-        return pa.nulls(len(arr), c.type)
-    info = np.iinfo(c.type.to_pandas_dtype())
+        return pa.nulls(len(arr), c.arrow)
+    info = np.iinfo(c.arrow.to_pandas_dtype())
     vals = np.asarray(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False))
     over = valid & ((vals < info.min) | (vals > info.max))
     probs.add(c.name, f"out of range for {c.type}", over, arr)
@@ -186,7 +186,7 @@ def _to_int(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array:
         if c.role != "label":
             probs.add(c.name, f"outside the vocabulary 0..{c.vocab_size - 1}", outside, arr)
     vals = np.where(over, 0, vals)
-    return pa.array(vals.astype(c.type.to_pandas_dtype()), mask=~valid | over)
+    return pa.array(vals.astype(c.arrow.to_pandas_dtype()), mask=~valid | over)
 
 
 def _fits_int64(text) -> bool:
@@ -202,7 +202,7 @@ def _to_timestamp(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array
     if pa.types.is_timestamp(arr.type):
         out = pc.cast(arr, pa.timestamp("us", tz=arr.type.tz)) if arr.type.tz else pc.assume_timezone(
             pc.cast(arr, pa.timestamp("us")), "UTC")
-        return pc.cast(out, TIMESTAMP)
+        return pc.cast(out, c.arrow)
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         import pandas as pd
 
@@ -210,32 +210,54 @@ def _to_timestamp(col: pa.ChunkedArray, c: Column, probs: _Problems) -> pa.Array
                                 format="ISO8601")
         bad = valid & parsed.isna().to_numpy()
         probs.add(c.name, "not an ISO-8601 timestamp", bad, arr)
-        return pa.array(parsed.dt.as_unit("us"), type=TIMESTAMP)
+        return pa.array(parsed.dt.as_unit("us"), type=c.arrow)
     probs.add(c.name, f"of type {arr.type}, expected a timestamp", valid, None)
-    return pa.nulls(len(arr), TIMESTAMP)
+    return pa.nulls(len(arr), c.arrow)
 
 
-def validate(table: pa.Table, labels: list[str] | None, *, now: dt.datetime, domain: str) -> pa.Table:
-    """Check ``table`` against the contract; return it typed, ordered by time, with ``dt``."""
+def rename_sources(table: pa.Table, schema: FeatureSchema, *, domain: str) -> pa.Table:
+    """The input's columns under the schema's names (``sources`` maps a column to its name in
+    ingested files). An input holding both a source name and the column it maps to is refused."""
+    renames = {schema.source_of(n): n for n in schema.names if schema.source_of(n) != n}
+    if not renames:
+        return table
+    names = table.column_names
+    both = sorted(n for s, n in renames.items() if s in names and n in names and n not in renames)
+    if both:
+        raise IngestError(f"{domain} input rejected: column(s) {', '.join(both)} present under both their own "
+                          "name and the name the schema's sources give them")
+    return table.rename_columns([renames.get(n, n) for n in names])
+
+
+def validate(table: pa.Table, labels: list[str] | None, *, now: dt.datetime, domain: str,
+             schema: FeatureSchema) -> pa.Table:
+    """Check ``table`` against ``schema``; return it typed, ordered by time, with ``dt``."""
     labels = labels or [f"row {i + 1}" for i in range(table.num_rows)]
     names = set(table.column_names)
-    missing = [n for n in RAW_NAMES if n not in names]
-    extra = sorted(names - set(RAW_NAMES))
+    wanted = schema.names
+    missing = [n for n in wanted if n not in names]
+    extra = sorted(names - set(wanted))
+
+    def shown(n: str) -> str:  # the name the input should use
+        src = schema.source_of(n)
+        return n if src == n else f"{src} ({n})"
+
     if missing:
-        raise IngestError(f"{domain} input rejected: missing column(s) {', '.join(missing)}")
+        raise IngestError(f"{domain} input rejected: missing column(s) {', '.join(shown(n) for n in missing)} "
+                          f"(feature schema {schema.identity.label})")
     if extra:
         raise IngestError(f"{domain} input rejected: unexpected column(s) {', '.join(extra)} "
-                          f"(the contract has {', '.join(RAW_NAMES)})")
+                          f"(feature schema {schema.identity.label} has {', '.join(shown(n) for n in wanted)})")
     if table.num_rows == 0:
         raise IngestError(f"{domain} input rejected: no rows")
     probs = _Problems(labels)
     cols: dict[str, pa.Array] = {}
-    for c in RAW_COLUMNS:
+    for c in schema.columns:
         if c.role == "time":
             cols[c.name] = _to_timestamp(table.column(c.name), c, probs)
         else:
             cols[c.name] = _to_int(table.column(c.name), c, probs)
-    for c in RAW_COLUMNS:
+    for c in schema.columns:
         if c.role in ("time", "key", "label"):
             nulls = np.asarray(table.column(c.name).combine_chunks().is_null().to_numpy(zero_copy_only=False))
             probs.add(c.name, "null", nulls)
@@ -255,7 +277,7 @@ def validate(table: pa.Table, labels: list[str] | None, *, now: dt.datetime, dom
               present & (ev < int(oldest.astimezone(dt.timezone.utc).timestamp() * 1_000_000)), et)
     probs.raise_if_any(domain)
 
-    typed = pa.table(cols, schema=pa.schema([pa.field(c.name, c.type) for c in RAW_COLUMNS]))
+    typed = pa.table(cols, schema=pa.schema([pa.field(c.name, c.arrow) for c in schema.columns]))
     keys = typed.select(list(IMPRESSION_KEY)).append_column("__i", pa.array(np.arange(typed.num_rows)))
     grouped = keys.group_by(list(IMPRESSION_KEY)).aggregate([("__i", "count"), ("__i", "min")])
     dup_groups = grouped.filter(pc.greater(grouped["__i_count"], 1))
@@ -273,16 +295,19 @@ def validate(table: pa.Table, labels: list[str] | None, *, now: dt.datetime, dom
 
 
 # ------------------------------------------------------------------ writing
-def write_raw(store: ArtifactStore, domain: str, table: pa.Table) -> delta.WriteResult:
-    """Replace the ``dt`` partitions covered by a validated table in ``raw/<domain>``."""
-    return delta.write(store, paths.raw_table(domain), table, mode="replace_partitions")
+def write_raw(store: ArtifactStore, domain: str, table: pa.Table, *, schema: FeatureSchema) -> delta.WriteResult:
+    """Replace the ``dt`` partitions covered by a validated table in ``raw/<domain>`` (a table of
+    another feature schema is refused)."""
+    return delta.write(store, paths.raw_table(domain), table, mode="replace_partitions", feature_schema=schema)
 
 
-def ingest(store: ArtifactStore, domain: str, path: str | Path, *, now: dt.datetime) -> IngestResult:
-    paths.raw_table(domain)
+def ingest(store: ArtifactStore, domain: str, path: str | Path, *, now: dt.datetime,
+           schema: FeatureSchema) -> IngestResult:
+    table = paths.raw_table(domain)
+    delta.require_schema(store, table, schema, who=f"ingest {domain}")  # before reading any input
     raw, labels = read_input(path)
-    typed = validate(raw, labels, now=now, domain=domain)
-    res = write_raw(store, domain, typed)
+    typed = validate(rename_sources(raw, schema, domain=domain), labels, now=now, domain=domain, schema=schema)
+    res = write_raw(store, domain, typed, schema=schema)
     from ecdctr_pipeline.data import empty_days
 
     for day in empty_days.forget(store, domain, res.partitions):  # the data wins over an empty-day record

@@ -32,6 +32,12 @@ sets it:
   rows do not fit ad rows (what Table 6's "all but BN" is about). At 0 the ad rows are drawn
   exactly as before these knobs existed (the extra draws use their own random streams).
 
+Columns follow the feature schema (``features.raw_schema``): the default schema's profile and
+context columns come from the generators above (a declared column of that name takes their
+values, reduced into its vocabulary); any other declared column is drawn uniformly from its
+vocabulary (hashed: 4x its buckets), per user, per item or per impression by its role, and
+carries no signal.
+
 Click model: ``logit = bias_domain + affinity * z(<u, v_item>) + quality_item
 + position_effect + device_effect``, where ``z`` standardises the taste match with a mean and
 spread measured once per world and domain on a calibration sample, so the CTR levels
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -49,7 +56,7 @@ import pyarrow as pa
 
 from ecdctr_pipeline.core.calendar import iter_days
 from ecdctr_pipeline.core.errors import EcdctrError
-from ecdctr_pipeline.core.schema import RAW_COLUMNS, TIMESTAMP
+from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA, Column, FeatureSchema
 
 DOMAIN_CODE = {"natural": 1, "ad": 2}
 EPOCH = dt.date(2000, 1, 1)
@@ -112,8 +119,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class World:
     """Static users, items and categories drawn from the seed."""
 
-    def __init__(self, scale: Scale, seed: int):
-        self.scale, self.seed = scale, seed
+    def __init__(self, scale: Scale, seed: int, schema: FeatureSchema = DEFAULT_SCHEMA):
+        self.scale, self.seed, self.schema = scale, seed, schema
         s, k = scale, scale.latent_dim
         rng = np.random.default_rng([seed, 0])
         # categories and items
@@ -257,23 +264,47 @@ class World:
         start_us = int((day - dt.date(1970, 1, 1)).days) * 86_400_000_000
         et = start_us + offs[order]
         users, item, position, device, click = users[order], item[order], position[order], device[order], click[order]
-        cols = {
-            "event_time": pa.array(et, type=pa.int64()).cast(TIMESTAMP),
+        known = {
+            "event_time": pa.array(et, type=pa.int64()).cast(self.schema.column("event_time").arrow),
             "user_id": pa.array(users.astype(np.int64)),
             "item_id": pa.array(item.astype(np.int64)),
             "category_id": pa.array(self.item_cat[item].astype(np.int64)),
             "click": pa.array(click),
-            "user_age": pa.array(self.user_age[users]),
-            "user_gender": pa.array(self.user_gender[users]),
-            "user_city": pa.array(self.user_city[users]),
-            "item_brand": pa.array(self.item_brand[item]),
-            "item_price": pa.array(self.item_price[item]),
-            "hour": pa.array(((et // 3_600_000_000) % 24).astype(np.int8)),
-            "weekday": pa.array(np.full(n, day.weekday(), np.int8)),
-            "position": pa.array(position),
-            "device": pa.array(device),
         }
-        return pa.table(cols, schema=pa.schema([pa.field(c.name, c.type) for c in RAW_COLUMNS]))
+        free = {
+            "user_age": lambda: self.user_age[users],
+            "user_gender": lambda: self.user_gender[users],
+            "user_city": lambda: self.user_city[users],
+            "item_brand": lambda: self.item_brand[item],
+            "item_price": lambda: self.item_price[item],
+            "hour": lambda: (et // 3_600_000_000) % 24,
+            "weekday": lambda: np.full(n, day.weekday()),
+            "position": lambda: position,
+            "device": lambda: device,
+        }
+        cols = {}
+        for c in self.schema.columns:
+            if c.name in known:
+                cols[c.name] = known[c.name]
+            else:
+                values = free[c.name]() if c.name in free else self._drawn(c, users, item, code, day)
+                size = c.vocab_size or c.max_value + 1
+                cols[c.name] = pa.array((np.asarray(values, np.int64) % size).astype(c.arrow.to_pandas_dtype()))
+        return pa.table(cols, schema=pa.schema([pa.field(c.name, c.arrow) for c in self.schema.columns]))
+
+    def _drawn(self, c: Column, users: np.ndarray, items: np.ndarray, code: int, day: dt.date) -> np.ndarray:
+        """A declared column the generators do not know: uniform over its vocabulary (hashed: 4x its
+        buckets), one value per user or item (profiles) or per impression (context), from a random
+        stream of its own (the other columns' draws do not change)."""
+        import zlib
+
+        size = c.vocab_size or min(4 * c.hash_buckets, c.max_value + 1)
+        tag = zlib.crc32(c.name.encode())
+        if c.role == "context":
+            return np.random.default_rng([self.seed, 12, code, (day - EPOCH).days, tag]).integers(0, size, len(users))
+        owners = self.scale.n_users if c.role == "user_profile" else self.scale.n_items
+        per_owner = np.random.default_rng([self.seed, 13, tag]).integers(0, size, owners)
+        return per_owner[users if c.role == "user_profile" else items]
 
 
 def iter_chunks(world: World, domain: str, start: dt.date, end: dt.date, on_day=None) -> Iterator[pa.Table]:
@@ -294,15 +325,17 @@ def iter_chunks(world: World, domain: str, start: dt.date, end: dt.date, on_day=
 
 
 def simulate(store, start: dt.date, end: dt.date, scale: str | Scale, seed: int,
-             domains: tuple[str, ...] = ("natural", "ad"), progress: bool = True) -> dict[str, dict]:
-    """Generate ``[start, end]`` (inclusive) for each domain and write it through ingest's path."""
+             domains: tuple[str, ...] = ("natural", "ad"), progress: bool = True, *,
+             schema: FeatureSchema = DEFAULT_SCHEMA) -> dict[str, dict]:
+    """Generate ``[start, end]`` (inclusive) for each domain under ``schema`` and write it through
+    ingest's path."""
     from ecdctr_pipeline.data.ingest import validate, write_raw
     from ecdctr_pipeline.core.report import progress as bar
 
     if end < start:
         raise EcdctrError(f"simulate: --end {end} is before --start {start}")
     sc = get_scale(scale) if isinstance(scale, str) else scale
-    world = World(sc, seed)
+    world = World(sc, seed, schema)
     now = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     n_days = (end - start).days + 1
     summary: dict[str, dict] = {}
@@ -312,11 +345,58 @@ def simulate(store, start: dt.date, end: dt.date, scale: str | Scale, seed: int,
         pbar = bar(range(n_days), desc=f"simulate {domain}", total=n_days, unit="day") if progress else None
         tick = (lambda d, n: pbar.update(1)) if pbar is not None else None
         for chunk in iter_chunks(world, domain, start, end, on_day=tick):
-            typed = validate(chunk, None, now=now, domain=domain)
-            version = write_raw(store, domain, typed).version
+            typed = validate(chunk, None, now=now, domain=domain, schema=schema)
+            version = write_raw(store, domain, typed, schema=schema).version
             rows += typed.num_rows
             clicks += int(np.asarray(typed["click"]).sum())
         if pbar is not None:
             pbar.close()
         summary[domain] = {"rows": rows, "ctr": clicks / max(rows, 1), "version": version, "days": n_days}
     return summary
+
+
+def write_files(out: str | Path, start: dt.date, end: dt.date, scale: str | Scale, seed: int, *,
+                schema: FeatureSchema = DEFAULT_SCHEMA, domains: tuple[str, ...] = ("natural", "ad"),
+                fmt: str = "parquet") -> dict[str, dict]:
+    """Generate ``[start, end]`` like :func:`simulate`, but as the files a user would bring:
+    ``<out>/<domain>/<first day>.<fmt>`` (one file per chunk of days), columns named as the
+    schema's ``sources`` name them, CSV times as ISO-8601 UTC. ``ecdctr ingest`` reads them back."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from ecdctr_pipeline.data.ingest import validate
+
+    if fmt not in ("parquet", "csv"):
+        raise EcdctrError(f"simulate: --format must be parquet or csv (got {fmt!r})")
+    if end < start:
+        raise EcdctrError(f"simulate: --end {end} is before --start {start}")
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        raise EcdctrError(f"simulate: --out {root} is not empty")
+    world = World(get_scale(scale) if isinstance(scale, str) else scale, seed, schema)
+    now = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    summary: dict[str, dict] = {}
+    for domain in domains:
+        folder = root / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        files = rows = 0
+        for chunk in iter_chunks(world, domain, start, end):
+            typed = validate(chunk, None, now=now, domain=domain, schema=schema)  # what ingest will check
+            first = typed["dt"][0].as_py()
+            t = typed.drop_columns(["dt"]).rename_columns([schema.source_of(n) for n in schema.names])
+            if fmt == "csv":
+                t = t.set_column(0, t.column_names[0], _iso_utc(t.column(0)))
+                pcsv.write_csv(t, folder / f"{first}.csv")
+            else:
+                pq.write_table(t, folder / f"{first}.parquet")
+            files += 1
+            rows += t.num_rows
+        summary[domain] = {"files": files, "rows": rows, "folder": str(folder)}
+    return summary
+
+
+def _iso_utc(col):
+    """UTC times as ISO-8601 text (Arrow's ``%S`` carries the microseconds)."""
+    import pyarrow.compute as pc
+
+    return pc.strftime(col, format="%Y-%m-%dT%H:%M:%S+00:00", locale="C")

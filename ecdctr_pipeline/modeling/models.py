@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from ecdctr_pipeline.data.embedding_sets import HistoricalTables  # noqa: F401 - the models consume it
-from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, VOCAB, FeatureLayout
+from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
 from ecdctr_pipeline.modeling.layers import (
     CrossNetwork, DomainSelect, ExpertMixture, FrozenIdLookup, HistoricalEmbedding, InterestAttention,
     MergedHistoricalEmbedding, MLPBlock, ModuloHash, PartitionedNorm, SequenceMask, StarDense, TargetAttention,
@@ -27,21 +27,21 @@ from ecdctr_pipeline.core.schema import SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CA
 from ecdctr_pipeline.core.settings import CPMSettings, FeatureSettings, TPMSettings
 
 OUTPUT = "ctr"
-_VOCAB = VOCAB  # raw columns' vocabularies, and the domain indicator's
 
 
-def _cat_rows(name: str, features: FeatureSettings) -> int:
+def _cat_rows(name: str, layout: FeatureLayout, features: FeatureSettings) -> int:
     """Embedding rows of a categorical input: its vocabulary + 1 missing bucket, or hashed."""
-    vs = _VOCAB.get(name)
-    return vs + 1 if vs is not None else features.hash_buckets.get(name, 1000)
+    vs = layout.vocab(name)
+    return vs + 1 if vs is not None else features.buckets(name)
 
 
-def _embed_categorical(inputs: dict, names, dim: int, features: FeatureSettings, prefix: str = "emb_") -> list:
+def _embed_categorical(inputs: dict, layout: FeatureLayout, dim: int, features: FeatureSettings,
+                       prefix: str = "emb_") -> list:
     out = []
-    for name in names:
-        rows = _cat_rows(name, features)
+    for name in layout.categorical:
+        rows = _cat_rows(name, layout, features)
         x = inputs[name]
-        if _VOCAB.get(name) is None:  # hashed (brand): non-negative bucket, -1 (missing) included
+        if layout.vocab(name) is None:  # hashed (brand): non-negative bucket, -1 (missing) included
             x = ModuloHash(rows, name=f"hash_{name}")(x)
         out.append(keras.layers.Flatten(name=f"flat_{name}")(
             keras.layers.Embedding(rows, dim, name=f"{prefix}{name}")(x)))
@@ -51,7 +51,7 @@ def _embed_categorical(inputs: dict, names, dim: int, features: FeatureSettings,
 # ------------------------------------------------------------------ TPM
 def build_tpm_model(cfg: TPMSettings, features: FeatureSettings, user_vocab: np.ndarray,
                     item_vocab: np.ndarray) -> keras.Model:
-    layout = FeatureLayout("tpm")
+    layout = FeatureLayout.tpm(features)
     names = ("user_id", "item_id", "category_id") + layout.categorical
     inputs = {n: keras.Input(shape=(1,), dtype="int64", name=n) for n in names}
     d = cfg.embedding_dim
@@ -64,7 +64,7 @@ def build_tpm_model(cfg: TPMSettings, features: FeatureSettings, user_vocab: np.
     cat = ModuloHash(features.hash_buckets["category_id"], name="hash_category_id")(inputs["category_id"])
     parts.append(keras.layers.Flatten(name="flat_category_id")(
         keras.layers.Embedding(features.hash_buckets["category_id"], d, name="tpm_emb_category_id")(cat)))
-    parts += _embed_categorical(inputs, layout.categorical, d, features, prefix="tpm_emb_")
+    parts += _embed_categorical(inputs, layout, d, features, prefix="tpm_emb_")
     x = keras.layers.Concatenate(name="tpm_concat")(parts)
     for i, u in enumerate(cfg.hidden_units):
         x = keras.layers.Dense(u, activation="relu", name=f"tpm_dense_{i}")(x)
@@ -146,7 +146,7 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
             [query, u, src_interest, interest]), it, c]
     else:
         parts = [u, it, c, interest]
-    parts += _embed_categorical(inputs, layout.categorical, d, features)
+    parts += _embed_categorical(inputs, layout, d, features)
     parts.append(keras.layers.Concatenate(name="counters")([inputs[n] for n in layout.dense]))
     if merged is not None:
         d_h = merged.user_merged.shape[1]

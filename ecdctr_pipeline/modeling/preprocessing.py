@@ -25,26 +25,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ecdctr_pipeline.core.schema import (
-    CONTEXT, ITEM_PROFILE, RAW_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN,
-    USER_PROFILE, counter_names,
+    ID_COLUMNS, SEQ_CATS, SEQ_ITEMS, SEQ_LEN, SRC_SEQ_CATS, SRC_SEQ_ITEMS, SRC_SEQ_LEN, FeatureSchema, counter_names,
 )
 
 LABEL = "click"
-ID_FEATURES = ("user_id", "item_id", "category_id")
-CATEGORICAL = tuple(c.name for c in USER_PROFILE + ITEM_PROFILE + CONTEXT)
+ID_FEATURES = ID_COLUMNS
 MISSING = -1  # a missing category in the raw form
 # Sample merging's domain indicator (natural 0, ad 1): a model input only of the layouts that ask
 # for it (``FeatureLayout.domain_indicator``), given by the source, not stored in the tables
 DOMAIN = "domain"
 DOMAIN_CODES = {"natural": 0, "ad": 1}
-VOCAB = {**{c.name: c.vocab_size for c in RAW_COLUMNS}, DOMAIN: len(DOMAIN_CODES)}
 
 
 @dataclass(frozen=True)
 class FeatureLayout:
-    """Which model inputs a table feeds. ``tpm``: basic features only; ``complete``: all."""
+    """Which model inputs a table feeds. ``tpm``: basic features only; ``complete``: all. The
+    categorical inputs are the feature schema's profile (and, complete, context) columns."""
 
     kind: str  # "tpm" | "complete"
+    schema: FeatureSchema
     max_seq_len: int = 50
     counter_windows_days: tuple[int, ...] = (7, 28)
     domain_indicator: bool = False  # complete only: the ``domain`` input (Sample merging)
@@ -52,16 +51,25 @@ class FeatureLayout:
     source_sequence: bool = False
 
     @classmethod
+    def tpm(cls, features) -> "FeatureLayout":
+        """The tiny model's layout under ``features`` (:class:`FeatureSettings`)."""
+        return cls("tpm", features.feature_schema())
+
+    @classmethod
     def complete(cls, features, *, domain_indicator: bool = False, source_sequence: bool = False) -> "FeatureLayout":
         """The complete model's layout under ``features`` (:class:`FeatureSettings`)."""
-        return cls("complete", features.max_seq_len, tuple(features.counter_windows_days), domain_indicator,
-                   source_sequence)
+        return cls("complete", features.feature_schema(), features.max_seq_len, tuple(features.counter_windows_days),
+                   domain_indicator, source_sequence)
 
     @property
     def categorical(self) -> tuple[str, ...]:
         if self.kind == "tpm":
-            return tuple(c.name for c in USER_PROFILE + ITEM_PROFILE)
-        return CATEGORICAL + ((DOMAIN,) if self.domain_indicator else ())
+            return tuple(c.name for c in self.schema.user_profile + self.schema.item_profile)
+        return self.schema.categorical + ((DOMAIN,) if self.domain_indicator else ())
+
+    def vocab(self, name: str) -> int | None:
+        """A categorical input's vocabulary size (ids ``0 .. n-1``); ``None``: hashed."""
+        return len(DOMAIN_CODES) if name == DOMAIN else self.schema.column(name).vocab_size
 
     @property
     def dense(self) -> tuple[str, ...]:
@@ -142,7 +150,7 @@ def transform(raw: dict, layout: FeatureLayout) -> dict:
         out[n] = tf.reshape(tf.cast(raw[n], tf.int64), (-1, 1))
     for n in layout.categorical:
         x = tf.reshape(tf.cast(raw[n], tf.int64), (-1, 1))
-        vs = VOCAB.get(n)
+        vs = layout.vocab(n)
         if vs is not None:  # missing or out of vocabulary -> the extra "missing" bucket
             x = tf.where((x < 0) | (x >= vs), tf.constant(vs, tf.int64), x)
         out[n] = x  # hashed columns (brand) are bucketed by the model's ModuloHash, -1 included

@@ -135,11 +135,14 @@ class TierRun:
 
 # ------------------------------------------------------------------ data
 def pinned_version(store: ArtifactStore, table: str, windows: list[calendar.Window], *, who: str,
-                   max_empty: int = 0) -> tuple[int, tuple[str, ...]]:
-    """The current version of ``table`` after checking every day of ``windows`` (a run's train and
-    held-out windows, adjacent) is present, and the days among them recorded as having no
+                   schema, max_empty: int = 0) -> tuple[int, tuple[str, ...]]:
+    """The current version of ``table`` after checking it was written under the feature ``schema``
+    (:class:`~ecdctr_pipeline.core.schema.FeatureSchema`), that every day of ``windows`` (a run's
+    train and held-out windows, adjacent) is present, and the days among them recorded as having no
     impressions (at most ``max_empty`` for the run, as for the extraction of its whole window)."""
     from ecdctr_pipeline.data import empty_days
+
+    delta.require_schema(store, table, schema, who=who)
 
     present = set(delta.partitions(store, table))
     whole = calendar.Window(min(w.start for w in windows), max(w.end for w in windows))
@@ -176,7 +179,7 @@ def open_source(args: "TrainArgs", window: calendar.Window):
 
 def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str):
     """Every day of ``window`` of ``table`` at its current version: ``(Arrow table, version)``."""
-    version, empty = pinned_version(store, table, [window], who=who)
+    version, empty = pinned_version(store, table, [window], who=who, schema=layout.schema)
     data = DataSpec(table, version, window, None, layout, empty)
     return read_window(store, data, window, who=who), version
 
@@ -444,7 +447,7 @@ def publish(args: TrainArgs, result: TrainResult, *, metrics: dict, blessing: ar
                                     embedding_months=list(es.months) if es else [],
                                     cpm_checkpoint=args.base_model.artifact_id if args.base_model else None),
             row_counts=result.row_counts, metrics=metrics, params=args.params, blessing=blessing,
-            extra={**args.lineage, **result.extra},
+            feature_schema=args.data.layout.schema.identity.to_dict(), extra={**args.lineage, **result.extra},
         )
         return artifacts.publish(args.store, args.artifact, out, manifest)
     finally:

@@ -35,9 +35,7 @@ import numpy as np
 from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.errors import EcdctrError
-from ecdctr_pipeline.core.schema import (
-    IMPRESSION_KEY, RAW_COLUMNS, complete_feature_schema, tpm_feature_schema,
-)
+from ecdctr_pipeline.core.schema import IMPRESSION_KEY
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data.store import ArtifactStore
 
@@ -79,15 +77,14 @@ def _pandas_type(t) -> str:
 def _schema_for(table: str, settings: Settings):
     import pyarrow as pa
 
-    from ecdctr_pipeline.core.schema import RAW_TABLE_SCHEMA
-
+    fs = settings.features.feature_schema()
     if table.startswith("raw/"):
-        return RAW_TABLE_SCHEMA
+        return fs.raw_table_schema
     if table == "features/tpm":
-        return tpm_feature_schema()
+        return fs.tpm_feature_schema()
     if table.startswith("features/complete/"):
-        return complete_feature_schema(settings.features.counter_windows_days,
-                                       source_sequence=settings.features.source_sequence(domain_of(table)))
+        return fs.complete_feature_schema(settings.features.counter_windows_days,
+                                          source_sequence=settings.features.source_sequence(domain_of(table)))
     return pa.schema([])
 
 
@@ -129,9 +126,14 @@ def build_checks(table: str, settings: Settings, *, trailing_mean: float | None,
             continue
         checks.append(Check(E.ExpectColumnValuesToBeOfType(column=f.name, type_=_pandas_type(f.type)),
                             f"type of {f.name}"))
-    for c in RAW_COLUMNS:
-        if c.role in ("time", "key", "label") and c.name in names:
+    for c in settings.features.feature_schema().columns:
+        if c.name not in names:
+            continue
+        if c.role in ("time", "key", "label"):
             checks.append(Check(E.ExpectColumnValuesToNotBeNull(column=c.name), f"{c.name} not null"))
+        elif c.vocab_size is not None:  # the schema's vocabulary (missing values are allowed)
+            checks.append(Check(E.ExpectColumnValuesToBeBetween(column=c.name, min_value=0, max_value=c.vocab_size - 1),
+                                f"{c.name} within its vocabulary 0..{c.vocab_size - 1}"))
     checks.append(Check(E.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1]), "click in {0,1}"))
     dom = domain_of(table)
     lo, hi = q.ctr_bounds.get(dom, (0.0, 1.0))

@@ -143,6 +143,8 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
             return {"version": version, "skipped": False, "resumed": True, "actr_model": day.isoformat(),
                     "served": state["version"], "pruned": removed, "seconds": round(time.perf_counter() - t0, 2)}
         return {"version": version, "skipped": True, "actr_model": day.isoformat(), "served": current}
+    fs = settings.features.feature_schema()
+    artifacts.require_schema(a_manifest, fs, who=f"export {day}")
     actr = training.load_model(store, a_prefix, a_manifest)
     served_model = build_serving_model(actr, settings)
     # check equivalence on the day's holdout before publishing: the training graph (the shared
@@ -174,7 +176,7 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
                                     embedding_set=a_manifest.inputs.embedding_set,
                                     embedding_months=a_manifest.inputs.embedding_months,
                                     delta_tables=a_manifest.inputs.delta_tables),
-            metrics=a_manifest.metrics,
+            metrics=a_manifest.metrics, feature_schema=fs.identity.to_dict(),
             extra={"signature": {k: [d, list(s)] for k, (d, s) in serving_input_spec(settings).items()},
                    "output": OUTPUT_KEY, "model_bytes": _dir_size(out), "equivalence_max_abs_diff": max_diff,
                    "merged_rows": {"user": int(served_model.get_layer("hist_user").vocab_size) + 1,

@@ -78,6 +78,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
     who = f"{'target-only' if target_only else 'train actr'} {p.day}"
     table = paths.complete_features("ad")
     version, empty = pinned_version(store, table, [p.train_window, p.holdout_window], who=who,
+                                    schema=settings.features.feature_schema(),
                                     max_empty=settings.calendar.max_empty_days)
     a = settings.actr
     common = dict(
@@ -94,6 +95,8 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         return TrainArgs(tier="target_only", who=who, artifact="", **common)
     cpm_manifest, fallback = resolve_cpm(store, p) if cpm is None else chosen_cpm(store, p, cpm)
     set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=who)
+    for m in (cpm_manifest, set_manifest):
+        artifacts.require_schema(m, settings.features.feature_schema(), who=who)
     if list(cpm_manifest.inputs.embedding_months) != list(set_manifest.months):  # the set loaded decides
         raise CorruptArtifactError(
             f"{who}: CPM {cpm_manifest.artifact_id}'s manifest says embedding set {set_manifest.artifact_id} has months "

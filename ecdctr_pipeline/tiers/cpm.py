@@ -57,9 +57,11 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *, tp
     else:
         who = f"train cpm {p.monday}"
         set_manifest = embedding_sets.resolve(store, p.embedding_set, consumer=who)
+        artifacts.require_schema(set_manifest, settings.features.feature_schema(), who=who)
         calendar.check_non_overlap(p.embedding_set, set_manifest.months, p.window, tier=f"CPM {p.monday}")
     table = paths.complete_features("natural")
     version, empty = pinned_version(store, table, [p.train_window, p.eval_window], who=who,
+                                    schema=settings.features.feature_schema(),
                                     max_empty=settings.calendar.max_empty_days)
     return TrainArgs(
         tier="cpm_baseline" if baseline else "cpm", who=who, logical_date=p.monday.isoformat(),

@@ -28,12 +28,13 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.TPMPlan) -> Tr
     who = f"train tpm {p.month}"
     table = paths.tpm_features()
     version, empty = pinned_version(store, table, [p.data_window], who=who,
+                                    schema=settings.features.feature_schema(),
                                     max_empty=settings.calendar.max_empty_days)
     t = settings.tpm
     return TrainArgs(
         tier="tpm", who=who, logical_date=p.logical_date.isoformat(), artifact_id=str(p.month),
         artifact=paths.tpm_set(p.month), plan=p, store=store,
-        data=DataSpec(table, version, p.data_window, None, FeatureLayout("tpm"), empty),
+        data=DataSpec(table, version, p.data_window, None, FeatureLayout.tpm(settings.features), empty),
         hparams=HParams(t.learning_rate, t.batch_size, t.epochs_per_month, t.seed), model=t,
         features=settings.features, data_window=p.data_window, training=settings.training,
         months=tuple(str(m) for m in p.snapshot_months),

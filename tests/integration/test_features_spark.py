@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from ecdctr_pipeline.core.schema import complete_feature_schema
+from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA
 from ecdctr_pipeline.data.extract import spark_raw_schema
 from ecdctr_pipeline.data.features import complete_features, tpm_features
 
@@ -48,7 +48,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def raw_df(spark):
     rows = [(t, u, i, c, k, 2, 1, 5, 7, 3, t.hour, t.weekday(), 0, 1) for (u, i, c, t, k) in LOG.values()]
-    return spark.createDataFrame(rows, schema=spark_raw_schema())
+    return spark.createDataFrame(rows, schema=spark_raw_schema(DEFAULT_SCHEMA))
 
 
 def test_hand_built_log_exact(raw_df):
@@ -68,7 +68,7 @@ def test_hand_built_log_exact(raw_df):
 
 
 def test_tpm_features_columns(raw_df):
-    out = tpm_features(raw_df)
+    out = tpm_features(raw_df, DEFAULT_SCHEMA.tpm_feature_names)
     assert out.columns == ["event_time", "user_id", "item_id", "category_id", "click", "user_age", "user_gender",
                            "user_city", "item_brand", "item_price", "dt"]
     assert out.count() == len(LOG)
@@ -88,8 +88,9 @@ def test_duckdb_reference_agrees_with_spark_on_simulated_data(spark, tmp_path):
     raw = pa.concat_tables([world.day("natural", dt.date(2026, 3, 1) + dt.timedelta(days=i)) for i in range(20)])
     path = tmp_path / "raw.parquet"
     pq.write_table(raw, path)
-    kw = dict(max_seq_len=5, history_days=7, counter_windows_days=[3, 7])
-    sdf = complete_features(spark.read.schema(spark_raw_schema()).parquet(str(path)), "2026-03-08", "2026-03-21", **kw)
+    kw = dict(max_seq_len=5, history_days=7, counter_windows_days=[3, 7], raw_names=DEFAULT_SCHEMA.names)
+    sdf = complete_features(spark.read.schema(spark_raw_schema(DEFAULT_SCHEMA)).parquet(str(path)), "2026-03-08",
+                            "2026-03-21", **kw)
     spark_rows = sorted((tuple(r) for r in sdf.drop("event_time").collect()), key=repr)
     sql = complete_features_sql(f"read_parquet('{path}')", "2026-03-08", "2026-03-21", **kw)
     duck = duckdb.sql(sql).fetch_arrow_table()
@@ -130,14 +131,15 @@ def test_platform_history_adds_the_other_domains_clicks_to_sequences_only(spark)
     import duckdb
     import pyarrow as pa
 
-    from ecdctr_pipeline.core.schema import RAW_NAMES, RAW_SCHEMA
+    from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA
     from ecdctr_pipeline.data.features_duckdb import complete_features_sql
 
-    kw = dict(max_seq_len=3, history_days=28, counter_windows_days=[7])
-    ad, nat = (spark.createDataFrame(_raw_rows(x), schema=spark_raw_schema()) for x in (AD, NATURAL))
+    kw = dict(max_seq_len=3, history_days=28, counter_windows_days=[7], raw_names=DEFAULT_SCHEMA.names)
+    ad, nat = (spark.createDataFrame(_raw_rows(x), schema=spark_raw_schema(DEFAULT_SCHEMA)) for x in (AD, NATURAL))
     con = duckdb.connect()
     for name, log in (("ad_raw", AD), ("nat_raw", NATURAL)):
-        con.register(name, pa.Table.from_pylist([dict(zip(RAW_NAMES, r)) for r in _raw_rows(log)], schema=RAW_SCHEMA))
+        con.register(name, pa.Table.from_pylist([dict(zip(DEFAULT_SCHEMA.names, r)) for r in _raw_rows(log)],
+                                            schema=DEFAULT_SCHEMA.raw_schema))
     for mode in ("platform", "ad", "split"):
         other, split = mode != "ad", mode == "split"
         spark_rows = complete_features(ad, "2026-01-05", "2026-01-10", other_clicks=nat if other else None,
@@ -146,7 +148,7 @@ def test_platform_history_adds_the_other_domains_clicks_to_sequences_only(spark)
                                              other_clicks="nat_raw" if other else None, **kw)).fetch_arrow_table()
         for engine, rows in (("spark", [r.asDict() for r in spark_rows]), ("duckdb", duck.to_pylist())):
             assert len(rows) == 3, engine  # a2, a3, a4: the natural rows are not features
-            assert list(rows[0]) == complete_feature_schema([7], source_sequence=split).names, (engine, mode)
+            assert list(rows[0]) == DEFAULT_SCHEMA.complete_feature_schema([7], source_sequence=split).names, (engine, mode)
             by = {(r["user_id"], r["item_id"]): r for r in rows}
             for name, exp in PLATFORM.items():
                 u, i, *_ = AD[name]

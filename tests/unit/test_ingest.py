@@ -10,7 +10,7 @@ import pytest
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.app.main import main
 from ecdctr_pipeline.data.ingest import IngestError, ingest, validate
-from ecdctr_pipeline.core.schema import RAW_COLUMNS
+from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA
 from ecdctr_pipeline.data.store import open_store
 
 NOW = dt.datetime(2026, 11, 27, 12, tzinfo=dt.timezone.utc)
@@ -36,7 +36,7 @@ def write_csv(path, records):
 @pytest.fixture
 def store_with_day(local_store_settings, tmp_path):
     store = open_store(local_store_settings)
-    ingest(store, "natural", write_csv(tmp_path / "good.csv", rows()), now=NOW)
+    ingest(store, "natural", write_csv(tmp_path / "good.csv", rows()), now=NOW, schema=DEFAULT_SCHEMA)
     return store
 
 
@@ -72,7 +72,7 @@ def test_bad_input_rejected_table_unchanged(store_with_day, tmp_path, mutate, me
     snapshot = delta.read(store_with_day, "raw/natural")[0]
     path = write_csv(tmp_path / "bad.csv", mutate(rows(day="2026-11-21")))
     with pytest.raises(IngestError) as exc:
-        ingest(store_with_day, "natural", path, now=NOW)
+        ingest(store_with_day, "natural", path, now=NOW, schema=DEFAULT_SCHEMA)
     msg = str(exc.value)
     assert message in msg and "\n" not in msg
     assert delta.version(store_with_day, "raw/natural") == before
@@ -86,14 +86,14 @@ def test_error_names_example_rows(tmp_path):
 
     table, labels = read_input(path)
     with pytest.raises(IngestError, match=r"e\.g\. x\.csv:5 \(click=7\)"):
-        validate(table, labels, now=NOW, domain="ad")
+        validate(table, labels, now=NOW, domain="ad", schema=DEFAULT_SCHEMA)
 
 
 def test_reingest_replaces_day_without_duplicates(store_with_day, tmp_path):
     assert delta.read(store_with_day, "raw/natural")[0].num_rows == 6
-    ingest(store_with_day, "natural", write_csv(tmp_path / "again.csv", rows()), now=NOW)
+    ingest(store_with_day, "natural", write_csv(tmp_path / "again.csv", rows()), now=NOW, schema=DEFAULT_SCHEMA)
     assert delta.read(store_with_day, "raw/natural")[0].num_rows == 6
-    ingest(store_with_day, "natural", write_csv(tmp_path / "next.csv", rows(4, "2026-11-21")), now=NOW)
+    ingest(store_with_day, "natural", write_csv(tmp_path / "next.csv", rows(4, "2026-11-21")), now=NOW, schema=DEFAULT_SCHEMA)
     table = delta.read(store_with_day, "raw/natural")[0]
     assert table.num_rows == 10 and sorted(set(table["dt"].to_pylist())) == ["2026-11-20", "2026-11-21"]
 
@@ -105,11 +105,11 @@ def test_parquet_folder_typed_and_naive_timestamps_are_utc(local_store_settings,
     recs = rows(4)
     table = pa.table({
         "event_time": pa.array([dt.datetime(2026, 11, 20, i) for i in range(4)], pa.timestamp("ms")),
-        **{c.name: pa.array([int(r[c.name]) for r in recs], pa.int64()) for c in RAW_COLUMNS if c.name != "event_time"},
+        **{c.name: pa.array([int(r[c.name]) for r in recs], pa.int64()) for c in DEFAULT_SCHEMA.columns if c.name != "event_time"},
     })
     pq.write_table(table.slice(0, 2), folder / "a.parquet")
     pq.write_table(table.slice(2), folder / "b.parquet")
-    r = ingest(store, "ad", folder, now=NOW)
+    r = ingest(store, "ad", folder, now=NOW, schema=DEFAULT_SCHEMA)
     assert (r.rows, r.files, r.partitions) == (4, 2, ("2026-11-20",))
     got = delta.read(store, "raw/ad")[0]
     assert got.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
@@ -131,7 +131,7 @@ def test_cli_ingest_bad_input_one_line(tmp_path, monkeypatch, capsys):
 def _typed(day="2026-11-21", **replace):
     """The good rows as a typed Parquet table, with columns replaced."""
     t = validate(pa.table({k: [r[k] for r in rows(day=day)] for k in rows()[0]}), None, now=NOW,
-                 domain="natural").drop_columns(["dt"])
+                 domain="natural", schema=DEFAULT_SCHEMA).drop_columns(["dt"])
     for name, arr in replace.items():
         t = t.set_column(t.schema.get_field_index(name), name, arr)
     return t
@@ -174,7 +174,7 @@ def test_bad_files_are_one_short_line_and_change_nothing(store_with_day, tmp_pat
     before = delta.version(store_with_day, "raw/natural")
     path = make(tmp_path)
     with pytest.raises(IngestError) as exc:
-        ingest(store_with_day, "natural", path, now=NOW)
+        ingest(store_with_day, "natural", path, now=NOW, schema=DEFAULT_SCHEMA)
     msg = str(exc.value)
     assert message in msg and "\n" not in msg and len(msg) < 1000, msg[:300]
     assert delta.version(store_with_day, "raw/natural") == before

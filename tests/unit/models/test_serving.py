@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA
 from ecdctr_pipeline import tiers
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import open_store
 from ecdctr_pipeline.modeling import training
-from ecdctr_pipeline.modeling.preprocessing import VOCAB, FeatureLayout, raw_columns
+from ecdctr_pipeline.modeling.preprocessing import FeatureLayout, raw_columns
 from ecdctr_pipeline.serving import export as serving
 from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.serving import pointer
@@ -48,7 +49,8 @@ def _with_bad_values(t: pa.Table, rng) -> tuple[pa.Table, dict]:
     counter-free row set kept as is, and over-long ``hist_len`` values."""
     n = t.num_rows
     counts = {}
-    for name, vs in VOCAB.items():
+    for c in DEFAULT_SCHEMA.columns:
+        name, vs = c.name, c.vocab_size
         if vs is None or name not in t.column_names:
             continue
         vals = np.asarray(t[name].fill_null(0)).astype(np.int64)

@@ -161,7 +161,9 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
             args, training=cpm_ready.training.model_copy(update={"validation_days": 27})))
     assert m.inputs.cpm_checkpoint == "2026-11-23" and m.inputs.embedding_set == "2026-10"
     assert m.inputs.embedding_months == ["2026-07", "2026-08", "2026-09"]
-    assert m.inputs.delta_tables == {"features/complete/ad": 0}
+    assert m.inputs.delta_tables == {"features/complete/ad": 1}  # v0 the extraction, v1 its feature-schema record
+    assert m.feature_schema == cpm_ready.features.feature_schema().identity.to_dict()
+    assert m.feature_schema["name"] == "default" and len(m.feature_schema["fingerprint"]) == 64
     ws = m.extra["warm_start"]
     assert ws["policy"] == "all_but_bn" and ws["reinitialized_groups"] == ["batchnorm"]
     assert len(ws["reinitialized"]) == 8 and all("/bn_" in p for p in ws["reinitialized"])
