@@ -110,8 +110,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "corrupt": [{"prefix": p, "error": e} for p, e in corrupt]}
     lines = [f"Store {store.root}", ""]
     if tables:
-        lines += ["Delta tables", markdown_table(("table", "version", "partitions", "first dt", "last dt"),
-                  [(t["table"], t["version"], t["partitions"], t["first_dt"], t["last_dt"]) for t in tables]), ""]
+        schema = lambda d: f"{d['name']}@{d['version']}" if d else "(not recorded)"  # noqa: E731
+        lines += ["Delta tables", markdown_table(("table", "version", "partitions", "first dt", "last dt", "schema"),
+                  [(t["table"], t["version"], t["partitions"], t["first_dt"], t["last_dt"], schema(t["feature_schema"]))
+                   for t in tables]), ""]
     if arts:
         lines += ["Artifacts", markdown_table(
             ("kind", "id", "window", "months", "embedding set", "CPM", "A-CTR", "metrics"),

@@ -2,8 +2,8 @@
 
 One row per impression, the same columns in both domains (``raw/natural``, ``raw/ad``),
 partitioned by ``dt`` = the UTC date of ``event_time``. The columns are declared by role in
-configuration (``features.raw_schema``: a mapping or the path of a YAML file, see
-``docs/feature-schema.md``); :data:`DEFAULT_SPEC` is the contract the project ships. The ingest
+configuration (``features.raw_schema``: a mapping or the path of a YAML file; README "Feature
+schema"); :data:`DEFAULT_SPEC` is the contract the project ships. The ingest
 validator, the simulator, both extraction engines, the Keras inputs, the quality suites and the
 serving signature all take their column lists from the settings' schema; nothing else spells
 them out.

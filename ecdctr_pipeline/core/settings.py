@@ -120,7 +120,7 @@ class SchemaColumnSettings(_Section):
 
 
 class RawSchemaSettings(_Section):
-    """The raw log's columns by role (``core/schema.py``, ``docs/feature-schema.md``). The fixed
+    """The raw log's columns by role (``core/schema.py``; README "Feature schema"). The fixed
     columns (event_time, user_id, item_id, category_id, click) are not declared; ``sources`` maps
     any column to its name in ingested files."""
 

@@ -232,9 +232,13 @@ def describe(store: ArtifactStore, key: str) -> dict | None:
     if t is None:
         return None
     parts = sorted({p.get(PARTITION_COLUMN) for p in t.partitions()} - {None})
+    from ecdctr_pipeline.core.schema import SchemaIdentity
+
+    recorded = SchemaIdentity.from_table_properties(t.metadata().configuration)
     return {
         "table": key,
         "version": t.version(),
+        "feature_schema": recorded.to_dict() if recorded else None,
         "partitions": len(parts),
         "first_dt": parts[0] if parts else None,
         "last_dt": parts[-1] if parts else None,

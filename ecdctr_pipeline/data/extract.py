@@ -153,13 +153,15 @@ def _run_spark(settings: Settings, spark, store: ArtifactStore, raw_table: str, 
         (out.repartition(PARTITION).sortWithinPartitions(*ROW_ORDER_COLUMNS).write.format("delta").mode("overwrite")
          .option("replaceWhere", predicate).option("txnAppId", txn[0]).option("txnVersion", str(txn[1]))
          .partitionBy(PARTITION).save(store.spark_uri(out_table)))
+        after = delta.version(store, out_table)
+        rows = 0
+        if after != before:  # else Delta skipped the write: this app transaction is already in the log
+            last = spark.sql(f"DESCRIBE HISTORY delta.`{store.spark_uri(out_table)}` LIMIT 1").collect()[0]
+            rows = int((last["operationMetrics"] or {}).get("numOutputRows", 0))
+        # a new table (or one written before schemas were recorded) records the feature schema: a commit
         if feature_schema is not None and delta.record_schema(store, out_table, feature_schema):
-            before = -1  # the table was created (or written before schemas were recorded): the record is a commit
-    after = delta.version(store, out_table)
-    if after == before:  # Delta skipped the write: this app transaction is already in the log
-        return 0, after, True
-    last = spark.sql(f"DESCRIBE HISTORY delta.`{store.spark_uri(out_table)}` LIMIT 1").collect()[0]
-    return int((last["operationMetrics"] or {}).get("numOutputRows", 0)), after, False
+            after = delta.version(store, out_table)
+    return rows, after, after == before
 
 
 def _run_duckdb(store: ArtifactStore, raw_table: str, raw_version: int, days: list[str], sql_for, schema,

@@ -44,12 +44,9 @@ def _config(path, root, raw_schema) -> str:
 
 
 def _last_json(text: str):
-    decoder, pos, last = json.JSONDecoder(), 0, None
-    while pos < len(text.rstrip()):
-        last, pos = decoder.raw_decode(text, pos)
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return last
+    """The backfill's JSON list: the last one printed (its steps print their results before it)."""
+    start = 0 if text.startswith("[") else text.rindex("\n[\n") + 1
+    return json.JSONDecoder().raw_decode(text, start)[0]
 
 
 def test_tiny_pipeline_under_a_second_schema(tmp_path, capsys):

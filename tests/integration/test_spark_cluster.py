@@ -112,7 +112,10 @@ def test_concurrent_cluster_writers_on_s3a_land_or_fail_cleanly_and_equal_local(
     table = paths.complete_features("ad")
     dtab = DeltaTable(store.uri(table), storage_options=store.storage_options())
     history = dtab.history()
-    assert sorted(h["version"] for h in history) == list(range(len(landed)))  # one commit per writer, none torn
+    # one commit per writer, none torn, and the first writer's feature-schema record
+    assert sorted(h["version"] for h in history) == list(range(len(landed) + 1))
+    assert sum(h["operation"] == "SET TBLPROPERTIES" for h in history) == 1
+    assert delta.recorded_schema(store, table) == settings.features.feature_schema().identity
     for d in landed:
         w = complete_window(settings, "ad", d)
         assert dtab.transaction_version(f"ecdctr:extract:complete:ad:{w.start}:{w.end}") is not None
