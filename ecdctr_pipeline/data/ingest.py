@@ -76,13 +76,15 @@ def _read_one(f: Path) -> pa.Table:
 
             import pyarrow.csv as pcsv
 
-            with open(f, newline="") as fh:
+            with open(f, newline="", encoding="utf-8") as fh:
                 header = next(csv.reader(fh), [])
             return pcsv.read_csv(f, convert_options=pcsv.ConvertOptions(
                 column_types={n: pa.string() for n in header}, strings_can_be_null=True))
         import pyarrow.parquet as pq
 
         return pq.read_table(f)
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"cannot read {f}: not UTF-8 text (byte {exc.start} of its header)") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise IngestError(f"cannot read {f}: {' '.join(str(exc).split())[:200]}") from None
 

@@ -68,11 +68,11 @@ def read_rows(path: str | Path) -> dict[str, np.ndarray]:
 def _ints(p: Path, name: str, values: list, *, nulls: int | None = None) -> np.ndarray:
     """``values`` (integers, or lists of integers) as int64; anything else is an error naming the
     column: floats are not truncated, text is not parsed, a value beyond int64 is not wrapped."""
-    def bad(v) -> bool:
+    def bad(v, nested: bool = False) -> bool:
         if v is None:
-            return nulls is None
-        if isinstance(v, list):
-            return any(bad(x) for x in v)
+            return nulls is None or nested
+        if isinstance(v, list):  # a sequence's value: a list of integers, never a list of lists
+            return nested or any(bad(x, True) for x in v)
         return isinstance(v, bool) or not isinstance(v, int) or not -2**63 <= v < 2**63
 
     for i, v in enumerate(values):

@@ -1,0 +1,104 @@
+"""Fault driver: run a command and kill -9 it just before its Nth mutation of the store.
+
+``python -m tests.faults.killer N cli ARGV...`` runs ``ecdctr ARGV`` (the CLI entry point, as a
+pod runs it); ``python -m tests.faults.killer N publish SETTINGS_JSON PREFIX TAG`` publishes a
+TPM-set-shaped artifact (six embedding tables of 64 KiB whose bytes say TAG) through
+:func:`ecdctr_pipeline.data.artifacts.publish`, the one publishing path of every trainer and
+of export. A *mutation* is any write to the store: an object put (``put_bytes``,
+``upload_file``, ``put_if_absent``), a delete (``delete``, ``delete_prefix``) or a Delta commit
+(``write_deltalake``, a table-property commit). ``N = 0`` kills nothing and prints
+``mutations: <count>`` on stderr after the command, so a test enumerates every kill point
+``1 .. count``. SIGKILL gives the process no chance to clean up: what it leaves is what a
+node loss or an OOM kill leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+
+MUTATIONS = {
+    "ecdctr_pipeline.data.store": {
+        "LocalStore": ("put_bytes", "upload_file", "put_if_absent", "delete", "delete_prefix"),
+        "S3Store": ("put_bytes", "upload_file", "put_if_absent", "delete", "delete_prefix"),
+    },
+}
+
+
+def install(kill_at: int) -> list[str]:
+    """Wrap every mutation; returns the list the mutations are recorded in."""
+    import importlib
+
+    import deltalake
+    from deltalake.table import TableAlterer
+
+    seen: list[str] = []
+    depth = [0]  # a mutation made inside another (delete_prefix's deletes) is part of it
+
+    def wrap(owner, name):
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            if not depth[0]:
+                seen.append(f"{getattr(owner, '__name__', owner)}.{name}")
+                if len(seen) == kill_at:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            depth[0] += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        setattr(owner, name, call)
+
+    for module, classes in MUTATIONS.items():
+        mod = importlib.import_module(module)
+        for cls, methods in classes.items():
+            for m in methods:
+                wrap(getattr(mod, cls), m)
+    wrap(deltalake, "write_deltalake")
+    wrap(TableAlterer, "set_table_properties")
+    return seen
+
+
+def tables(tag: str) -> dict[str, bytes]:
+    return {f"{side}_2026-0{m}.parquet": (f"{tag}:{side}:{m}:".encode() * 8192)[:65536]
+            for side in ("user", "item") for m in (7, 8, 9)}
+
+
+def publish(settings_json: str, prefix: str, tag: str) -> int:
+    from ecdctr_pipeline.core.settings import StoreSettings
+    from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.data.store import open_store
+
+    store = open_store(StoreSettings.model_validate_json(settings_json))
+    artifacts.publish(store, prefix, tables(tag), artifacts.Manifest(
+        kind="tpm_embedding_set", artifact_id="2026-10", logical_date="2026-10-01", months=["2026-07", "2026-08",
+                                                                                            "2026-09"],
+        extra={"tag": tag}))
+    return 0
+
+
+def main() -> int:
+    kill_at, mode, rest = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    seen = install(kill_at)
+    if mode == "cli":
+        from ecdctr_pipeline.app.main import main as ecdctr
+
+        rc = ecdctr(rest)
+    elif mode == "publish":
+        rc = publish(*rest)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    print("mutations: " + json.dumps(seen), file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
