@@ -66,7 +66,7 @@ test:
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "not integration and not slow and not faults"
 
 # Benchmarks print a table with ratios against a reference measured in the same run.
 bench: bench-features bench-train bench-serving

@@ -8,7 +8,8 @@ of export. A *mutation* is any write to the store: an object put (``put_bytes``,
 ``upload_file``, ``put_if_absent``), a delete (``delete``, ``delete_prefix``) or a Delta commit
 (``write_deltalake``, a table-property commit). ``N = 0`` kills nothing and prints
 ``mutations: <count>`` on stderr after the command, so a test enumerates every kill point
-``1 .. count``. SIGKILL gives the process no chance to clean up: what it leaves is what a
+``1 .. count``; a killed run prints ``killed: <the mutations, the last one not made>``.
+SIGKILL gives the process no chance to clean up: what it leaves is what a
 node loss or an OOM kill leaves.
 """
 
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 MUTATIONS = {
     "ecdctr_pipeline.data.store": {
@@ -44,10 +46,11 @@ def install(kill_at: int) -> list[str]:
         @functools.wraps(original)
         def call(*args, **kwargs):
             if not depth[0]:
-                seen.append(f"{getattr(owner, '__name__', owner)}.{name}")
-                if len(seen) == kill_at:
+                key = next((a for a in args[1:] if isinstance(a, str)), "")
+                seen.append(f"{getattr(owner, '__name__', owner)}.{name}" + (f" {key}" if key else ""))
+                if len(seen) == kill_at:  # what was done, and the mutation it dies before
+                    print("killed: " + json.dumps(seen), file=sys.stderr, flush=True)
                     sys.stdout.flush()
-                    sys.stderr.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
             depth[0] += 1
             try:
@@ -78,7 +81,8 @@ def publish(settings_json: str, prefix: str, tag: str) -> int:
     from ecdctr_pipeline.data.store import open_store
 
     store = open_store(StoreSettings.model_validate_json(settings_json))
-    artifacts.publish(store, prefix, tables(tag), artifacts.Manifest(
+    delay = float(os.environ.get("KILLER_FILE_DELAY_S", "0"))  # a slow upload: concurrent publishers overlap
+    artifacts.publish(store, prefix, tables(tag), on_file=lambda name: time.sleep(delay), manifest=artifacts.Manifest(
         kind="tpm_embedding_set", artifact_id="2026-10", logical_date="2026-10-01", months=["2026-07", "2026-08",
                                                                                             "2026-09"],
         extra={"tag": tag}))
@@ -92,8 +96,14 @@ def main() -> int:
         from ecdctr_pipeline.app.main import main as ecdctr
 
         rc = ecdctr(rest)
-    elif mode == "publish":
-        rc = publish(*rest)
+    elif mode == "publish":  # errors as the CLI reports them: one line, exit 2
+        from ecdctr_pipeline.core.errors import EcdctrError
+
+        try:
+            rc = publish(*rest)
+        except EcdctrError as exc:
+            print(f"ecdctr: error: {exc}", file=sys.stderr)
+            rc = 2
     else:
         raise SystemExit(f"unknown mode {mode}")
     print("mutations: " + json.dumps(seen), file=sys.stderr)
