@@ -5,13 +5,18 @@ Each run renders its tier's steps from :mod:`ecdctr_pipeline.orchestration.steps
 DAG and its pods — and runs them through the CLI entry point. A sensor step's check runs once
 (a backfill does not wait: the tiers run in order, so what it needs exists unless it failed);
 a branch step that answers no ends the run there (a rejected A-CTR model is not exported).
+Without ``-v`` the steps' own output stays off the console: the backfill prints its table, and
+``--json`` gives every step's result.
 Dates whose artifact exists are skipped unless ``force``, which adds ``--force`` to the steps
 that take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +34,7 @@ class Row:
     seconds: float
     detail: str = ""
     steps: list[str] = field(default_factory=list)  # the steps that ran, in order
+    results: dict = field(default_factory=dict)  # each step's JSON result (``--json``)
 
 
 def plan_range(start: dt.date, end: dt.date, tiers: tuple[str, ...]) -> list[tuple[str, dt.date]]:
@@ -70,13 +76,16 @@ def run_one(store: ArtifactStore, tier: str, day: dt.date, *, force: bool, confi
 
     def row(status: str) -> Row:
         return Row(tier, ds, status, round(time.perf_counter() - t0, 1), ", ".join(d for d in details if d),
-                   list(results))
+                   list(results), dict(results))
 
+    # quiet (no -v): a step's own output stays off the console; its result is in the row (--json)
+    quiet = not logging.getLogger("ecdctr_pipeline").isEnabledFor(logging.INFO)
     for step in t.steps:
         argv = (steps.render(step.argv, ds, results) + (["--force"] if force and step.force_flag else [])
                 + (["--config", config] if config else []))
         try:
-            rc, result = execute(argv)
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+                rc, result = execute(argv)
         except EcdctrError as exc:
             return row(f"FAILED at {step.name}: {exc}")
         results[step.name] = result
