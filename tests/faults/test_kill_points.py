@@ -225,4 +225,5 @@ def test_concurrent_publishers_and_extractions(tmp_path, fault_counts):
     raw = delta.read(xstore, "raw/ad", partitions=sorted(window_days))[0]
     assert table.num_rows == raw.num_rows  # one feature row per impression of the window
     fault_counts["concurrent scenarios"] = len(gaps) + 1
+    fault_counts["concurrent forced extractions that landed (of 2)"] = sum(rc == 0 for rc, _ in outcomes)
     fault_counts["concurrent publishers that lost (one line, nothing lost)"] = losers
