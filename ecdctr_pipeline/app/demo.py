@@ -187,7 +187,8 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
           + f"## Lineage of the served version\n\n{lin}\n\n## Where the artifacts are\n\n{where}\n"
           + (f"\n## The A-CTR DAG under a real scheduler\n\n{GRID_NOTE}\n\n![A-CTR grid]({GRID_PNG})\n"
              if (out / GRID_PNG).is_file() else ""))
-    (out / "demo.md").write_text(md)
+    # the committed report names paths under the working directory relatively (no machine's paths)
+    (out / "demo.md").write_text(md.replace(f"file://{Path.cwd()}/", "file://./").replace(f"{Path.cwd()}/", "./"))
     if json_out:
         print(json.dumps({"timings": timings, "gauc": rows, "lineage": lineage, "report": str(out / "demo.md"),
                           "failed": [o.__dict__ for o in failed]}, indent=2, default=str))
