@@ -173,9 +173,10 @@ class FeatureSchema:
         unknown = sorted(set(sources) - set(names))
         if unknown:
             raise ValueError(f"sources name unknown column(s) {', '.join(unknown)}")
-        taken = [s for s in sources.values()]
-        clash = sorted({s for s in taken if taken.count(s) > 1} | {s for k, s in sources.items() if s in names and s != k
-                                                                    and s not in sources})
+        taken = list(sources.values())
+        # a file name used twice, or the name of a column that is not itself renamed
+        clash = sorted({s for s in taken if taken.count(s) > 1}
+                       | {s for k, s in sources.items() if s != k and s in names and s not in sources})
         if clash:
             raise ValueError(f"sources map several columns to (or onto another column's name) {', '.join(clash)}")
         return cls(str(spec["name"]), int(spec["version"]), tuple(cols), tuple(sorted(sources.items())))

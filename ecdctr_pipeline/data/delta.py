@@ -76,13 +76,17 @@ def column_names(store: ArtifactStore, key: str) -> list[str] | None:
     return None if t is None else [f.name for f in t.schema().fields]
 
 
+def _recorded(t):
+    from ecdctr_pipeline.core.schema import SchemaIdentity
+
+    return SchemaIdentity.from_table_properties(t.metadata().configuration)
+
+
 def recorded_schema(store: ArtifactStore, key: str):
     """The :class:`~ecdctr_pipeline.core.schema.SchemaIdentity` the table records (None: no table,
     or a table written before schemas were recorded)."""
-    from ecdctr_pipeline.core.schema import SchemaIdentity
-
     t = _open(store, key)
-    return None if t is None else SchemaIdentity.from_table_properties(t.metadata().configuration)
+    return None if t is None else _recorded(t)
 
 
 def require_schema(store: ArtifactStore, key: str, schema, *, who: str) -> None:
@@ -91,12 +95,13 @@ def require_schema(store: ArtifactStore, key: str, schema, *, who: str) -> None:
     record (written before schemas were recorded, or by a Spark writer killed between its first
     commit and the record) passes when it holds every column of ``schema``; its next writer
     records the schema."""
-    t = _open(store, key)
+    _require(store, key, _open(store, key), schema, who=who)
+
+
+def _require(store: ArtifactStore, key: str, t, schema, *, who: str) -> None:
     if t is None:
         return
-    from ecdctr_pipeline.core.schema import SchemaIdentity
-
-    recorded = SchemaIdentity.from_table_properties(t.metadata().configuration)
+    recorded = _recorded(t)
     if recorded is None and set(schema.names) <= {f.name for f in t.schema().fields}:
         return
     schema.require(recorded, f"{who}: {store.uri(key)}")
@@ -106,7 +111,7 @@ def record_schema(store: ArtifactStore, key: str, schema) -> bool:
     """Record ``schema`` in the properties of a table that records none (one commit). Returns
     whether it wrote. Callers hold the table (its writer lease or its only writer)."""
     t = _open(store, key)
-    if t is None or recorded_schema(store, key) is not None:
+    if t is None or _recorded(t) is not None:
         return False
     t.alter.set_table_properties(schema.identity.table_properties(), raise_if_not_exists=False)
     return True
@@ -163,7 +168,7 @@ def write(
     parts = _partitions_of(data, part_col) if partition_by else ()
     current = _open(store, key)
     if feature_schema is not None:
-        require_schema(store, key, feature_schema, who="write")
+        _require(store, key, current, feature_schema, who="write")
     if txn is not None and current is not None:
         done = current.transaction_version(txn[0])
         if done is not None and done >= txn[1]:
@@ -232,9 +237,7 @@ def describe(store: ArtifactStore, key: str) -> dict | None:
     if t is None:
         return None
     parts = sorted({p.get(PARTITION_COLUMN) for p in t.partitions()} - {None})
-    from ecdctr_pipeline.core.schema import SchemaIdentity
-
-    recorded = SchemaIdentity.from_table_properties(t.metadata().configuration)
+    recorded = _recorded(t)
     return {
         "table": key,
         "version": t.version(),

@@ -332,11 +332,7 @@ def simulate(store, start: dt.date, end: dt.date, scale: str | Scale, seed: int,
     from ecdctr_pipeline.data.ingest import validate, write_raw
     from ecdctr_pipeline.core.report import progress as bar
 
-    if end < start:
-        raise EcdctrError(f"simulate: --end {end} is before --start {start}")
-    sc = get_scale(scale) if isinstance(scale, str) else scale
-    world = World(sc, seed, schema)
-    now = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    world, now = _world(start, end, scale, seed, schema)
     n_days = (end - start).days + 1
     summary: dict[str, dict] = {}
     for domain in domains:
@@ -361,23 +357,47 @@ def write_files(out: str | Path, start: dt.date, end: dt.date, scale: str | Scal
     """Generate ``[start, end]`` like :func:`simulate`, but as the files a user would bring:
     ``<out>/<domain>/<first day>.<fmt>`` (one file per chunk of days), columns named as the
     schema's ``sources`` name them, CSV times as ISO-8601 UTC. ``ecdctr ingest`` reads them back."""
+    import os
+    import shutil
+
+    if fmt not in ("parquet", "csv"):
+        raise EcdctrError(f"simulate: --format must be parquet or csv (got {fmt!r})")
+    root = Path(out)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise EcdctrError(f"simulate: --out {root} is not an empty folder")
+    world, now = _world(start, end, scale, seed, schema)
+    # written into a sibling folder renamed at the end: a failed run leaves no partial log
+    staging = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        summary = _write_domains(world, staging, root, start, end, schema, domains, fmt, now)
+        if root.exists():
+            root.rmdir()
+        os.replace(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _world(start: dt.date, end: dt.date, scale: str | Scale, seed: int, schema: FeatureSchema):
+    """The world of ``seed`` and the ``now`` its days are validated at (the day after ``end``)."""
+    if end < start:
+        raise EcdctrError(f"simulate: --end {end} is before --start {start}")
+    world = World(get_scale(scale) if isinstance(scale, str) else scale, seed, schema)
+    return world, dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+
+def _write_domains(world: World, staging: Path, root: Path, start: dt.date, end: dt.date, schema: FeatureSchema,
+                   domains: tuple[str, ...], fmt: str, now: dt.datetime) -> dict[str, dict]:
+    """Each domain's files into ``staging/<domain>``; the summary names them under ``root``."""
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     from ecdctr_pipeline.data.ingest import validate
 
-    if fmt not in ("parquet", "csv"):
-        raise EcdctrError(f"simulate: --format must be parquet or csv (got {fmt!r})")
-    if end < start:
-        raise EcdctrError(f"simulate: --end {end} is before --start {start}")
-    root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        raise EcdctrError(f"simulate: --out {root} is not empty")
-    world = World(get_scale(scale) if isinstance(scale, str) else scale, seed, schema)
-    now = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     summary: dict[str, dict] = {}
     for domain in domains:
-        folder = root / domain
+        folder = staging / domain
         folder.mkdir(parents=True, exist_ok=True)
         files = rows = 0
         for chunk in iter_chunks(world, domain, start, end):
@@ -391,7 +411,7 @@ def write_files(out: str | Path, start: dt.date, end: dt.date, scale: str | Scal
                 pq.write_table(t, folder / f"{first}.parquet")
             files += 1
             rows += t.num_rows
-        summary[domain] = {"files": files, "rows": rows, "folder": str(folder)}
+        summary[domain] = {"files": files, "rows": rows, "folder": str(root / domain)}
     return summary
 
 

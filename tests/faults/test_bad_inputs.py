@@ -121,28 +121,24 @@ def _one_line_error(capsys, what: str, word: str | None = None) -> str:
     return line
 
 
-def test_ingest_corpus_rejects_every_case_and_changes_nothing(tmp_path, capsys, fault_counts):
+def test_ingest_corpus_rejects_every_case_and_changes_nothing(tmp_path, capsys, monkeypatch, fault_counts):
+    from ecdctr_pipeline.core.settings import StoreSettings
     from ecdctr_pipeline.data import delta
     from ecdctr_pipeline.data.store import open_store
-    from ecdctr_pipeline.core.settings import StoreSettings
 
     root = tmp_path / "store"
-    os.environ["ECDCTR_STORE"] = f"file://{root}"
-    try:
-        good = csv(tmp_path / "good.csv", good_rows())
-        assert main(["ingest", "--domain", "natural", "--input", str(good), "--now", NOW]) == 0
-        capsys.readouterr()
-        store = open_store(StoreSettings(root=f"file://{root}"))
-        version, before = delta.version(store, "raw/natural"), _tree(root)
-        cases = _ingest_corpus(tmp_path / "corpus")
-        assert len(cases) >= 50
-        for name, (path, word) in cases.items():
-            rc = main(["ingest", "--domain", "natural", "--input", str(path), "--now", NOW])
-            assert rc == 2, name
-            _one_line_error(capsys, name, word)
-            assert delta.version(store, "raw/natural") == version and _tree(root) == before, name
-    finally:
-        del os.environ["ECDCTR_STORE"]
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{root}")
+    good = csv(tmp_path / "good.csv", good_rows())
+    assert main(["ingest", "--domain", "natural", "--input", str(good), "--now", NOW]) == 0
+    capsys.readouterr()
+    store = open_store(StoreSettings(root=f"file://{root}"))
+    version, before = delta.version(store, "raw/natural"), _tree(root)
+    cases = _ingest_corpus(tmp_path / "corpus")
+    assert len(cases) >= 50
+    for name, (path, word) in cases.items():
+        assert main(["ingest", "--domain", "natural", "--input", str(path), "--now", NOW]) == 2, name
+        _one_line_error(capsys, name, word)
+        assert delta.version(store, "raw/natural") == version and _tree(root) == before, name
     fault_counts["bad ingest inputs"] = len(cases)
 
 
@@ -217,6 +213,10 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
         "invalid YAML config": (["--config", str(bad_yaml), "status"], "bad.yaml"),
         "non-UTF-8 config": (["--config", str(latin), "status"], "UTF-8"),
         "unknown setting": (["--config", str(unknown), "status"], "cpm.learning_rat"),
+        "simulate --out into a non-empty folder": (["simulate", "--start", "2026-11-01", "--end", "2026-11-01",
+                                                    "--scale", "tiny", "--out", str(tmp_path)], "not an empty folder"),
+        "simulate --out a backwards range": (["simulate", "--start", "2026-11-02", "--end", "2026-11-01",
+                                              "--scale", "tiny", "--out", str(tmp_path / "logs")], "before"),
     }
     env_cases = {
         "infinite learning rate": ({"ECDCTR_TPM__LEARNING_RATE": ".inf"}, "tpm.learning_rate"),
@@ -250,5 +250,6 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
             assert main(["status"]) == 2, name
             _one_line_error(capsys, name, word)
     after = sorted((tmp_path / "store").rglob("*")) if (tmp_path / "store").exists() else []
-    assert after == before
+    assert after == before and not (tmp_path / "logs").exists()
+    assert not list(tmp_path.glob(".*.tmp-*"))  # no staging folder left by a refused simulate --out
     fault_counts["bad command lines, settings and schemas"] = len(cases) + len(env_cases)

@@ -150,7 +150,7 @@ def test_ingest_and_extraction_killed_at_every_commit(tmp_path, fault_counts):
     table = paths.complete_features("ad")
     want = delta.read(store, table)[0].sort_by([("event_time", "ascending"), ("user_id", "ascending")])
     version = delta.version(store, table)
-    rc, _, err = run(0, *extract, "--force", env={**env, "ECDCTR_STORE": f"file://{root}"})
+    rc, _, err = run(0, *extract, "--force", env=env)
     steps = mutations(err)
     for n in range(1, len(steps) + 1):
         assert run(n, *extract, "--force", env=env)[0] == -9
