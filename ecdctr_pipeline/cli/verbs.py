@@ -92,13 +92,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    from ecdctr_pipeline.data import artifacts, delta
+    from ecdctr_pipeline.data import artifacts, delta, freshness
     from ecdctr_pipeline.core import paths
     from ecdctr_pipeline.core.report import markdown_table
 
     store = _store(args)
     corrupt: list[tuple[str, str]] = []
-    arts = [artifacts.lineage(m) | {"prefix": p} for p, m in artifacts.list_artifacts(store, corrupt=corrupt)]
+    arts = [artifacts.lineage(m) | {"prefix": p, "_manifest": m}
+            for p, m in artifacts.list_artifacts(store, corrupt=corrupt)]
     tables = []
     for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
         paths.complete_features(d) for d in paths.DOMAINS
@@ -106,6 +107,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         info = delta.describe(store, key)
         if info:
             tables.append(info)
+    checker = freshness.Checker(store)
+    stale = []
+    for a in arts:
+        changed = checker.changes(a.pop("_manifest"))
+        a["stale"] = [c.to_dict() for c in changed]
+        if changed:
+            stale.append((a["kind"], a["id"], freshness.describe(changed)))
     data = {"store": store.root, "tables": tables, "artifacts": arts,
             "corrupt": [{"prefix": p, "error": e} for p, e in corrupt]}
     lines = [f"Store {store.root}", ""]
@@ -122,6 +130,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               a["cpm_checkpoint"], a["actr_model"],
               ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
              for a in arts])]
+    if stale:
+        lines += ["", "Trained on raw data that changed since (re-extract, then rerun the day: it retrains)",
+                  markdown_table(("kind", "id", "changed"), stale)]
     if corrupt:
         lines += ["", "Unreadable artifacts (retrain with --force to replace one)",
                   markdown_table(("artifact", "error"), corrupt)]
@@ -303,7 +314,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.serving.export import export_version
 
     r = export_version(_settings(args), _store(args), args.as_of, force=args.force)
-    if r["skipped"]:
+    if r["skipped"] and r.get("reason"):
+        text = f"A-CTR {r['actr_model']} not exported: {r['reason']} (served: {r['served']})"
+    elif r["skipped"]:
         text = f"A-CTR {r['actr_model']} is already exported as version {r['version']} (served: {r['served']})"
     elif r.get("resumed"):
         text = (f"A-CTR {r['actr_model']}: serving version {r['version']} was published by an interrupted export; "

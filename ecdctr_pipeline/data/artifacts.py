@@ -49,6 +49,10 @@ class Inputs(BaseModel):
     embedding_months: list[str] = Field(default_factory=list)
     cpm_checkpoint: str | None = None  # CPM Monday "YYYY-MM-DD"
     actr_model: str | None = None  # A-CTR day "YYYY-MM-DD"
+    actr_attempt: str | None = None  # serving versions: the A-CTR model's publish attempt exported
+    # the raw data the features came from: raw table -> {"version": N, "days": {dt: fingerprint}}
+    # for every day the run's rows depend on (:mod:`ecdctr_pipeline.data.freshness`)
+    raw_tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Baseline(BaseModel):
@@ -398,6 +402,9 @@ def lineage(m: Manifest) -> dict[str, Any]:
         "cpm_checkpoint": m.inputs.cpm_checkpoint,
         "actr_model": m.inputs.actr_model,
         "delta_tables": m.inputs.delta_tables,
+        "raw_versions": {t: r.get("version") for t, r in m.inputs.raw_tables.items()},
+        "attempt": m.attempt,
+        "actr_attempt": m.inputs.actr_attempt,
         "metrics": m.metrics,
         "code_version": m.code_version,
         "created_at": m.created_at,

@@ -122,6 +122,12 @@ def committed_txn_version(store: ArtifactStore, key: str, app_id: str) -> int | 
     return None if t is None else t.transaction_version(app_id)
 
 
+def committed_txn_version_at(store: ArtifactStore, key: str, app_id: str, version: int) -> int | None:
+    """The app transaction's version in the snapshot ``version`` of the table."""
+    t = _open(store, key, version)
+    return None if t is None else t.transaction_version(app_id)
+
+
 def partition_predicate(values: Iterable[str], column: str = PARTITION_COLUMN) -> str:
     vals = sorted(set(values))
     if not vals:
@@ -158,14 +164,32 @@ def write(
     (creating the table if needed); ``append`` adds rows. With ``txn=(app_id, version)``
     the write is skipped when the table already holds that transaction. ``feature_schema``
     (a :class:`~ecdctr_pipeline.core.schema.FeatureSchema`): a table of another schema is
-    refused before anything is written, and a table that records none records it.
+    refused before anything is written, and a table that records none records it. Every write holds
+    the table's writer lease (:func:`writer_lease`; a second writer waits up to
+    :data:`WRITE_LEASE_WAIT_S`).
     """
-    from deltalake import CommitProperties, Transaction, write_deltalake
-
     if data.num_rows == 0:
         raise DeltaError(f"refusing to write 0 rows to {store.uri(key)}")
     part_col = partition_by[0] if partition_by else PARTITION_COLUMN
     parts = _partitions_of(data, part_col) if partition_by else ()
+    # one writer at a time: the table's state (does it exist, is the app transaction in it) is read
+    # and the commit made under the writer lease, so two first writes can never both create the
+    # table (delta-rs would commit the second one as an append: every row twice), and a second
+    # run of one app transaction finds the first one's commit and skips
+    owner = f"{txn[0]}@{txn[1]}" if txn else f"write {key}"
+    with writer_lease(store, key, owner=owner, ttl_s=WRITE_LEASE_TTL_S, wait_s=WRITE_LEASE_WAIT_S):
+        return _write_held(store, key, data, parts, part_col, mode=mode, partition_by=partition_by, txn=txn,
+                           max_commit_retries=max_commit_retries, feature_schema=feature_schema)
+
+
+WRITE_LEASE_TTL_S = 60  # renewed every 20 s while the commit runs; a killed holder's lease expires
+WRITE_LEASE_WAIT_S = 120.0  # a second writer waits this long for the first one, then fails naming it
+
+
+def _write_held(store: ArtifactStore, key: str, data: pa.Table, parts: tuple[str, ...], part_col: str, *, mode,
+                partition_by, txn, max_commit_retries: int, feature_schema) -> WriteResult:
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
     current = _open(store, key)
     if feature_schema is not None:
         _require(store, key, current, feature_schema, who="write")
@@ -254,7 +278,7 @@ class WriterBusyError(DeltaError):
 
 
 def writer_lease(store: ArtifactStore, table: str, *, owner: str, ttl_s: int,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, wait_s: float = 0.0):
     """Hold the writer lease of ``table`` while the block runs (a context manager).
 
     Delta-Spark commits to S3 through its single-driver log store: two drivers committing
@@ -265,7 +289,7 @@ def writer_lease(store: ArtifactStore, table: str, *, owner: str, ttl_s: int,
     """
     from ecdctr_pipeline.data import leases
 
-    return leases.hold(store, paths.writer_lease(table), owner=owner, ttl_s=ttl_s, clock=clock,
+    return leases.hold(store, paths.writer_lease(table), owner=owner, ttl_s=ttl_s, clock=clock, wait_s=wait_s,
                        busy=lambda holder: WriterBusyError(f"{store.uri(table)} is being written by {holder}; "
                                                            "retry when it is done"))
 
@@ -295,3 +319,26 @@ def dataset(store: ArtifactStore, key: str, partitions: Sequence[str], *, versio
     if not vals:
         raise DeltaError(f"no partitions asked of {store.uri(key)}")
     return t.to_pyarrow_dataset(partitions=[(partition_column, "in", vals)])
+
+
+def day_fingerprints(store: ArtifactStore, key: str, days: Iterable[str], *, version: int | None = None,
+                     partition_column: str = PARTITION_COLUMN) -> dict[str, str]:
+    """A fingerprint of each ``dt`` day's data files in a snapshot (latest or ``version``): the
+    SHA-256 (12 hex digits) of the sorted paths of the files holding the day, ``"-"`` for a day
+    without data. A day's files change exactly when a commit rewrites that day (a re-ingest, a
+    late day arriving), so two snapshots agree on a day's fingerprint iff they hold the same
+    rows of it."""
+    import hashlib
+
+    wanted = sorted(set(days))
+    t = _open(store, key, version)
+    if t is None:
+        return {d: "-" for d in wanted}
+    actions = t.get_add_actions(flatten=True)
+    col = f"partition.{partition_column}"
+    files: dict[str, list[str]] = {}
+    if actions.num_rows and col in actions.schema.names:
+        for path, day in zip(actions.column("path").to_pylist(), actions.column(col).to_pylist()):
+            files.setdefault(day, []).append(path)
+    return {d: hashlib.sha256("\n".join(sorted(files[d])).encode()).hexdigest()[:12] if d in files else "-"
+            for d in wanted}

@@ -4,8 +4,14 @@
 ``extract_complete`` builds ``features/complete/{domain}`` for the window the plan names
 (natural: the CPM window of the latest Monday ≤ DATE; ad: the A-CTR window of DATE,
 holdout included). Each commit replaces exactly the window's ``dt`` partitions and carries
-the app transaction ``(extract:..., raw table version)``: re-running on unchanged raw data
-commits nothing; after raw data changed it recomputes and replaces.
+an app transaction whose id names the window and the fingerprint of the settings that shape
+the features (:func:`settings_fingerprint`) and whose version encodes the raw table version(s)
+read (:func:`encode_txn`). The skip decision is a pure function of those: a run whose
+window's transaction records exactly the raw versions it would read commits nothing; after raw
+data changed (or the settings did) it recomputes and replaces. ``--force`` recomputes with the
+same raw versions and a higher force count, which a later normal run still reads as "built
+from raw version N" — a forced run never hides a later change. The trainers read the same
+transaction back (:func:`built_from`) to record which raw days their features came from.
 
 Every day of the window must have raw data (else a one-line error naming the day). The
 history before the window (behaviour sequences, counters) must be complete from the raw
@@ -62,6 +68,95 @@ class ExtractResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# ------------------------------------------------------------------ app transactions
+_FORCE_BITS = 10  # forced re-runs of the same inputs: up to 1023 per window and raw version
+_OTHER_BITS = 24  # the other domain's raw version (behaviour sequences with natural clicks)
+
+
+def encode_txn(raw_version: int, other_version: int = 0, forced: int = 0) -> int:
+    """The app transaction version of a window built from ``raw_version`` (and the other domain's
+    ``other_version``): grows with either (Delta skips a transaction version at or below the
+    committed one) and decodes back (:func:`decode_txn`)."""
+    if not (0 <= other_version < 1 << _OTHER_BITS and 0 <= forced < 1 << _FORCE_BITS):
+        raise ExtractError(f"raw version {other_version} or force count {forced} out of range")
+    return (((raw_version + 1) << _OTHER_BITS | other_version) << _FORCE_BITS) | forced
+
+
+def decode_txn(txn_version: int) -> tuple[int, int, int]:
+    """``(raw version, other domain's raw version, force count)`` of :func:`encode_txn`."""
+    forced = txn_version & ((1 << _FORCE_BITS) - 1)
+    rest = txn_version >> _FORCE_BITS
+    return (rest >> _OTHER_BITS) - 1, rest & ((1 << _OTHER_BITS) - 1), forced
+
+
+def settings_fingerprint(settings: Settings, domain: str | None) -> str:
+    """12 hex digits over everything that shapes a feature row: the feature schema and, for the
+    complete tables, the sequence length, history and counter windows and the sequences' source.
+    Part of the app transaction id: after a change the windows are recomputed."""
+    import hashlib
+    import json
+
+    f = settings.features
+    parts: dict = {"schema": f.feature_schema().identity.fingerprint}
+    if domain is not None:
+        parts.update(max_seq_len=f.max_seq_len, history_days=f.history_days,
+                     counter_windows_days=list(f.counter_windows_days),
+                     ad_history=f.ad_history if domain == "ad" else "ad", source_sequence=f.source_sequence(domain))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One extraction's identity: the table it writes, the window, its app transaction id, and the
+    raw tables it reads with the days each row of the window depends on."""
+
+    out_table: str
+    window: calendar.Window
+    app_id: str
+    domain: str
+    history_days: int
+    history_domain: str | None
+
+    def raw_days(self) -> list[str]:
+        start = self.window.start - dt.timedelta(days=self.history_days)
+        return calendar.Window(start, self.window.end).partitions()
+
+
+def tpm_job(settings: Settings, month) -> Job:
+    plan = calendar.tpm_plan(month, settings.calendar)
+    return Job(paths.tpm_features(), plan.data_window,
+               f"ecdctr:extract:tpm:{plan.month}:{settings_fingerprint(settings, None)}", "natural", 0, None)
+
+
+def complete_job(settings: Settings, domain: str, as_of) -> Job:
+    f = settings.features
+    window = complete_window(settings, domain, as_of)
+    mode = f.ad_history if domain == "ad" else "ad"
+    return Job(paths.complete_features(domain), window,
+               f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}:{settings_fingerprint(settings, domain)}",
+               domain, max(f.history_days, max(f.counter_windows_days)), None if mode == "ad" else "natural")
+
+
+def built_from(store: ArtifactStore, job: Job, *, version: int | None = None) -> dict[str, dict] | None:
+    """The raw inputs of ``job``'s window as the feature table holds it (at ``version``): for each
+    raw table read, its version and the fingerprint of each day the window depends on
+    (:func:`~ecdctr_pipeline.data.delta.day_fingerprints`). None when the table holds no
+    extraction of this window under these settings."""
+    done = delta.committed_txn_version(store, job.out_table, job.app_id) if version is None else \
+        delta.committed_txn_version_at(store, job.out_table, job.app_id, version)
+    if done is None:
+        return None
+    raw_version, other_version, _ = decode_txn(done)
+    days = job.raw_days()
+    out = {paths.raw_table(job.domain): {"version": raw_version, "days": delta.day_fingerprints(
+        store, paths.raw_table(job.domain), days, version=raw_version)}}
+    if job.history_domain is not None:
+        other = paths.raw_table(job.history_domain)
+        out[other] = {"version": other_version,
+                      "days": delta.day_fingerprints(store, other, days, version=other_version)}
+    return out
 
 
 def spark_raw_schema(schema: FeatureSchema):
@@ -209,17 +304,20 @@ def _run(settings: Settings, store: ArtifactStore, *, domain: str, out_table: st
         other = (other_table, delta.version(store, other_table),
                  needed_days(store, history_domain, window, history_days, max_empty=max_empty,
                              who=f"{who} ({history_domain} clicks in the sequences)"))
-    # app transaction versions start at 1 and grow with every raw table read (either one changing
-    # means the features are recomputed)
-    txn_version = raw_version + 1 + (other[1] if other else 0)
-    if force:
-        done = delta.committed_txn_version(store, out_table, app_id) or 0
-        txn_version = max(txn_version, done + 1)
+    # the skip decision: the raw version(s) this run reads against those the window's last commit
+    # recorded (never a counter a forced run could move past them)
+    inputs = (raw_version, other[1] if other else 0)
     done = delta.committed_txn_version(store, out_table, app_id)
-    if done is not None and done >= txn_version:
+    built = decode_txn(done) if done is not None else None
+    if built is not None and (built[0] > inputs[0] or built[1] > inputs[1]):
+        raise ExtractError(f"{who}: {out_table} holds this window built from raw version {built[0]} but "
+                           f"{raw_table} is at version {raw_version}: was a raw table recreated? extract into a "
+                           "new store")
+    if built is not None and built[:2] == inputs and not force:
         log.info("%s: %s already built from raw version %s; nothing to do", who, out_table, raw_version)
         return ExtractResult(out_table, window.to_dict(), 0, window.days, delta.version(store, out_table),
                              raw_version, True, round(time.perf_counter() - t0, 3))
+    txn_version = done + 1 if built is not None and built[:2] == inputs else encode_txn(*inputs)
     existing = delta.column_names(store, out_table)
     if existing is not None and existing != schema.names:
         added, gone = sorted(set(schema.names) - set(existing)), sorted(set(existing) - set(schema.names))
@@ -254,7 +352,7 @@ def extract_tpm(settings: Settings, store: ArtifactStore, month: str | calendar.
                 f"ORDER BY {ROW_ORDER}")
 
     return _run(settings, store, domain="natural", out_table=paths.tpm_features(), window=plan.data_window,
-                history_days=0, app_id=f"ecdctr:extract:tpm:{plan.month}",
+                history_days=0, app_id=tpm_job(settings, month).app_id,
                 build=lambda raw: tpm_features(raw, fs.tpm_feature_names), schema=fs.tpm_feature_schema(),
                 force=force, who=f"extract tpm {plan.month}", spark=spark,
                 sql_for=sql_for)
@@ -295,8 +393,9 @@ def extract_complete(settings: Settings, store: ArtifactStore, domain: str, as_o
                                      counter_windows_days=f.counter_windows_days, other_clicks=other,
                                      other_sequence=split, raw_names=fs.names)
 
-    # the sequences' source is part of the commit's identity: switching it recomputes the window
-    app_id = f"ecdctr:extract:complete:{domain}:{window.start}:{window.end}" + ("" if mode == "ad" else f":{mode}")
+    # the settings that shape the rows (the sequences' source included) are part of the commit's
+    # identity: changing them recomputes the window
+    app_id = complete_job(settings, domain, as_of).app_id
     return _run(settings, store, domain=domain, out_table=paths.complete_features(domain), window=window,
                 history_days=history, app_id=app_id, build=build,
                 schema=fs.complete_feature_schema(f.counter_windows_days, source_sequence=split), force=force,

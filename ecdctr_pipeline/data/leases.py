@@ -37,9 +37,9 @@ def _dead_here(cur: dict) -> bool:
 
 @contextmanager
 def hold(store: ArtifactStore, key: str, *, owner: str, ttl_s: int, busy: Callable[[str], Exception],
-         clock: Callable[[], float] = time.time) -> Iterator[None]:
+         clock: Callable[[], float] = time.time, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the lease ``key`` while the block runs; ``busy(holder description)`` is raised when
-    another live holder has it."""
+    another live holder has it (after waiting up to ``wait_s`` seconds for it to be released)."""
     token = uuid.uuid4().hex
 
     def body() -> bytes:
@@ -55,18 +55,15 @@ def hold(store: ArtifactStore, key: str, *, owner: str, ttl_s: int, busy: Callab
         except ValueError:
             return {"owner": "?", "expires": 0}  # unreadable: treat as expired
 
-    if not store.put_if_absent(key, body()):
-        cur = holder()
-        if cur is not None and _dead_here(cur):  # killed on this machine: no need to wait for the expiry
-            cur["expires"] = 0
-        if cur is not None and cur.get("expires", 0) > clock():
-            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
-            raise busy(f"{cur.get('owner')} (pid {cur.get('pid')} on {cur.get('host')}, lease renewed {since})")
-        if cur is not None:
-            log.warning("lease %s held by %s expired: taking it over", key, cur.get("owner"))
-            store.delete(key)
-        if not store.put_if_absent(key, body()):
-            raise busy("another holder that took the lease first")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            _acquire(store, key, body, holder, busy, clock)
+            break
+        except Exception as exc:  # noqa: BLE001 - only the caller's busy error is retried
+            if not getattr(exc, "_lease_busy", False) or time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
     stop = threading.Event()
 
     def renew() -> None:
@@ -87,3 +84,23 @@ def hold(store: ArtifactStore, key: str, *, owner: str, ttl_s: int, busy: Callab
         cur = holder()
         if cur is not None and cur.get("token") == token:
             store.delete(key)
+
+
+def _acquire(store: ArtifactStore, key: str, body, holder, busy, clock) -> None:
+    def refuse(what: str) -> Exception:
+        exc = busy(what)
+        exc._lease_busy = True  # retried while the caller waits
+        return exc
+
+    if not store.put_if_absent(key, body()):
+        cur = holder()
+        if cur is not None and _dead_here(cur):  # killed on this machine: no need to wait for the expiry
+            cur["expires"] = 0
+        if cur is not None and cur.get("expires", 0) > clock():
+            since = dt.datetime.fromtimestamp(cur.get("renewed", 0), dt.timezone.utc).isoformat(timespec="seconds")
+            raise refuse(f"{cur.get('owner')} (pid {cur.get('pid')} on {cur.get('host')}, lease renewed {since})")
+        if cur is not None:
+            log.warning("lease %s held by %s expired: taking it over", key, cur.get("owner"))
+            store.delete(key)
+        if not store.put_if_absent(key, body()):
+            raise refuse("another holder that took the lease first")

@@ -84,6 +84,7 @@ class TrainArgs:
     months: tuple[str, ...] = ()  # recorded in the manifest
     params: dict = field(default_factory=dict)  # recorded in the manifest
     lineage: dict = field(default_factory=dict)  # recorded in the manifest's extra (e.g. cpm_choice)
+    raw_inputs: dict = field(default_factory=dict)  # inputs.raw_tables: the raw days the features came from
     training: Any = field(default_factory=TrainingSettings)  # input pipeline and distribution
     # experiments' variants only (never published): in-memory TPM tables used instead of loading
     # ``embedding_set`` (a set's last k months, or a set trained with another dimension)
@@ -445,7 +446,8 @@ def publish(args: TrainArgs, result: TrainResult, *, metrics: dict, blessing: ar
             inputs=artifacts.Inputs(delta_tables={args.data.table: args.data.version},
                                     embedding_set=es.artifact_id if es else None,
                                     embedding_months=list(es.months) if es else [],
-                                    cpm_checkpoint=args.base_model.artifact_id if args.base_model else None),
+                                    cpm_checkpoint=args.base_model.artifact_id if args.base_model else None,
+                                    raw_tables=args.raw_inputs),
             row_counts=result.row_counts, metrics=metrics, params=args.params, blessing=blessing,
             feature_schema=args.data.layout.schema.identity.to_dict(), extra={**args.lineage, **result.extra},
         )

@@ -130,7 +130,20 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
     if not a_manifest.blessed:
         verdict = a_manifest.blessing.describe() if a_manifest.blessing else "no blessing record"
         raise ExportRefused(f"A-CTR model {day} was rejected by its gate ({verdict}); not exported")
-    existing = [m for _, m in artifacts.list_artifacts(store, "serving_version") if m.inputs.actr_model == day.isoformat()]
+    of_day = [m for _, m in artifacts.list_artifacts(store, "serving_version") if m.inputs.actr_model == day.isoformat()]
+    # versions exported from this very model (a version from before attempts were recorded counts)
+    existing = [m for m in of_day if m.inputs.actr_attempt in (None, a_manifest.attempt)]
+    if of_day and not existing and not force:  # the day was retrained since it was exported
+        current = read_served(store).get("version")
+        served_day = next((m.inputs.actr_model for _, m in artifacts.list_artifacts(store, "serving_version")
+                           if current is not None and int(m.artifact_id) == current), None)
+        if served_day is not None and served_day > day.isoformat():
+            log.warning("export %s: A-CTR %s was retrained (attempt %s) but the served version %s is a newer "
+                        "day's model (%s): not exported", day, day, a_manifest.attempt, current, served_day)
+            return {"version": None, "skipped": True, "actr_model": day.isoformat(), "served": current,
+                    "reason": f"retrained, but a newer day's model ({served_day}) is served"}
+        log.warning("export %s: A-CTR %s was retrained since version %s was exported: exporting attempt %s",
+                    day, day, max(int(m.artifact_id) for m in of_day), a_manifest.attempt)
     if existing and not force:
         m = max(existing, key=lambda x: int(x.artifact_id))
         version, state = int(m.artifact_id), read_served(store)
@@ -172,10 +185,12 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
         manifest = artifacts.Manifest(
             kind="serving_version", artifact_id=str(version), logical_date=day.isoformat(),
             data_window=a_manifest.data_window, months=a_manifest.months,
-            inputs=artifacts.Inputs(actr_model=day.isoformat(), cpm_checkpoint=a_manifest.inputs.cpm_checkpoint,
+            inputs=artifacts.Inputs(actr_model=day.isoformat(), actr_attempt=a_manifest.attempt,
+                                    cpm_checkpoint=a_manifest.inputs.cpm_checkpoint,
                                     embedding_set=a_manifest.inputs.embedding_set,
                                     embedding_months=a_manifest.inputs.embedding_months,
-                                    delta_tables=a_manifest.inputs.delta_tables),
+                                    delta_tables=a_manifest.inputs.delta_tables,
+                                    raw_tables=a_manifest.inputs.raw_tables),
             metrics=a_manifest.metrics, feature_schema=fs.identity.to_dict(),
             extra={"signature": {k: [d, list(s)] for k, (d, s) in serving_input_spec(settings).items()},
                    "output": OUTPUT_KEY, "model_bytes": _dir_size(out), "equivalence_max_abs_diff": max_diff,

@@ -18,6 +18,7 @@ alone unless ``force``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -26,7 +27,7 @@ from types import ModuleType
 
 from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.core.settings import Settings
-from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data import artifacts, freshness
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.training import TierRun
 
@@ -57,9 +58,23 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
             raise CorruptArtifactError(f"{exc}; retrain with --force to replace it") from None
         log.warning("%s: replacing an unreadable artifact (%s)", tier, exc)
         existing = None
-    if existing is not None and not force:
+    changed = freshness.changes(store, existing) if existing is not None and not force else []
+    if existing is not None and not force and not changed:
         return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
-    args = mod.resolve(settings, store, plan, **options)
+    args = with_raw_inputs(settings, store, tier, plan, mod.resolve(settings, store, plan, **options))
+    if changed:  # the raw data it was trained on changed: retrain once the features hold the change
+        old = {t: r.get("days") for t, r in existing.inputs.raw_tables.items()}
+        if old == {t: r.get("days") for t, r in args.raw_inputs.items()}:
+            log.warning("%s %s: %s, but %s is not re-extracted yet: run `ecdctr extract` for this window, then "
+                        "train again", tier, artifact_id, freshness.describe(changed), args.data.table)
+            return TierRun(tier, prefix, existing.logical_date, True, existing.metrics,
+                           {**mod.summary(existing), "stale": [c.to_dict() for c in changed]})
+        log.warning("%s %s: %s; retraining on %s v%s (was v%s)", tier, artifact_id, freshness.describe(changed),
+                    args.data.table, args.data.version, existing.inputs.delta_tables.get(args.data.table))
+        args = dataclasses.replace(args, lineage={**args.lineage, "retrained_because": {
+            "previous_attempt": existing.attempt, "previous_delta_tables": existing.inputs.delta_tables,
+            "previous_raw_versions": {t: r.get("version") for t, r in existing.inputs.raw_tables.items()},
+            "changed": [c.to_dict() for c in changed]}})
     t_train = time.perf_counter()
     result = mod.run_training(args)
     result.extra["train_seconds"] = round(time.perf_counter() - t_train, 2)  # training only (manifest extra)
@@ -83,6 +98,21 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
     clear_resume(args)  # published: the in-progress checkpoint is not needed any more
     return TierRun(tier, prefix, args.logical_date, False, manifest.metrics, mod.summary(manifest),
                    round(time.perf_counter() - t0, 2))
+
+
+def with_raw_inputs(settings: Settings, store: ArtifactStore, tier: str, plan, args):
+    """``args`` with the raw days its pinned feature table was extracted from (recorded in the
+    manifest; :mod:`ecdctr_pipeline.data.freshness`)."""
+    from ecdctr_pipeline.data import extract
+
+    job = {"tpm": lambda: extract.tpm_job(settings, plan.month),
+           "cpm": lambda: extract.complete_job(settings, "natural", plan.monday),
+           "actr": lambda: extract.complete_job(settings, "ad", plan.day)}[tier]()
+    raw = extract.built_from(store, job, version=args.data.version)
+    if raw is None:
+        log.warning("%s: %s v%s holds no extraction of window %s under these settings: the raw days it came "
+                    "from are not recorded", args.who, args.data.table, args.data.version, job.window)
+    return dataclasses.replace(args, raw_inputs=raw or {})
 
 
 def _alert_not_evaluable(settings: Settings, tier: str, day: str, blessing, metrics: dict) -> None:

@@ -4,11 +4,14 @@ the CPM checkpoint an A-CTR run fine-tunes from (the plan's, or the allowed fall
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 
 def embedding_set_ready(settings: Settings, store: ArtifactStore, ds: str) -> dict | None:
@@ -22,7 +25,20 @@ def embedding_set_ready(settings: Settings, store: ArtifactStore, ds: str) -> di
     if m is None:
         return None
     calendar.check_non_overlap(plan.embedding_set, m.months, plan.window, tier=f"CPM {plan.monday}")
-    return {"embedding_set": plan.embedding_set, "months": m.months, "uri": store.uri(paths.tpm_set(plan.embedding_set))}
+    return {"embedding_set": plan.embedding_set, "months": m.months, "uri": store.uri(paths.tpm_set(plan.embedding_set)),
+            "stale": _stale(store, m, f"embedding set {plan.embedding_set}")}
+
+
+def _stale(store: ArtifactStore, m: artifacts.Manifest, what: str) -> list[dict]:
+    """The raw days ``m`` was trained on that changed since (a warning in the sensor's log: the
+    artifact is still used; its own tier's next run retrains it)."""
+    from ecdctr_pipeline.data import freshness
+
+    changed = freshness.changes(store, m)
+    if changed:
+        log.warning("%s was trained on raw data that changed since: %s; rerun its tier for %s to retrain it",
+                    what, freshness.describe(changed), m.logical_date)
+    return [c.to_dict() for c in changed]
 
 
 def describe_missing_set(settings: Settings, ds: str) -> str:
@@ -40,8 +56,10 @@ def cpm_checkpoint_ready(settings: Settings, store: ArtifactStore, ds: str, wait
     from ecdctr_pipeline.quality import alerts
 
     plan = calendar.actr_plan(ds, settings.calendar)
-    if artifacts.find_manifest(store, paths.cpm_checkpoint(plan.cpm_monday)) is not None:
-        return {"cpm_checkpoint": plan.cpm_monday.isoformat(), "fallback": False}
+    primary = artifacts.find_manifest(store, paths.cpm_checkpoint(plan.cpm_monday))
+    if primary is not None:
+        return {"cpm_checkpoint": plan.cpm_monday.isoformat(), "fallback": False,
+                "stale": _stale(store, primary, f"CPM checkpoint W={plan.cpm_monday}")}
     if waited_s >= settings.actr.cpm_wait_timeout_s and plan.fallback_monday is not None:
         if artifacts.find_manifest(store, paths.cpm_checkpoint(plan.fallback_monday)) is not None:
             alerts.send(settings.alerts, alerts.Alert(

@@ -11,6 +11,12 @@ of export. A *mutation* is any write to the store: an object put (``put_bytes``,
 ``1 .. count``; a killed run prints ``killed: <the mutations, the last one not made>``.
 SIGKILL gives the process no chance to clean up: what it leaves is what a
 node loss or an OOM kill leaves.
+
+A barrier holds concurrent writers at the commit point: with ``KILLER_BARRIER_DIR`` set, every
+call of :func:`ecdctr_pipeline.data.delta.write` (the one Delta write path of ingest, the
+simulator and the DuckDB engine) first waits until ``KILLER_BARRIER_PARTIES`` processes (default
+2) have reached it, then sleeps ``KILLER_BARRIER_DELAY_S`` (which one goes first is the test's
+choice): the race is hit on every run, not by chance.
 """
 
 from __future__ import annotations
@@ -67,7 +73,56 @@ def install(kill_at: int) -> list[str]:
                 wrap(getattr(mod, cls), m)
     wrap(deltalake, "write_deltalake")
     wrap(TableAlterer, "set_table_properties")
+    if os.environ.get("KILLER_BARRIER_DIR"):
+        install_barrier(os.environ["KILLER_BARRIER_DIR"], int(os.environ.get("KILLER_BARRIER_PARTIES", "2")),
+                        float(os.environ.get("KILLER_BARRIER_DELAY_S", "0")))
     return seen
+
+
+def install_barrier(folder: str, parties: int, delay_s: float, timeout_s: float = 120.0,
+                    commit_wait_s: float = 3.0) -> None:
+    """Two meeting points for concurrent writers. ``write``: the entry of the process's first
+    :func:`ecdctr_pipeline.data.delta.write` (always met: nothing is locked before it), then
+    ``delay_s``. ``commit``: its first ``write_deltalake`` — the commit itself — where each waits up
+    to ``commit_wait_s`` for the others: a writer that checks the table and commits without a
+    lock meets the other one there and both commit; one holding the table's writer lease arrives
+    alone (the other waits for the lease), and says so."""
+    from pathlib import Path
+
+    import deltalake
+
+    from ecdctr_pipeline.data import delta
+
+    def meet(stage: str, wait_s: float) -> bool:
+        d = Path(folder) / stage
+        d.mkdir(parents=True, exist_ok=True)
+        (d / str(os.getpid())).touch()
+        deadline = time.monotonic() + wait_s
+        while len(list(d.iterdir())) < parties:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def once(original, stage: str, wait_s: float, then: float, required: bool):
+        done = [False]
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            if not done[0]:
+                done[0] = True
+                met = meet(stage, wait_s)
+                if required and not met:
+                    raise SystemExit(f"barrier: {parties} writers never met at {stage} in {folder}")
+                print(f"barrier: {stage} {'met' if met else 'alone'} (pid {os.getpid()})", file=sys.stderr,
+                      flush=True)
+                time.sleep(then)
+            return original(*args, **kwargs)
+
+        return call
+
+    delta.write = once(delta.write, "write", timeout_s, delay_s, True)
+    deltalake.write_deltalake = once(deltalake.write_deltalake, "commit", commit_wait_s, 0.0, False)
 
 
 def tables(tag: str) -> dict[str, bytes]:

@@ -1,0 +1,156 @@
+"""Fault suite, stale and duplicated data: the defects an independent probe found (issue 28).
+
+* A forced extraction must never hide a later raw change: the skip decision compares the raw
+  version(s) a run reads with those the window's commit recorded (both engines).
+* Two first writes of one table (two extractions, two ingests) held at the commit point by a
+  barrier (:mod:`tests.faults.killer`), in both orders: every row once.
+* A corrected raw day reaches the served model: ``status`` and the sensors name the change, the
+  next run of the day retrains once the features are re-extracted, and export serves it, with
+  lineage naming both versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data import delta, extract
+from ecdctr_pipeline.data.simulate import simulate
+from ecdctr_pipeline.data.store import open_store
+
+pytestmark = pytest.mark.faults
+
+REPO = Path(__file__).resolve().parents[2]
+DAY = "2026-11-20"  # a day inside the A-CTR window of 2026-11-24
+NOW = "2026-11-25T00:00:00Z"
+
+
+def _corrected_day(store, tmp_path: Path, day: str = DAY) -> tuple[Path, int, int]:
+    """The raw ad day with every click flipped, as a file to ingest: (path, rows, clicks)."""
+    raw, _ = delta.read(store, "raw/ad", partitions=[day])
+    raw = raw.drop_columns(["dt"])
+    flipped = raw.set_column(raw.schema.get_field_index("click"), "click",
+                             pc.cast(pc.subtract(pa.scalar(1, pa.int8()), pc.cast(raw["click"], pa.int8())),
+                                     raw.schema.field("click").type))
+    out = tmp_path / f"corrected-{day}.parquet"
+    pq.write_table(flipped, out)
+    return out, flipped.num_rows, int(pc.sum(flipped["click"]).as_py())
+
+
+def _ingest(monkeypatch, root: Path, path: Path, engine: str = "duckdb") -> None:
+    from ecdctr_pipeline.app.main import main
+
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{root}")
+    monkeypatch.setenv("ECDCTR_FEATURES__ENGINE", engine)
+    assert main(["ingest", "--domain", "ad", "--now", NOW, "--input", str(path)]) == 0
+
+
+def _day_counts(store, table: str, day: str) -> tuple[int, int]:
+    t, _ = delta.read(store, table, partitions=[day], columns=["click"])
+    return t.num_rows, int(pc.sum(t["click"]).as_py() or 0)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "spark"])
+def test_forced_extraction_never_hides_a_later_raw_change(engine, tmp_path, monkeypatch, request, fault_counts):
+    spark = request.getfixturevalue("spark") if engine == "spark" else None
+    root = tmp_path / "store"
+    s = Settings.model_validate({"store": {"root": f"file://{root}"}, "features": {"engine": engine}})
+    store = open_store(s.store)
+    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
+    table = paths.complete_features("ad")
+    first = extract.extract_complete(s, store, "ad", "2026-11-24", spark=spark)
+    assert not first.skipped
+    assert extract.extract_complete(s, store, "ad", "2026-11-24", spark=spark).skipped  # unchanged raw: nothing
+    forced = extract.extract_complete(s, store, "ad", "2026-11-24", force=True, spark=spark)
+    assert not forced.skipped and forced.version > first.version
+    path, rows, clicks = _corrected_day(store, tmp_path)
+    assert _day_counts(store, table, DAY) != (rows, clicks)
+    _ingest(monkeypatch, root, path, engine)
+    again = extract.extract_complete(s, store, "ad", "2026-11-24", spark=spark)  # what the DAG runs
+    assert not again.skipped, "a forced extraction hid the corrected day"
+    assert again.raw_version == delta.version(store, "raw/ad")
+    assert _day_counts(store, table, DAY) == (rows, clicks)
+    assert extract.extract_complete(s, store, "ad", "2026-11-24", spark=spark).skipped
+    fault_counts[f"stale features: forced, then corrected day ({engine})"] = 1
+
+
+def _killer(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.faults.killer", "0", "cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def _unique_keys(t: pa.Table) -> int:
+    return t.select(["user_id", "item_id", "event_time"]).group_by(["user_id", "item_id", "event_time"]) \
+        .aggregate([]).num_rows
+
+
+SCENARIOS = {
+    # name: (argv of writer A, argv of writer B)
+    "one window twice": (["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24"],
+                         ["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24"]),
+    "one window, normal and forced": (["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24"],
+                                      ["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24", "--force"]),
+    "two overlapping windows": (["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24"],
+                                ["extract", "complete", "--domain", "ad", "--as-of", "2026-11-23"]),
+    "one ingest twice": (["ingest", "--domain", "ad", "--now", NOW, "--input", "{day}"],
+                         ["ingest", "--domain", "ad", "--now", NOW, "--input", "{day}"]),
+}
+
+
+@pytest.fixture(scope="module")
+def raw_ad_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw-ad") / "store"
+    store = open_store(Settings.model_validate({"store": {"root": f"file://{root}"}}).store)
+    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
+    day = root.parent / "day.parquet"
+    pq.write_table(delta.read(store, "raw/ad", partitions=[DAY])[0].drop_columns(["dt"]), day)
+    return root, day
+
+
+@pytest.mark.parametrize("first", ["A", "B"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_two_first_writes_of_one_table_held_at_the_commit_point(scenario, first, raw_ad_store, tmp_path,
+                                                                fault_counts):
+    """Both writers reach their first write of a table that does not exist yet at the same moment
+    (a barrier), ``first`` goes 0.5 s ahead, and each waits at its commit for the other (without a
+    lock both commit there: every row twice). Both exit 0 (the second waits for the writer lease,
+    then finds the first one's commit), and the table holds every row once."""
+    src, day = raw_ad_store
+    root = tmp_path / "store"
+    ingest = scenario.startswith("one ingest")
+    if ingest:
+        root.mkdir()
+    else:
+        shutil.copytree(src, root)
+    env = {"ECDCTR_STORE": f"file://{root}", "ECDCTR_FEATURES__ENGINE": "duckdb",
+           "KILLER_BARRIER_DIR": str(tmp_path / "barrier")}
+    argvs = [[a.format(day=day) for a in argv] for argv in SCENARIOS[scenario]]
+    procs = [_killer(*argv, env={**env, "KILLER_BARRIER_DELAY_S": "0" if name == first else "0.5"})
+             for name, argv in zip("AB", argvs)]
+    outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for rc, err in outcomes:
+        assert rc == 0 and "barrier: write met" in err, err[-1500:]
+    store = open_store(Settings.model_validate({"store": {"root": f"file://{root}"}}).store)
+    table = "raw/ad" if ingest else paths.complete_features("ad")
+    got = delta.read(store, table)[0]
+    assert _unique_keys(got) == got.num_rows, f"{got.num_rows - _unique_keys(got)} rows twice"
+    if ingest:
+        assert got.num_rows == pq.read_metadata(day).num_rows
+    else:
+        raw = delta.read(store, "raw/ad", partitions=sorted(set(got["dt"].to_pylist())))[0]
+        assert got.num_rows == raw.num_rows  # one feature row per impression of the windows
+    fault_counts["concurrent first writes held at the commit point (both orders)"] = \
+        fault_counts.get("concurrent first writes held at the commit point (both orders)", 0) + 1
