@@ -154,3 +154,70 @@ def test_two_first_writes_of_one_table_held_at_the_commit_point(scenario, first,
         assert got.num_rows == raw.num_rows  # one feature row per impression of the windows
     fault_counts["concurrent first writes held at the commit point (both orders)"] = \
         fault_counts.get("concurrent first writes held at the commit point (both orders)", 0) + 1
+
+
+def test_a_corrected_day_reaches_the_served_model(cpm_trained_store, tmp_path, monkeypatch, fault_counts):
+    """Train and serve A-CTR 2026-11-24, then correct a raw ad day of its window: ``status`` and
+    the model say so; rerunning the day without re-extracting keeps the model (and says why);
+    after the extraction the rerun retrains with lineage naming both versions, and export serves
+    the retrained attempt as a new version."""
+    from ecdctr_pipeline import tiers
+    from ecdctr_pipeline.app.main import main
+    from ecdctr_pipeline.data import artifacts, freshness
+    from ecdctr_pipeline.serving.export import export_version
+    from ecdctr_pipeline.serving.pointer import read_served
+    from tests.conftest import json_result, tiny_settings
+
+    root = tmp_path / "store"
+    shutil.copytree(cpm_trained_store, root)
+    s = tiny_settings(f"file://{root}")
+    store = open_store(s.store)
+    extract.extract_complete(s, store, "ad", "2026-11-24")
+    first = tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-23")
+    before = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    assert before.inputs.raw_tables["raw/ad"]["days"][DAY] != "-"
+    if not before.blessed:
+        pytest.skip(f"the tiny A-CTR model was not blessed ({before.blessing.describe()}): nothing to serve")
+    v1 = export_version(s, store, "2026-11-24")
+    assert artifacts.read_manifest(store, paths.serving_version(v1["version"])).inputs.actr_attempt == before.attempt
+    assert not first.skipped and freshness.changes(store, before) == []
+
+    path, rows, clicks = _corrected_day(store, tmp_path)
+    _ingest(monkeypatch, root, path)
+    changed = freshness.changes(store, before)
+    assert [(c.table, c.days) for c in changed] == [("raw/ad", (DAY,))]
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{root}")
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["status", "--json"]) == 0
+    status = json_result(buf.getvalue())
+    model = next(a for a in status["artifacts"] if a["kind"] == "actr_model")
+    assert model["stale"] and model["stale"][0]["days"] == [DAY]
+
+    kept = tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-23")  # features not re-extracted yet
+    assert kept.skipped and kept.extra["stale"][0]["days"] == [DAY]
+    assert artifacts.read_manifest(store, paths.actr_model("2026-11-24")).attempt == before.attempt
+
+    extract.extract_complete(s, store, "ad", "2026-11-24")  # the DAG's extract step
+    retrained = tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-23")
+    assert not retrained.skipped
+    after = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    why = after.extra["retrained_because"]
+    table = paths.complete_features("ad")
+    assert why["previous_attempt"] == before.attempt and after.attempt != before.attempt
+    assert why["previous_delta_tables"][table] == before.inputs.delta_tables[table] < after.inputs.delta_tables[table]
+    assert why["previous_raw_versions"]["raw/ad"] < after.inputs.raw_tables["raw/ad"]["version"]
+    assert why["changed"][0]["days"] == [DAY] and freshness.changes(store, after) == []
+    assert tiers.train("actr", s, store, "2026-11-24", cpm="2026-11-23").skipped  # fresh now: idempotent
+
+    if after.blessed:
+        v2 = export_version(s, store, "2026-11-24")
+        assert not v2["skipped"] and v2["version"] == v1["version"] + 1 and read_served(store)["version"] == v2["version"]
+        assert artifacts.read_manifest(store, paths.serving_version(v2["version"])).inputs.actr_attempt == after.attempt
+        assert export_version(s, store, "2026-11-24")["skipped"]
+    else:  # the retrained model lost to the one served: the gate keeps it, and says so
+        assert after.blessing.baseline is not None
+    fault_counts["stale models: corrected day retrained and re-exported"] = 1
