@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from ecdctr_pipeline.data import delta
 from ecdctr_pipeline.core import paths
-from ecdctr_pipeline.data.extract import complete_window, extract_complete
+from ecdctr_pipeline.data.extract import complete_job, complete_window, extract_complete
 from ecdctr_pipeline.core.settings import Settings, SparkSettings
 from ecdctr_pipeline.data.simulate import simulate
 from ecdctr_pipeline.data.spark import DELTA_PROTOCOL
@@ -117,8 +117,7 @@ def test_concurrent_cluster_writers_on_s3a_land_or_fail_cleanly_and_equal_local(
     assert sum(h["operation"] == "SET TBLPROPERTIES" for h in history) == 1
     assert delta.recorded_schema(store, table) == settings.features.feature_schema().identity
     for d in landed:
-        w = complete_window(settings, "ad", d)
-        assert dtab.transaction_version(f"ecdctr:extract:complete:ad:{w.start}:{w.end}") is not None
+        assert dtab.transaction_version(complete_job(settings, "ad", d).app_id) is not None
     # nothing lost: every day of the landed windows holds exactly one feature row per raw impression
     want = sorted({p for d in landed for p in complete_window(settings, "ad", d).partitions()})
     got = delta.read(store, table)[0]
