@@ -122,22 +122,30 @@ def test_ingest_and_extraction_killed_at_every_commit(tmp_path, fault_counts):
     # a new table: killed before its first commit, then between it and the schema record
     rc, _, err = run(0, *ingest, str(first), env={**env, "ECDCTR_STORE": f"file://{tmp_path / 'count'}"})
     steps = mutations(err)
-    assert rc == 0 and [m.split()[0] for m in steps] == ["deltalake.write_deltalake",
-                                                          "TableAlterer.set_table_properties"], steps
-    assert run(1, *ingest, str(first), env=env)[0] == -9
+    lease = f"leases/{paths.raw_table('ad')}.json"
+    assert rc == 0 and steps == [f"LocalStore.put_if_absent {lease}", "deltalake.write_deltalake",
+                                 "TableAlterer.set_table_properties", f"LocalStore.delete {lease}"], steps
+    assert run(1, *ingest, str(first), env=env)[0] == -9  # before the writer lease
     assert not delta.exists(store, "raw/ad")
-    assert run(2, *ingest, str(first), env=env)[0] == -9
+    assert run(2, *ingest, str(first), env=env)[0] == -9  # holding the lease, before the first commit
+    assert not delta.exists(store, "raw/ad") and store.exists(lease)
+    # the killed holder's lease is taken over at once (a failed create, the delete of the dead
+    # holder's lease, the create: three mutations before the commit)
+    rc, _, err = run(5, *ingest, str(first), env=env)
+    assert rc == -9 and mutations(err, "killed")[-1] == "TableAlterer.set_table_properties", err[-800:]
     assert delta.recorded_schema(store, "raw/ad") is None and delta.version(store, "raw/ad") == 0
+    rc, _, err = run(6, *ingest, str(first), env=env)  # committed, recorded, the lease left behind
+    assert rc == -9 and mutations(err, "killed")[-1] == f"LocalStore.delete {lease}", err[-800:]
     rc, _, err = run(0, *ingest, str(first), env=env)  # the rerun replaces the day and records the schema
     assert rc == 0, err[-2000:]
-    assert delta.recorded_schema(store, "raw/ad") is not None
+    assert delta.recorded_schema(store, "raw/ad") is not None and not store.exists(lease)
     assert delta.read(store, "raw/ad")[0].num_rows == _rows(first)
-    points += 2
+    points += 4
 
     # a day added to an existing table
     second = _raw_day(tmp_path, "2026-11-21", "second.parquet")
     version = delta.version(store, "raw/ad")
-    assert run(1, *ingest, str(second), env=env)[0] == -9
+    assert run(2, *ingest, str(second), env=env)[0] == -9  # before its commit
     assert delta.version(store, "raw/ad") == version and delta.partitions(store, "raw/ad") == ["2026-11-20"]
     assert run(0, *ingest, str(second), env=env)[0] == 0
     assert delta.partitions(store, "raw/ad") == ["2026-11-20", "2026-11-21"]
