@@ -105,6 +105,9 @@ SCENARIOS = {
                                       ["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24", "--force"]),
     "two overlapping windows": (["extract", "complete", "--domain", "ad", "--as-of", "2026-11-24"],
                                 ["extract", "complete", "--domain", "ad", "--as-of", "2026-11-23"]),
+    "the TPM months twice": (["extract", "tpm", "--as-of", "2026-10"], ["extract", "tpm", "--as-of", "2026-10"]),
+    "one natural window twice": (["extract", "complete", "--domain", "natural", "--as-of", "2026-11-23"],
+                                 ["extract", "complete", "--domain", "natural", "--as-of", "2026-11-23"]),
     "one ingest twice": (["ingest", "--domain", "ad", "--now", NOW, "--input", "{day}"],
                          ["ingest", "--domain", "ad", "--now", NOW, "--input", "{day}"]),
 }
@@ -112,9 +115,11 @@ SCENARIOS = {
 
 @pytest.fixture(scope="module")
 def raw_ad_store(tmp_path_factory):
+    """Raw natural 2026-04-01 .. 2026-11-24 and ad 2026-10-20 .. 2026-11-24, no feature table yet."""
     root = tmp_path_factory.mktemp("raw-ad") / "store"
     store = open_store(Settings.model_validate({"store": {"root": f"file://{root}"}}).store)
     simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
+    simulate(store, dt.date(2026, 4, 1), dt.date(2026, 11, 24), "tiny", seed=4, domains=("natural",), progress=False)
     day = root.parent / "day.parquet"
     pq.write_table(delta.read(store, "raw/ad", partitions=[DAY])[0].drop_columns(["dt"]), day)
     return root, day
@@ -144,13 +149,14 @@ def test_two_first_writes_of_one_table_held_at_the_commit_point(scenario, first,
     for rc, err in outcomes:
         assert rc == 0 and "barrier: write met" in err, err[-1500:]
     store = open_store(Settings.model_validate({"store": {"root": f"file://{root}"}}).store)
-    table = "raw/ad" if ingest else paths.complete_features("ad")
+    domain = "natural" if ("natural" in scenario or "TPM" in scenario) else "ad"
+    table = "raw/ad" if ingest else paths.tpm_features() if "TPM" in scenario else paths.complete_features(domain)
     got = delta.read(store, table)[0]
     assert _unique_keys(got) == got.num_rows, f"{got.num_rows - _unique_keys(got)} rows twice"
     if ingest:
         assert got.num_rows == pq.read_metadata(day).num_rows
     else:
-        raw = delta.read(store, "raw/ad", partitions=sorted(set(got["dt"].to_pylist())))[0]
+        raw = delta.read(store, f"raw/{domain}", partitions=sorted(set(got["dt"].to_pylist())))[0]
         assert got.num_rows == raw.num_rows  # one feature row per impression of the windows
     fault_counts["concurrent first writes held at the commit point (both orders)"] = \
         fault_counts.get("concurrent first writes held at the commit point (both orders)", 0) + 1
@@ -221,3 +227,34 @@ def test_a_corrected_day_reaches_the_served_model(cpm_trained_store, tmp_path, m
     else:  # the retrained model lost to the one served: the gate keeps it, and says so
         assert after.blessing.baseline is not None
     fault_counts["stale models: corrected day retrained and re-exported"] = 1
+
+
+def test_a_late_day_is_extracted_when_it_arrives(tmp_path, monkeypatch, fault_counts):
+    """A day recorded as empty (it had not arrived) and later delivered: the next normal extraction
+    recomputes the window with it, and freshness names it for a model trained before."""
+    from ecdctr_pipeline.app.main import main
+    from ecdctr_pipeline.data import artifacts, freshness
+
+    root = tmp_path / "store"
+    s = Settings.model_validate({"store": {"root": f"file://{root}"}, "features": {"engine": "duckdb"}})
+    store = open_store(s.store)
+    simulate(store, dt.date(2026, 10, 20), dt.date(2026, 11, 24), "tiny", seed=4, domains=("ad",), progress=False)
+    late = delta.read(store, "raw/ad", partitions=[DAY])[0].drop_columns(["dt"])
+    pq.write_table(late, tmp_path / "late.parquet")
+    delta._open(store, "raw/ad").delete(f"dt = '{DAY}'")  # the day had not arrived
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{root}")
+    monkeypatch.setenv("ECDCTR_FEATURES__ENGINE", "duckdb")
+    assert main(["ingest", "--domain", "ad", "--empty-day", DAY, "--now", NOW]) == 0
+    first = extract.extract_complete(s, store, "ad", "2026-11-24")
+    assert not first.skipped and DAY not in delta.partitions(store, paths.complete_features("ad"))
+    job = extract.complete_job(s, "ad", "2026-11-24")
+    raw_inputs = extract.built_from(store, job)
+    assert raw_inputs["raw/ad"]["days"][DAY] == "-"
+    trained = artifacts.Manifest(kind="actr_model", artifact_id="2026-11-24", logical_date="2026-11-24",
+                                 inputs=artifacts.Inputs(raw_tables=raw_inputs))
+    assert freshness.changes(store, trained) == []
+    assert main(["ingest", "--domain", "ad", "--now", NOW, "--input", str(tmp_path / "late.parquet")]) == 0
+    assert [c.days for c in freshness.changes(store, trained)] == [(DAY,)]
+    again = extract.extract_complete(s, store, "ad", "2026-11-24")
+    assert not again.skipped and _day_counts(store, paths.complete_features("ad"), DAY)[0] == late.num_rows
+    fault_counts["stale features: a late day"] = 1
