@@ -12,3 +12,34 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "ecdctr.serviceAccountName" -}}
 {{- default (include "ecdctr.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{/* chart value under .Values.secrets -> the key in the Secret: the environment variable the
+     pipeline settings read (core/settings.py SecretStr settings, ECDCTR_<SECTION>__<KEY>) */}}
+{{- define "ecdctr.secretKeys" -}}
+storeAccessKeyId: ECDCTR_STORE__ACCESS_KEY_ID
+storeSecretAccessKey: ECDCTR_STORE__SECRET_ACCESS_KEY
+alertsWebhookUrl: ECDCTR_ALERTS__WEBHOOK_URL
+alertsSmtpPassword: ECDCTR_ALERTS__SMTP_PASSWORD
+{{- end -}}
+
+{{/* "true" when any secret value is given to the chart (it then creates the Secret) */}}
+{{- define "ecdctr.secretValuesGiven" -}}
+{{- $s := .Values.secrets | default dict -}}
+{{- range $value, $_ := include "ecdctr.secretKeys" . | fromYaml -}}
+{{- if get $s $value }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret every pipeline pod loads: secrets.existingSecret, else the one the chart creates
+     from the secrets.* values, else none (empty: credentials from the ServiceAccount's IAM role) */}}
+{{- define "ecdctr.secretName" -}}
+{{- $s := .Values.secrets | default dict -}}
+{{- if and $s.existingSecret (include "ecdctr.secretValuesGiven" .) -}}
+{{- fail "secrets: give either secrets.existingSecret (a Secret you created) or the secret values for the chart to create one, not both" -}}
+{{- end -}}
+{{- if $s.existingSecret -}}
+{{- $s.existingSecret -}}
+{{- else if include "ecdctr.secretValuesGiven" . -}}
+{{- printf "%s-secrets" (include "ecdctr.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
