@@ -168,22 +168,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from ecdctr_pipeline.core.calendar import UTC
+    from ecdctr_pipeline.core.calendar import UTC, parse_instant
     from ecdctr_pipeline.data.ingest import ingest
-
-    from ecdctr_pipeline.core.calendar import parse_instant
 
     now = parse_instant(args.now, what="--now") if args.now else dt.datetime.now(UTC)
     if args.empty_day:
         from ecdctr_pipeline.data import empty_days
 
+        if args.days or args.merge:
+            raise EcdctrError("ingest: --days and --merge go with --input, not --empty-day")
         e = empty_days.record(_store(args), args.domain, args.empty_day, now=now)
         _emit(args, e, f"raw/{e['domain']}: {e['day']} recorded as a day with no impressions")
         return 0
-    r = ingest(_store(args), args.domain, args.input, now=now, schema=_settings(args).features.feature_schema())
-    data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version}
-    _emit(args, data, f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: "
-                      f"{len(r.partitions)} partition(s) {r.partitions[0]} .. {r.partitions[-1]}, version {r.version}")
+    r = ingest(_store(args), args.domain, args.input, now=now, schema=_settings(args).features.feature_schema(),
+               days=args.days, merge=args.merge)
+    counts = {a: sum(1 for d in r.days if d.action == a) for a in ("added", "replaced", "merged")}
+    data = {"domain": r.domain, "rows": r.rows, "files": r.files, "partitions": list(r.partitions), "version": r.version,
+            "days": [d.to_dict() for d in r.days],
+            "replaced": {d.day: {"stored": d.stored, "rows": d.after, "action": d.action} for d in r.replaced}}
+    summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+    _emit(args, data, "\n".join(r.lines() + [
+        f"ingested {r.rows} rows from {r.files} file(s) into raw/{r.domain}: {len(r.partitions)} partition(s) "
+        f"{r.partitions[0]} .. {r.partitions[-1]} ({summary}), version {r.version}"]))
     return 0
 
 
@@ -452,6 +458,13 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     what.add_argument("--empty-day", metavar="DATE",
                       help="record DATE as having no impressions in --domain (windows then accept it)")
     ing.add_argument("--now", metavar="TIMESTAMP", help="reject events after this instant (default: the clock)")
+    ing.add_argument("--days", metavar="D1,D2|START..END",
+                     help="the days the input is: they are replaced whatever their row counts, and a row of "
+                          "another day is refused (unless --merge); without it a stored day is only replaced by "
+                          "at least as many rows as it holds")
+    ing.add_argument("--merge", action="store_true",
+                     help="merge rows of stored days (of days outside --days) into the stored day by impression "
+                          "key instead of replacing the day")
     ing.set_defaults(func=cmd_ingest)
 
     ext = sub.add_parser("extract", help="Spark feature extraction into Delta", parents=[common])

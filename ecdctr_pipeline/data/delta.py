@@ -6,7 +6,11 @@ through delta-spark (``extract.py``). Both keep to the protocol
 :data:`ecdctr_pipeline.data.spark.DELTA_PROTOCOL` and each reads what the other wrote.
 
 * :func:`write` creates a table, appends to it, or replaces exactly the ``dt`` partitions the
-  data covers (a re-run of a day replaces that day, never duplicates it);
+  data covers (a re-run of a day replaces that day, never duplicates it). The data is a table,
+  or :class:`StagedFiles`: Parquet files a streaming writer (ingest) already placed under the
+  table, committed by delta-rs in one transaction. ``write_deltalake`` keeps every partition's
+  file open, in memory, until its commit (delta-rs issue 3578: a 740 000-row, 80-day input
+  held ~260 MB); staged files are written one day at a time;
 * every write may carry an *app transaction* ``(app_id, version)`` keyed by the run: when
   the table already records that app id at that version or later, the write is skipped,
   so a retried run never double-commits;
@@ -138,7 +142,23 @@ def partition_predicate(values: Iterable[str], column: str = PARTITION_COLUMN) -
     return f"{column} IN ({', '.join(repr(v) for v in vals)})"
 
 
+@dataclass
+class StagedFiles:
+    """Data files already under a table, not yet committed: what :func:`write` commits instead of
+    rows (``replace_partitions``: they replace exactly ``partitions``). ``before_commit(current)``
+    runs under the table's writer lease with the table as it is then (None: no table yet); it may
+    raise to refuse the commit (nothing is committed; the caller removes its files)."""
+
+    schema: pa.Schema  # the files' columns plus the partition column (the table's schema)
+    actions: list  # deltalake.transaction.AddAction, one per file (path relative to the table)
+    partitions: tuple[str, ...]
+    num_rows: int
+    before_commit: Callable | None = None
+
+
 def _partitions_of(data: pa.Table, column: str) -> tuple[str, ...]:
+    if isinstance(data, StagedFiles):
+        return tuple(sorted(set(data.partitions)))
     if column not in data.column_names:
         raise DeltaError(f"data has no partition column {column!r}")
     col = data.column(column)
@@ -188,7 +208,7 @@ WRITE_LEASE_WAIT_S = 120.0  # a second writer waits this long for the first one,
 
 def _write_held(store: ArtifactStore, key: str, data: pa.Table, parts: tuple[str, ...], part_col: str, *, mode,
                 partition_by, txn, max_commit_retries: int, feature_schema) -> WriteResult:
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction
 
     current = _open(store, key)
     if feature_schema is not None:
@@ -204,6 +224,28 @@ def _write_held(store: ArtifactStore, key: str, data: pa.Table, parts: tuple[str
     )
     uri = table_uri(store, key)
     opts = store.storage_options() or None
+    if isinstance(data, StagedFiles):
+        if mode != "replace_partitions":
+            raise DeltaError(f"staged files replace partitions of {store.uri(key)}: mode {mode!r} is not supported")
+        if data.before_commit is not None:
+            data.before_commit(current)
+        _commit_staged(store, key, current, data, parts, part_col, partition_by=partition_by, props=props)
+    else:
+        _write_rows(store, key, current, data, parts, part_col, uri=uri, opts=opts, mode=mode,
+                    partition_by=partition_by, props=props)
+    if feature_schema is not None:  # a new table (delta-rs takes no custom property at creation), or one
+        record_schema(store, key, feature_schema)  # written before schemas were recorded: one more commit
+    # delta-rs creates files 0666 and folders 0777 less the umask: no wider than the store's own
+    store.restrict_modes(key, only=["_delta_log", *(f"{part_col}={p}" for p in parts)]
+                         if current is not None and partition_by else None)
+    t = _open(store, key)
+    return WriteResult(key, t.version(), data.num_rows, parts, False)
+
+
+def _write_rows(store: ArtifactStore, key: str, current, data: pa.Table, parts, part_col: str, *, uri, opts, mode,
+                partition_by, props) -> None:
+    from deltalake import write_deltalake
+
     try:
         if current is None:
             write_deltalake(uri, data, partition_by=list(partition_by) or None, mode="append",
@@ -218,10 +260,30 @@ def _write_held(store: ArtifactStore, key: str, data: pa.Table, parts: tuple[str
             raise
         msg = " ".join(str(exc).split())[:400]
         raise DeltaError(f"write to {store.uri(key)} failed: {msg}") from None
-    if feature_schema is not None:  # a new table (delta-rs takes no custom property at creation), or one
-        record_schema(store, key, feature_schema)  # written before schemas were recorded: one more commit
-    t = _open(store, key)
-    return WriteResult(key, t.version(), data.num_rows, parts, False)
+
+
+def _commit_staged(store: ArtifactStore, key: str, current, data: StagedFiles, parts, part_col: str, *,
+                   partition_by, props) -> None:
+    """One commit adding ``data``'s files: a new table, or the replacement of ``parts``."""
+    from deltalake import Schema
+    from deltalake import transaction as dtx  # looked up at call time (tests/faults/killer.py wraps it)
+
+    try:
+        if current is None:
+            dtx.create_table_with_add_actions(table_uri(store, key), Schema.from_arrow(data.schema), data.actions,
+                                              mode="append", partition_by=list(partition_by) or None,
+                                              storage_options=store.storage_options() or None,
+                                              commit_properties=props)
+        else:  # the table's own schema: the commit must not touch its metadata
+            current.create_write_transaction(data.actions, mode="overwrite", schema=current.schema(),
+                                             partition_by=list(partition_by) or None,
+                                             partition_filters=[(part_col, "in", list(parts))],
+                                             commit_properties=props)
+    except Exception as exc:
+        if isinstance(exc, DeltaError):
+            raise
+        msg = " ".join(str(exc).split())[:400]
+        raise DeltaError(f"commit to {store.uri(key)} failed: {msg}") from None
 
 
 def read(
@@ -254,6 +316,40 @@ def partitions(store: ArtifactStore, key: str, partition_column: str = PARTITION
         return []
     vals = {p.get(partition_column) for p in t.partitions()}
     return sorted(v for v in vals if v is not None)
+
+
+def day_rows(store: ArtifactStore, key: str, *, version: int | None = None,
+             partition_column: str = PARTITION_COLUMN) -> tuple[dict[str, int], int | None]:
+    """The row count of each ``dt`` day of a snapshot (latest or ``version``), from the commit
+    log's file statistics (no data file is read unless a file lacks them), and the version read
+    (``({}, None)``: no table)."""
+    t = _open(store, key, version)
+    if t is None:
+        return {}, None
+    return _day_rows(t, partition_column), t.version()
+
+
+def _day_rows(t, partition_column: str = PARTITION_COLUMN) -> dict[str, int]:
+    actions = t.get_add_actions(flatten=True)
+    col = f"partition.{partition_column}"
+    out: dict[str, int] = {}
+    if not actions.num_rows or col not in actions.schema.names:
+        return out
+    days = actions.column(col).to_pylist()
+    counts = actions.column("num_records").to_pylist() if "num_records" in actions.schema.names else [None] * len(days)
+    unknown = set()
+    for day, n in zip(days, counts):
+        if n is None:
+            unknown.add(day)
+        else:
+            out[day] = out.get(day, 0) + int(n)
+    if unknown:  # files without statistics: count the days' rows (Parquet footers)
+        import pyarrow.compute as pc
+
+        ds = t.to_pyarrow_dataset(partitions=[(partition_column, "in", sorted(unknown))])
+        for d in unknown:
+            out[d] = ds.count_rows(filter=pc.field(partition_column) == d)
+    return out
 
 
 def describe(store: ArtifactStore, key: str) -> dict | None:

@@ -2,7 +2,8 @@
 
 A real log can have a day without impressions in one domain (an outage, a holiday with no
 campaigns). Windows never skip a missing day silently: ``ecdctr ingest --empty-day D --domain X``
-records that D is known to be empty (one object under ``empty_days/<domain>/``), and a window
+records that D is known to be empty (one object under ``empty_days/<domain>/``; a day after
+``--now`` is refused), and a window
 then accepts D as long as it holds at most ``calendar.max_empty_days`` such days; a day that is
 missing without a record still fails, naming it. Ingesting rows for a recorded day removes the
 record (the data wins). The quality gate reports every empty day it accepts.
@@ -37,6 +38,10 @@ def record(store: ArtifactStore, domain: str, day: str | dt.date, *, now: dt.dat
     from ecdctr_pipeline.data import delta
 
     d = calendar.parse_date(day, what="--empty-day")
+    today = now.astimezone(calendar.UTC).date() if now.tzinfo else now.date()
+    if d > today:  # a day that has not begun cannot be known to be empty
+        raise EmptyDayError(f"--empty-day {d} is in the future (after --now {now.isoformat()}): only a day that has "
+                            "begun can be recorded as empty")
     table = paths.raw_table(domain)
     if d.isoformat() in set(delta.partitions(store, table)):
         raise EmptyDayError(f"{table} has impressions on {d}: a day with data cannot be recorded as empty")

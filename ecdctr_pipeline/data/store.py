@@ -3,6 +3,11 @@
 Everything that touches storage goes through :class:`ArtifactStore`; higher layers
 (:mod:`.artifacts`, :mod:`.delta`, sensors) receive a store and never talk to boto3 or the
 file system directly. Keys are ``/``-separated and relative to the root (see :mod:`.paths`).
+
+On ``file://`` roots every file the store writes is created with mode 0644 and every folder with
+0755 at most, whatever the process's umask (a umask of 000 would otherwise make them 0666/0777:
+writable by every user of the host); :meth:`ArtifactStore.restrict_modes` brings the files
+delta-rs wrote under a table to the same modes after a commit (delta-rs takes no mode option).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from ecdctr_pipeline.core.errors import StoreError
@@ -69,6 +74,19 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def table_uri(self, key: str) -> str:
         """The location delta-rs opens for the table at ``key`` (a local path or ``s3://...``)."""
+
+    def stage_file(self, local: Path, key: str) -> None:
+        """Place ``local`` at ``key`` as a data file a Delta commit will reference (invisible to
+        readers until then, so not a mutation of the store's state: like the data files
+        ``write_deltalake`` writes before its commit). ``local`` is consumed."""
+        self.upload_file(local, key)
+        Path(local).unlink(missing_ok=True)
+
+    def restrict_modes(self, prefix: str, only: Sequence[str] | None = None) -> int:
+        """Bring what other writers (delta-rs) created under ``prefix`` to mode 0644 (files) and
+        0755 (folders) at most; ``only``: just these children of ``prefix`` (and ``prefix``
+        itself). Returns how many entries changed. A no-op where the store has no file modes."""
+        return 0
 
     # -- derived ----------------------------------------------------------------------
     def scratch_dir(self, prefix: str = "ecdctr-") -> Path:
@@ -132,6 +150,49 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+FILE_MODE = 0o644  # the most a file the local store writes allows (the umask may narrow it)
+DIR_MODE = 0o755
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` with every created folder at :data:`DIR_MODE` at most (``Path.mkdir(parents=True)``
+    creates the parents with 0777 less the umask)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            continue
+        _narrow(d, DIR_MODE)
+
+
+def _narrow(path: Path | int, most: int) -> None:
+    """Clear the mode bits of ``path`` (a path or an open descriptor) outside ``most``."""
+    st = os.fstat(path) if isinstance(path, int) else os.stat(path)
+    mode = st.st_mode & 0o7777
+    if mode & ~most:
+        if isinstance(path, int):
+            os.fchmod(path, mode & most)
+        else:
+            os.chmod(path, mode & most)
+
+
+def _create(path: Path, *, exclusive: bool = True):
+    """A new file opened for writing, created with :data:`FILE_MODE` at most."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        _narrow(fd, FILE_MODE)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class LocalStore(ArtifactStore):
     def __init__(self, root: str):
         parsed = urlparse(root)
@@ -149,9 +210,9 @@ class LocalStore(ArtifactStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(dest.parent)
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
+        with _create(tmp) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -211,11 +272,56 @@ class LocalStore(ArtifactStore):
                     yield c.name
 
     def upload_file(self, local: Path, key: str) -> None:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._copy_in(Path(local), self.path(key))
+
+    def _copy_in(self, local: Path, dest: Path) -> None:
+        _make_dirs(dest.parent)
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        shutil.copyfile(local, tmp)
+        with open(local, "rb") as src, _create(tmp) as fh:
+            shutil.copyfileobj(src, fh, 1 << 20)
         os.replace(tmp, dest)
+
+    def stage_file(self, local: Path, key: str) -> None:
+        """Move ``local`` to ``key`` (a rename when the scratch space is on the store's file
+        system, else a copy), at :data:`FILE_MODE` at most."""
+        dest = self.path(key)
+        _make_dirs(dest.parent)
+        try:
+            os.replace(local, dest)
+        except OSError:  # another file system (EXDEV)
+            self._copy_in(Path(local), dest)
+            Path(local).unlink(missing_ok=True)
+            return
+        _narrow(dest, FILE_MODE)
+
+    def restrict_modes(self, prefix: str, only: Sequence[str] | None = None) -> int:
+        base = self.path(prefix)
+        if not base.exists():
+            return 0
+        changed = 0
+
+        def fix(p: Path, most: int) -> None:
+            nonlocal changed
+            try:
+                if os.stat(p).st_mode & 0o7777 & ~most:
+                    _narrow(p, most)
+                    changed += 1
+            except FileNotFoundError:  # removed meanwhile (a vacuum, a killed writer's file)
+                pass
+
+        fix(base, DIR_MODE)
+        roots = [base / c for c in only] if only is not None else [base]
+        for root in roots:
+            if not root.exists():
+                continue
+            if root != base:
+                fix(root, DIR_MODE if root.is_dir() else FILE_MODE)
+            for dirpath, dirnames, filenames in os.walk(root):
+                for d in dirnames:
+                    fix(Path(dirpath) / d, DIR_MODE)
+                for f in filenames:
+                    fix(Path(dirpath) / f, FILE_MODE)
+        return changed
 
     def download_file(self, key: str, local: Path) -> None:
         src = self.path(key)
@@ -229,9 +335,10 @@ class LocalStore(ArtifactStore):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(dest.parent)
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        tmp.write_bytes(data)
+        with _create(tmp) as fh:
+            fh.write(data)
         try:
             os.link(tmp, dest)  # atomic, and fails when dest exists
             return True
@@ -332,6 +439,10 @@ class S3Store(ArtifactStore):
 
     def upload_file(self, local: Path, key: str) -> None:
         self.client.upload_file(str(local), self.bucket, self._key(key))
+
+    def stage_file(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key))
+        Path(local).unlink(missing_ok=True)
 
     def download_file(self, key: str, local: Path) -> None:
         Path(local).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,10 @@ TPM-set-shaped artifact (six embedding tables of 64 KiB whose bytes say TAG) thr
 :func:`ecdctr_pipeline.data.artifacts.publish`, the one publishing path of every trainer and
 of export. A *mutation* is any write to the store: an object put (``put_bytes``,
 ``upload_file``, ``put_if_absent``), a delete (``delete``, ``delete_prefix``) or a Delta commit
-(``write_deltalake``, a table-property commit). ``N = 0`` kills nothing and prints
+(``write_deltalake``, a commit of staged files — ``create_table_with_add_actions``,
+``create_write_transaction`` —, a table-property commit). Data files written before their
+commit (inside ``write_deltalake``, or staged by ingest with ``stage_file``) are invisible until
+it, so part of the commit's step. ``N = 0`` kills nothing and prints
 ``mutations: <count>`` on stderr after the command, so a test enumerates every kill point
 ``1 .. count``; a killed run prints ``killed: <the mutations, the last one not made>``.
 SIGKILL gives the process no chance to clean up: what it leaves is what a
@@ -41,6 +44,7 @@ def install(kill_at: int) -> list[str]:
     import importlib
 
     import deltalake
+    import deltalake.transaction
     from deltalake.table import TableAlterer
 
     seen: list[str] = []
@@ -72,6 +76,8 @@ def install(kill_at: int) -> list[str]:
             for m in methods:
                 wrap(getattr(mod, cls), m)
     wrap(deltalake, "write_deltalake")
+    wrap(deltalake.transaction, "create_table_with_add_actions")  # commits of staged files (ingest)
+    wrap(deltalake.DeltaTable, "create_write_transaction")
     wrap(TableAlterer, "set_table_properties")
     if os.environ.get("KILLER_BARRIER_DIR"):
         install_barrier(os.environ["KILLER_BARRIER_DIR"], int(os.environ.get("KILLER_BARRIER_PARTIES", "2")),
@@ -123,6 +129,11 @@ def install_barrier(folder: str, parties: int, delay_s: float, timeout_s: float 
 
     delta.write = once(delta.write, "write", timeout_s, delay_s, True)
     deltalake.write_deltalake = once(deltalake.write_deltalake, "commit", commit_wait_s, 0.0, False)
+    import deltalake.transaction as dtx  # ingest commits files it staged itself
+
+    dtx.create_table_with_add_actions = once(dtx.create_table_with_add_actions, "commit", commit_wait_s, 0.0, False)
+    deltalake.DeltaTable.create_write_transaction = once(deltalake.DeltaTable.create_write_transaction, "commit",
+                                                         commit_wait_s, 0.0, False)
 
 
 def tables(tag: str) -> dict[str, bytes]:

@@ -123,7 +123,9 @@ def test_ingest_and_extraction_killed_at_every_commit(tmp_path, fault_counts):
     rc, _, err = run(0, *ingest, str(first), env={**env, "ECDCTR_STORE": f"file://{tmp_path / 'count'}"})
     steps = mutations(err)
     lease = f"leases/{paths.raw_table('ad')}.json"
-    assert rc == 0 and steps == [f"LocalStore.put_if_absent {lease}", "deltalake.write_deltalake",
+    # ingest stages its data files, then commits them (create_table_with_add_actions: a new table)
+    assert rc == 0 and steps == [f"LocalStore.put_if_absent {lease}",
+                                 "deltalake.transaction.create_table_with_add_actions",
                                  "TableAlterer.set_table_properties", f"LocalStore.delete {lease}"], steps
     assert run(1, *ingest, str(first), env=env)[0] == -9  # before the writer lease
     assert not delta.exists(store, "raw/ad")
