@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -38,6 +39,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 class StoreSettings(_Section):
     """Where tables and artifacts live: ``file://PATH`` (embedded) or ``s3://bucket/prefix``."""
 
@@ -56,6 +60,13 @@ class StoreSettings(_Section):
             raise ValueError("must start with file:// or s3://")
         if root.startswith("s3://") and not root[len("s3://"):].strip("/"):
             raise ValueError("s3:// root needs a bucket name")
+        if root.startswith("s3://"):
+            bucket, _, prefix = root[len("s3://"):].partition("/")
+            if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+                raise ValueError(f"the bucket name {bucket[:63]!r} is invalid (S3 bucket names are 3-63 lowercase "
+                                 "letters, digits, dots and hyphens, starting and ending with a letter or digit)")
+            if any(part in (".", "..") for part in prefix.split("/")):
+                raise ValueError("the prefix after the bucket may not hold '.' or '..' segments")
         return root.rstrip("/") if len(root) > len("file:///") else root
 
 
@@ -139,19 +150,79 @@ class RawSchemaSettings(_Section):
         return self
 
 
+# ------------------------------------------------------------------ YAML, bounded
+# A settings or schema file is small: a few hundred values. YAML aliases (``*a`` of an ``&a``
+# anchor) may stand for whole sub-trees, so 300 bytes of nested aliases expand to hundreds of
+# millions of values (a "billion laughs" file) once anything walks them. Anchors and aliases
+# stay usable (a ``<<: *base`` merge), but a document whose aliases expand past this many
+# values, or refer to themselves, is refused before anything reads it.
+MAX_YAML_VALUES = 100_000
+
+
+class YamlRefused(ValueError):
+    """A YAML document refused before it is built (what is wrong, in words; never its text)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose aliases expand too far (see above)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set(), MAX_YAML_VALUES)
+        return node
+
+
+def _expanded_size(node, sizes: dict[int, int], open_: set[int], limit: int) -> int:
+    """Values ``node`` stands for with every alias expanded; raises :class:`YamlRefused` past
+    ``limit`` or on an alias inside its own anchor. Each distinct node is walked once."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise YamlRefused("it holds a YAML alias inside its own anchor (a recursive value)")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, open_, limit)
+        if total > limit:
+            raise YamlRefused(f"its YAML aliases expand to more than {limit} values (settings files hold a few "
+                              "hundred; is it an alias bomb?)")
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` with the alias bound above (:class:`YamlRefused`)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise YamlRefused("its values are nested too deeply") from None
+
+
 def _read_schema_file(value: Any) -> Any:
     """``features.raw_schema`` given as a path: the YAML file's mapping."""
     if not isinstance(value, (str, os.PathLike)):
         return value
     path = Path(value)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"schema file not found: {path}") from None
+    except YamlRefused as exc:
+        raise ValueError(f"schema file {path} is refused: {exc}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"schema file {path} is not readable YAML ({type(exc).__name__})") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"schema file {path} must hold a mapping (name, version, user_profile, ...)")
+    if not {"name", "version"} & {k for k in loaded if isinstance(k, str)}:  # not echoed: it may be any file
+        raise ValueError(f"schema file {path} is not a feature schema: it has no name or version key")
     return loaded
 
 
@@ -310,6 +381,19 @@ class AlertSettings(_Section):
     email_from: str = "ecdctr@localhost"
     email_to: list[str] = Field(default_factory=list)
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_only(cls, url: SecretStr | None) -> SecretStr | None:
+        """The notifier POSTs JSON: an http(s) URL with a host (the value is a secret: never echoed)."""
+        from urllib.parse import urlparse
+
+        if url is not None:
+            parsed = urlparse(url.get_secret_value().strip())
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                what = f"a {parsed.scheme}:// URL" if parsed.scheme else "a URL without a scheme"
+                raise ValueError(f"must be an http:// or https:// URL with a host, not {what}")
+        return url
+
 
 class ServingSettings(_Section):
     model_name: str = "actr"
@@ -420,8 +504,24 @@ SECRET_KEYS = frozenset(f"{name}.{key}" for name in SECTIONS
                         if "SecretStr" in str(f.annotation))
 
 
+EXCERPT_CHARS = 40  # a value or key shown in a settings error is cut to this
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short excerpt of ``value`` for a message: its repr, built with bounded work (a nested
+    value is summarised, never expanded) and cut to ``limit`` characters."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring = r.maxother = r.maxlong = limit + 2
+    text = " ".join(r.repr(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
+    errors = err.errors(include_url=False, include_context=False)
+    first = errors[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -429,9 +529,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     got = first.get("input")
     secret = any(key == k or key.startswith(k + ".") for k in SECRET_KEYS)  # a secret's value is never echoed
     shown = "" if secret or first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) \
-        else f" (got {got!r})"
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid setting {key} from {source}: {msg}{shown}{more}"
+        else f" (got {excerpt(got)})"
+    if len(key) > EXCERPT_CHARS:  # a key is text of the file too (a line of a file that is not settings)
+        key = key[:EXCERPT_CHARS - 1] + "…"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid setting {key} from {source}: {msg[:200]}{shown}{more}"
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -466,7 +568,9 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             value = raw
         else:
             try:
-                value = yaml.safe_load(raw) if raw != "" else ""
+                value = yaml_load(raw) if raw != "" else ""
+            except YamlRefused as exc:
+                raise ConfigError(f"invalid setting from environment {name}: {exc}") from None
             except (yaml.YAMLError, ValueError):  # e.g. 2026-13-01 read as an impossible date
                 value = raw
         node = tree
@@ -490,15 +594,23 @@ def load_settings(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml_load(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:
             raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+        except YamlRefused as exc:
+            raise ConfigError(f"config file {path} is refused: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"config file {path} is not valid YAML{where}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
+        if loaded and not any(isinstance(k, str) and (k in Settings.model_fields or (
+                isinstance(v, dict) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", k))) for k, v in loaded.items()):
+            # no section, nor anything shaped like a misspelt one: e.g. a Python file whose first
+            # line reads as a key. Say so, without echoing the file's text
+            raise ConfigError(f"config file {path} is not a settings file: none of its {len(loaded)} top-level "
+                              f"key(s) is a settings section ({', '.join(Settings.model_fields)})")
         data = loaded
         source = str(path)
         schema = (data.get("features") or {}).get("raw_schema") if isinstance(data.get("features"), dict) else None

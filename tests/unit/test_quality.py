@@ -238,8 +238,7 @@ def test_validate_cli_exit_codes(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("url", ["http://ops:pass-789@127.0.0.1:1/hooks/tok-789",
-                                 "http://ops:pass-789@127.0.0.1:notaport/hooks/tok-789",
-                                 "gopher2://ops:pass-789@127.0.0.1/hooks/tok-789"])
+                                 "http://ops:pass-789@127.0.0.1:notaport/hooks/tok-789"])
 def test_a_failing_webhook_never_shows_its_credentials(url, caplog):
     from ecdctr_pipeline.core.settings import AlertSettings
     from ecdctr_pipeline.quality import alerts
@@ -252,3 +251,15 @@ def test_a_failing_webhook_never_shows_its_credentials(url, caplog):
     assert "alert notifier webhook failed" in caplog.text and "pass-789" not in caplog.text
     assert "tok-789" not in caplog.text
     assert alerts.redact(f"see {url} and https://u:p@x.org/y", settings) == "see <secret> and https://***@x.org/y"
+
+
+@pytest.mark.parametrize("url", ["gopher2://ops:pass-789@127.0.0.1/hooks/tok-789", "file:///etc/tok-789",
+                                 "ops:pass-789@127.0.0.1/hooks/tok-789"])
+def test_a_webhook_url_that_is_not_http_is_refused_by_the_settings_without_showing_it(url):
+    """Not http(s): refused when the settings are read (it used to fail at the first alert)."""
+    from ecdctr_pipeline.core.errors import ConfigError
+    from ecdctr_pipeline.core.settings import load_settings
+
+    with pytest.raises(ConfigError, match="alerts.webhook_url .*must be an http:// or https:// URL") as info:
+        load_settings(environ={"ECDCTR_ALERTS__WEBHOOK_URL": url})
+    assert "pass-789" not in str(info.value) and "tok-789" not in str(info.value)

@@ -23,7 +23,7 @@ def test_yaml_then_env_override(tmp_path):
 
 
 def test_short_store_variable():
-    assert load_settings(environ={"ECDCTR_STORE": "s3://b/p"}).store.root == "s3://b/p"
+    assert load_settings(environ={"ECDCTR_STORE": "s3://bkt/p"}).store.root == "s3://bkt/p"
 
 
 def test_config_env_variable_names_file(tmp_path):
