@@ -292,7 +292,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.what == "cpm":
         now = calendar.parse_instant(args.now, what="--now") if args.now else dt.datetime.now(calendar.UTC)
         waited = readiness.waited_since(calendar.run_due(args.as_of), now)
-        found = readiness.cpm_checkpoint_ready(settings, store, args.as_of, waited)
+        found = readiness.cpm_checkpoint_ready(settings, store, args.as_of, waited, alert=args.alert)
         if found is None:
             raise NotReadyError(readiness.describe_missing_cpm(settings, args.as_of))
         _emit(args, found, f"A-CTR {args.as_of} uses CPM checkpoint W={found['cpm_checkpoint']}"
@@ -511,6 +511,9 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
                          "blessed")
     ck.add_argument("--as-of", required=True, metavar="DATE", help="the run's logical date")
     ck.add_argument("--now", metavar="TIMESTAMP", help="cpm: the instant to measure lateness at (default: the clock)")
+    ck.add_argument("--alert", action=argparse.BooleanOptionalAction, default=False,
+                    help="cpm: send the cpm_fallback alert when it chooses the fallback (the DAG's sensor passes "
+                         "--alert; by default a check run by hand only logs it)")
     ck.set_defaults(func=cmd_check)
 
     ga = sub.add_parser("gate", help="a tier run's data-quality gate (what the DAG's quality_gate runs)",
@@ -580,6 +583,61 @@ def _store_failure(exc: BaseException) -> str | None:
     return None
 
 
+# errors of the local file system a command cannot recover from (a read-only or full store)
+_FILE_ERRNOS = ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT")
+
+
+def _file_failure(exc: BaseException) -> str | None:
+    """One line for a file the command could not write (a read-only, full or forbidden store
+    folder), naming the file; None for anything else."""
+    import errno
+
+    codes = {getattr(errno, n) for n in _FILE_ERRNOS if hasattr(errno, n)}
+    if isinstance(exc, OSError) and exc.errno in codes and exc.filename:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"cannot write {exc.filename}: {exc.strerror} ({name})"
+    return None
+
+
+def _read_failure(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """One line for a Delta table's data file a Spark job could not read (missing or not
+    Parquet), naming the table and the file; None for anything else."""
+    store = getattr(args, "_store", None)
+    if store is None or not (type(exc).__module__ or "").startswith(("pyspark", "py4j")):
+        return None
+    from ecdctr_pipeline.data.delta import spark_read_failure
+
+    return spark_read_failure(store, exc)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader went away (its buffer cannot be written, or poll
+    reports the pipe's error state)."""
+    import select
+
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), stdout not a file
+        return False
+
+
+def _quiet_broken_pipe() -> int:
+    """Exit quietly once the reader of stdout went away: stdout is pointed at /dev/null so the
+    interpreter's final flush does not complain (Python's documented recipe, "Note on SIGPIPE");
+    the exit status is 141 (128 + SIGPIPE), what a shell tool killed by the closed pipe returns."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Parse ``argv`` with ``parser`` (default: the step verbs) and run the command; errors
     print one line and return the error's exit status."""
@@ -606,12 +664,19 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         root.addHandler(handler)
         root.setLevel(level)
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed stdout shows here, not as a complaint at the interpreter's exit
+        return rc
     except EcdctrError as exc:
         print(f"ecdctr: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError as exc:
+        if _stdout_closed():  # `ecdctr ... | head`: the reader has what it wanted
+            return _quiet_broken_pipe()
+        print(f"ecdctr: error: {_store_failure(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a store that went away mid-command: one line, not a traceback
-        msg = _store_failure(exc)
+        msg = _store_failure(exc) or _file_failure(exc) or _read_failure(args, exc)
         if msg is None:
             raise
         print(f"ecdctr: error: {msg}", file=sys.stderr)

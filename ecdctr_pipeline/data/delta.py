@@ -25,6 +25,7 @@ Works on ``file://`` and ``s3://`` roots through :class:`~ecdctr_pipeline.data.s
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
@@ -62,7 +63,7 @@ def _open(store: ArtifactStore, key: str, version: int | None = None):
     try:
         return DeltaTable(uri, version=version, storage_options=store.storage_options() or None)
     except Exception as exc:  # delta-rs raises several types for a bad version/log
-        raise DeltaError(f"cannot open Delta table {store.uri(key)} (version {version}): {exc}") from None
+        raise DeltaError(_open_failure(store, key, version, exc)) from None
 
 
 def exists(store: ArtifactStore, key: str) -> bool:
@@ -305,7 +306,10 @@ def read(
         if not vals:
             raise DeltaError(f"no partitions asked of {store.uri(key)}")
         filters = [(partition_column, "in", vals)]
-    table = t.to_pyarrow_table(partitions=filters, columns=list(columns) if columns else None)
+    try:
+        table = t.to_pyarrow_table(partitions=filters, columns=list(columns) if columns else None)
+    except Exception as exc:  # a data file the log names is missing or not Parquet: name it
+        raise unreadable(store, key, t, exc, filters) from None
     return table, t.version()
 
 
@@ -438,3 +442,123 @@ def day_fingerprints(store: ArtifactStore, key: str, days: Iterable[str], *, ver
             files.setdefault(day, []).append(path)
     return {d: hashlib.sha256("\n".join(sorted(files[d])).encode()).hexdigest()[:12] if d in files else "-"
             for d in wanted}
+
+
+# ------------------------------------------------------------------ unreadable tables
+# A table whose log or data files were damaged outside the pipeline (a file deleted or cut short,
+# a commit edited) fails in delta-rs, pyarrow or Spark with messages of their own: a Rust
+# backtrace of "<unknown>" frames, a Java stack. These turn them into one line naming the table
+# and the file, and what rewrites it.
+_BACKTRACE = re.compile(r"^\s*(\d+: |at |Stack backtrace)")
+
+
+def library_message(exc: BaseException, limit: int = 200) -> str:
+    """``exc``'s message on one line, without the backtrace delta-rs appends (``0: <unknown>``
+    frames) and the ``↳`` cause markers, cut to ``limit`` characters."""
+    kept = []
+    for line in str(exc).splitlines():
+        if _BACKTRACE.match(line):
+            break
+        kept.append(line.strip().lstrip("↳").strip())
+    text = " ".join(" ".join(kept).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _bad_log_entry(store: ArtifactStore, key: str, newest: int = 100) -> tuple[str, int] | None:
+    """The newest commit file of ``key``'s Delta log that is not JSON lines (cut short, edited):
+    its name and the bad line. Only the ``newest`` commits are read."""
+    import json
+
+    entries = sorted(k for k in store.list(f"{key}/_delta_log") if k.endswith(".json"))
+    for k in reversed(entries[-newest:]):
+        try:
+            lines = store.get_bytes(k).decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            return k.rsplit("/", 1)[-1], 1
+        except FileNotFoundError:
+            continue
+        for n, line in enumerate(lines, 1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except ValueError:
+                return k.rsplit("/", 1)[-1], n
+    return None
+
+
+def _open_failure(store: ArtifactStore, key: str, version: int | None, exc: BaseException) -> str:
+    at = f" at version {version}" if version is not None else ""
+    bad = _bad_log_entry(store, key)
+    if bad is not None:
+        name, line = bad
+        return (f"cannot open Delta table {key} ({store.uri(key)}){at}: its log entry _delta_log/{name} is not "
+                f"valid JSON (line {line}: cut short or edited); restore it from a copy (the newest entry moved "
+                "aside returns the table to the version before it)")
+    return f"cannot open Delta table {key} ({store.uri(key)}){at}: {library_message(exc)}"
+
+
+def _rewrite_hint(key: str, path: str) -> str:
+    m = re.search(r"dt=(\d{4}-\d{2}-\d{2})", path)
+    day = m.group(1) if m else None
+    if key.startswith("raw/"):
+        return f"restore it from a copy, or ingest day {day} again" if day else "restore it from a copy"
+    return (f"restore it, or re-extract a window holding {day} with --force" if day
+            else "restore it, or re-extract with --force")
+
+
+_MISSING = re.compile(r"Object at location \S+ not found|does not exist|No such file|FILE_NOT_EXIST")
+
+
+def data_file_error(store: ArtifactStore | None, key: str, version: int | None, path: str,
+                    exc: BaseException) -> DeltaError:
+    """The one-line error for data file ``path`` (relative to the table) that could not be read
+    (``store`` None: the table named by its key only)."""
+    missing = isinstance(exc, FileNotFoundError) or bool(_MISSING.search(str(exc)))
+    what = "is missing" if missing else "is not a readable Parquet file (cut short or overwritten?)"
+    at = f" version {version}" if version is not None else ""
+    where = f" ({store.uri(key)})" if store is not None else ""
+    return DeltaError(f"cannot read {key}{where}{at}: data file {path} named in its Delta log {what}; "
+                      f"{_rewrite_hint(key, path)}")
+
+
+def unreadable(store: ArtifactStore, key: str, t, exc: BaseException, filters=None) -> DeltaError:
+    """The error for a read of the open table ``t`` that failed with ``exc``: names the first data
+    file of the read whose Parquet footer cannot be read, else repeats the library's message."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            frags = sorted(t.to_pyarrow_dataset(partitions=filters).get_fragments(), key=lambda f: f.path)
+    except Exception:  # noqa: BLE001 - the listing itself fails: the library's message below
+        frags = []
+    for frag in frags:
+        try:
+            frag.count_rows()
+        except Exception as bad:  # noqa: BLE001 - missing, not Parquet, cut short
+            return data_file_error(store, key, t.version(), frag.path, bad)
+    return DeltaError(f"cannot read {key} ({store.uri(key)}) version {t.version()}: {library_message(exc)}")
+
+
+_SPARK_FILE = re.compile(r"((?:file:|s3a://)[^\s'\"]+?\.parquet)")
+
+
+def spark_read_failure(store: ArtifactStore, exc: BaseException) -> str | None:
+    """One line for a Spark job that failed reading a data file of a table under ``store``
+    (``FAILED_READ_FILE``: missing, or not Parquet), naming the table and the file; None for
+    any other failure."""
+    text = str(exc)
+    if "FAILED_READ_FILE" not in text and "FileNotFoundException" not in text and "not a Parquet file" not in text:
+        return None
+    m = _SPARK_FILE.search(text)
+    if m is None:
+        return None
+    def bare(uri: str) -> str:
+        return re.sub(r"^(file:|s3a://)/*", "", uri)
+
+    base, found = bare(store.spark_uri()).rstrip("/") + "/", bare(m.group(1))
+    if not found.startswith(base) or "/dt=" not in found:
+        return None
+    key, _, name = found[len(base):].partition("/dt=")
+    cause = FileNotFoundError(text) if ("FILE_NOT_EXIST" in text or "FileNotFoundException" in text) else ValueError()
+    return str(data_file_error(store, key, None, f"dt={name}", cause))

@@ -154,7 +154,9 @@ def get_spark(settings: Settings):
     for k, v in spark_conf(settings).items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    # quiet (the console at WARNING): a failed task's stack is not printed, the command's one-line
+    # error names what failed (`-v` or ECDCTR_LOG_LEVEL=INFO, as the images set, show Spark's ERROR lines)
+    spark.sparkContext.setLogLevel("ERROR" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "FATAL")
     if spark.conf.get("spark.sql.extensions", "") != "io.delta.sql.DeltaSparkSessionExtension":
         raise ConfigError("the running Spark session has no Delta extension "
                           "(spark.sql.extensions): start it through ecdctr_pipeline.data.spark.get_spark")

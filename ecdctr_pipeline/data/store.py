@@ -351,11 +351,25 @@ class LocalStore(ArtifactStore):
         return (self.path(key) if key else self.base).as_uri()
 
     def check_access(self) -> None:
+        """A real write (and removal) of a probe file in the root, or in its nearest existing
+        parent when the root does not exist yet: permission bits alone do not tell (root ignores
+        them; a read-only mount or a full disk refuses root too)."""
         probe = self.base
         while not probe.exists():
             probe = probe.parent
         if not os.access(probe, os.W_OK):
             raise StoreError(f"store.root: {self.root} is not writable ({probe})")
+        name = probe / f".ecdctr-probe.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise StoreError(f"store.root: {self.root} is not writable: writing a file in {probe} failed "
+                             f"({exc.strerror or type(exc).__name__})") from None
 
     def local_path(self, key: str = "") -> Path:
         return self.path(key) if key else self.base
@@ -507,6 +521,19 @@ class S3Store(ArtifactStore):
         except BotoCoreError as exc:
             raise StoreError(f"store.endpoint_url: cannot reach {endpoint} "
                              f"({type(exc).__name__})") from None
+        # reading the bucket is allowed; writing may not be (a read-only policy or key): one
+        # probe object put and removed (client calls, not store mutations: nothing to collect)
+        probe = self._key(f"_probe/.ecdctr-probe.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"probe")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            raise StoreError(f"store.root: {self.root} is not writable: a write to bucket {self.bucket!r} at "
+                             f"{endpoint} was refused ({code})") from None
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=probe)
+        except ClientError:  # may put, may not delete: the publish path's clean-up will say so
+            pass
 
 
 def open_store(settings: StoreSettings) -> ArtifactStore:

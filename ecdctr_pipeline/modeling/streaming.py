@@ -59,7 +59,13 @@ class WindowSource:
     def open(cls, store: ArtifactStore, table: str, version: int, window: calendar.Window) -> "WindowSource":
         ds = delta.dataset(store, table, window.partitions(), version=version)
         frags = sorted(ds.get_fragments(), key=lambda f: f.path)
-        return cls(table, version, window, tuple(frags), tuple(int(f.count_rows()) for f in frags))
+        rows = []
+        for f in frags:  # every file's footer is read here: a missing or damaged file fails before training
+            try:
+                rows.append(int(f.count_rows()))
+            except Exception as exc:  # noqa: BLE001 - missing, not Parquet, cut short
+                raise delta.data_file_error(store, table, version, f.path, exc) from None
+        return cls(table, version, window, tuple(frags), tuple(rows))
 
     @property
     def num_rows(self) -> int:
@@ -93,7 +99,7 @@ class WindowSource:
     def record_batches(self, columns: list[str], *, read_rows: int = READ_BATCH_ROWS,
                        order: list[int] | None = None) -> Iterator[pa.RecordBatch]:
         for j in (range(len(self.fragments)) if order is None else order):
-            yield from self.fragments[j].to_batches(columns=columns, batch_size=read_rows, use_threads=False)
+            yield from _batches(self.fragments[j], self.table, self.version, columns, read_rows)
 
     def column(self, name: str) -> np.ndarray:
         """One column of every row (e.g. the ids a vocabulary is built from), file by file."""
@@ -137,10 +143,19 @@ class TaggedSource:
             source, tags = self.parts[p]
             tagged = dict(tags)
             read = [c for c in columns if c not in tagged]
-            for rb in source.fragments[j].to_batches(columns=read, batch_size=read_rows, use_threads=False):
+            for rb in _batches(source.fragments[j], source.table, source.version, read, read_rows):
                 consts = [pa.array(np.full(rb.num_rows, tagged[c], np.int64)) for c in tagged if c in columns]
                 yield pa.RecordBatch.from_arrays(list(rb.columns) + consts,
                                                  names=read + [c for c in tagged if c in columns])
+
+
+def _batches(fragment, table: str, version: int, columns: list[str], read_rows: int) -> Iterator[pa.RecordBatch]:
+    """The record batches of one file; a file that went missing or turned out damaged after the
+    source was opened is a one-line error naming it."""
+    try:
+        yield from fragment.to_batches(columns=columns, batch_size=read_rows, use_threads=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise delta.data_file_error(None, table, version, fragment.path, exc) from None
 
 
 def open_source(store: ArtifactStore, data, window: calendar.Window, *, who: str) -> WindowSource:

@@ -119,7 +119,7 @@ TIERS: dict[str, Tier] = {
         (Step("extract_ad_features", "spark", ("extract", "complete", "--domain", "ad", "--as-of", DS, "--json"),
               force_flag=True, doc="features/complete/ad for [D-28d, D)"),
          _gate("actr"),
-         Step("wait_for_cpm", "sensor", ("check", "cpm", "--as-of", DS, "--json"), retries=0,
+         Step("wait_for_cpm", "sensor", ("check", "cpm", "--as-of", DS, "--alert", "--json"), retries=0,
               timeout_s=_cpm_wait_timeout,
               doc="the CPM checkpoint of the week; the previous one after actr.cpm_wait_timeout_s if fresh enough"),
          Step("train_actr", "trainer", ("train", "actr", "--as-of", DS, "--cpm", xcom("wait_for_cpm", "cpm_checkpoint"),

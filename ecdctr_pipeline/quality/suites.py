@@ -51,9 +51,28 @@ class QualityGateFailed(EcdctrError):
         self.result = result
         failed = result["failed"]
         first = failed[0] if failed else {}
+        column = f" on {first['column']}" if first.get("column") else ""
         super().__init__(f"quality gate failed for {result['table']} {result['as_of']}: {len(failed)} check(s) "
-                         f"failed, first {first.get('check')} {first.get('column') or ''} "
-                         f"(observed {first.get('observed')}); result at {result.get('stored_at')}")
+                         f"failed, first {first.get('label') or first.get('check')}{column} "
+                         f"({observed_text(first, result.get('rows'))}); result at {result.get('stored_at')}")
+
+
+def observed_text(failed: dict, rows: int | None = None) -> str:
+    """What a failed check saw, in words: its observed value, else its unexpected rows (a
+    column-map check observes no single value), else that the day had no rows."""
+    from ecdctr_pipeline.core.settings import excerpt
+
+    if failed.get("error"):
+        return f"the check could not run: {excerpt(failed['error'], 80)}"
+    if failed.get("observed") is not None:
+        return f"observed {excerpt(failed['observed'], 60)}"
+    n = failed.get("unexpected_count")
+    if n:
+        examples = failed.get("examples") or []
+        return f"{n} unexpected value(s)" + (f", e.g. {excerpt(examples[:3], 60)}" if examples else "")
+    if rows == 0:
+        return "no rows"
+    return "nothing observed"
 
 
 @dataclass
@@ -343,7 +362,7 @@ def summary_text(result: dict) -> str:
     if result["failed"]:
         lines += ["", markdown_table(("failed check", "column", "observed", "bounds", "examples"),
                                      [(f["label"], f["column"], f["observed"] if f["observed"] is not None
-                                       else f"{f['unexpected_count']} unexpected", f["bounds"], f["examples"][:3])
+                                       else observed_text(f, result["rows"]), f["bounds"], f["examples"][:3])
                                       for f in result["failed"]])]
     for n in result["notes"]:
         lines.append(f"note: {n}")

@@ -151,11 +151,13 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
         current = state.get("version")
         if not ever_served and (current is None or version > current):
             # an export killed between its version's manifest and the served pointer: finish it
+            store.check_access()
             state = set_served(store, settings.serving.model_name, version, reason=f"export of A-CTR {day} (resumed)")
             removed = prune_versions(store, settings.serving.keep_versions)
             return {"version": version, "skipped": False, "resumed": True, "actr_model": day.isoformat(),
                     "served": state["version"], "pruned": removed, "seconds": round(time.perf_counter() - t0, 2)}
         return {"version": version, "skipped": True, "actr_model": day.isoformat(), "served": current}
+    store.check_access()  # a read-only store fails before the model is loaded and converted
     fs = settings.features.feature_schema()
     artifacts.require_schema(a_manifest, fs, who=f"export {day}")
     actr = training.load_model(store, a_prefix, a_manifest)

@@ -61,6 +61,7 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
     changed = freshness.changes(store, existing) if existing is not None and not force else []
     if existing is not None and not force and not changed:
         return TierRun(tier, prefix, existing.logical_date, True, existing.metrics, mod.summary(existing))
+    store.check_access()  # a read-only store fails now, not after the training it could not publish
     args = with_raw_inputs(settings, store, tier, plan, mod.resolve(settings, store, plan, **options))
     if changed:  # the raw data it was trained on changed: retrain once the features hold the change
         old = {t: r.get("days") for t, r in existing.inputs.raw_tables.items()}

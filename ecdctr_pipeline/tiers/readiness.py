@@ -47,11 +47,14 @@ def describe_missing_set(settings: Settings, ds: str) -> str:
             f"needed by CPM {plan.monday} is not published")
 
 
-def cpm_checkpoint_ready(settings: Settings, store: ArtifactStore, ds: str, waited_s: float) -> dict | None:
+def cpm_checkpoint_ready(settings: Settings, store: ArtifactStore, ds: str, waited_s: float, *,
+                         alert: bool = True) -> dict | None:
     """For the A-CTR of day ``ds``: the CPM checkpoint to use, or None to keep waiting.
 
     The plan's Monday when published. After ``actr.cpm_wait_timeout_s`` of waiting, the previous
-    Monday's checkpoint when the staleness policy allows it (and an alert says so).
+    Monday's checkpoint when the staleness policy allows it (and, with ``alert``, a
+    ``cpm_fallback`` alert says so: the DAG's sensor passes ``ecdctr check cpm --alert``; a check
+    run by hand only logs it).
     """
     from ecdctr_pipeline.quality import alerts
 
@@ -62,6 +65,10 @@ def cpm_checkpoint_ready(settings: Settings, store: ArtifactStore, ds: str, wait
                 "stale": _stale(store, primary, f"CPM checkpoint W={plan.cpm_monday}")}
     if waited_s >= settings.actr.cpm_wait_timeout_s and plan.fallback_monday is not None:
         if artifacts.find_manifest(store, paths.cpm_checkpoint(plan.fallback_monday)) is not None:
+            if not alert:
+                log.warning("CPM checkpoint W=%s is late; A-CTR %s would fall back to W=%s (no alert sent: "
+                            "pass --alert to send one)", plan.cpm_monday, ds, plan.fallback_monday)
+                return {"cpm_checkpoint": plan.fallback_monday.isoformat(), "fallback": True}
             alerts.send(settings.alerts, alerts.Alert(
                 kind="cpm_fallback", subject="ecdctr_actr_daily", logical_date=ds,
                 summary=f"CPM checkpoint W={plan.cpm_monday} is late; A-CTR falls back to W={plan.fallback_monday}",

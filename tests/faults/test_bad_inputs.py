@@ -5,8 +5,11 @@ leave the store exactly as it was (same files, same raw table version)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +91,10 @@ def _ingest_corpus(d: Path) -> dict[str, tuple[Path, str]]:
     t = t.set_column(t.schema.get_field_index("hour"), "hour", pa.array([[1]] * t.num_rows))
     pq.write_table(t, d / "list-col.parquet")
     add("list-typed column", d / "list-col.parquet", "hour")
+    t = pa.table({k: [r[k] for r in good_rows()] for k in GOOD})
+    future = pa.array([dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)] * t.num_rows, pa.timestamp("us", tz="UTC"))
+    pq.write_table(t.set_column(t.schema.get_field_index("event_time"), "event_time", future), d / "ts-future.parquet")
+    add("future Parquet timestamp (examples as ISO text)", d / "ts-future.parquet", "=2027-01-01T00:00:00+00:00")
     mixed = d / "mixed"
     mixed.mkdir()
     csv(mixed / "a.csv", good_rows())
@@ -191,6 +198,8 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
     latin.write_bytes(b"store:\n  root: file:///tmp/\xe9\n")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("cpm:\n  learning_rat: 0.1\n")
+    python_file = tmp_path / "settings.py"
+    python_file.write_text("def main(): pass\n")
 
     def schema_file(name, body):
         p = tmp_path / name
@@ -213,6 +222,7 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
         "invalid YAML config": (["--config", str(bad_yaml), "status"], "bad.yaml"),
         "non-UTF-8 config": (["--config", str(latin), "status"], "UTF-8"),
         "unknown setting": (["--config", str(unknown), "status"], "cpm.learning_rat"),
+        "a Python file as --config": (["--config", str(python_file), "status"], "not a settings file"),
         "simulate --out into a non-empty folder": (["simulate", "--start", "2026-11-01", "--end", "2026-11-01",
                                                     "--scale", "tiny", "--out", str(tmp_path)], "not an empty folder"),
         "simulate --out a backwards range": (["simulate", "--start", "2026-11-02", "--end", "2026-11-01",
@@ -222,6 +232,13 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
         "infinite learning rate": ({"ECDCTR_TPM__LEARNING_RATE": ".inf"}, "tpm.learning_rate"),
         "negative layer width": ({"ECDCTR_TPM__HIDDEN_UNITS": "[-5, 0]"}, "tpm.hidden_units"),
         "bad store root": ({"ECDCTR_STORE": "ftp://x"}, "store.root"),
+        "bucket name '..'": ({"ECDCTR_STORE": "s3://../../x"}, "bucket name '..' is invalid"),
+        "bucket name with capitals": ({"ECDCTR_STORE": "s3://My_Bucket/x"}, "bucket name 'My_Bucket' is invalid"),
+        "one-letter bucket name": ({"ECDCTR_STORE": "s3://b/x"}, "bucket name 'b' is invalid"),
+        "'..' in the store prefix": ({"ECDCTR_STORE": "s3://ecdctr-data/../x"}, "'..' segments"),
+        "file:// webhook": ({"ECDCTR_ALERTS__WEBHOOK_URL": "file:///var/hooks/x"}, "http:// or https://"),
+        "webhook without a scheme": ({"ECDCTR_ALERTS__WEBHOOK_URL": "hooks.example/x"}, "http:// or https://"),
+        "a Python file as the schema": ({"ECDCTR_FEATURES__RAW_SCHEMA": str(python_file)}, "not a feature schema"),
         "schema file missing": ({"ECDCTR_FEATURES__RAW_SCHEMA": str(tmp_path / "none.yaml")}, "none.yaml"),
         "schema column twice": ({"ECDCTR_FEATURES__RAW_SCHEMA": schema_file("twice.json", {**base, "context": [
             {"name": "hour", "type": "int8", "vocab_size": 24}, {"name": "hour", "type": "int8", "vocab_size": 24}]})},
@@ -253,3 +270,126 @@ def test_command_line_settings_and_schema_corpus(tmp_path, capsys, monkeypatch, 
     assert after == before and not (tmp_path / "logs").exists()
     assert not list(tmp_path.glob(".*.tmp-*"))  # no staging folder left by a refused simulate --out
     fault_counts["bad command lines, settings and schemas"] = len(cases) + len(env_cases)
+
+
+def test_settings_errors_never_echo_a_file_or_a_long_value(tmp_path, capsys, monkeypatch, fault_counts):
+    """A file that is not settings is named, its text is not shown; a value in an error is a short
+    excerpt (at most 40 characters), however long or deeply nested the value is."""
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path / 'store'}")
+    files = {
+        "a Python file": ("launch.py", "def launch_the_missiles(): pass\n", "launch_the_missiles"),
+        "a token file": ("token.yaml", "GITHUB_TOKEN_ghp_abc: ghp_0123456789\n", "ghp_"),
+        "a shell script": ("run.sh", "#!/bin/sh\nexport PASSWORD_X=hunter2: x\n", "hunter2"),
+    }
+    n = 0
+    for name, (fname, text, hidden) in files.items():
+        path = tmp_path / fname
+        path.write_text(text)
+        assert main(["--config", str(path), "config", "show"]) == 2, name
+        line = _one_line_error(capsys, name, fname)
+        assert hidden not in line, (name, line)
+        n += 1
+    values = {
+        "a 10 000-item list": "store:\n  root: [" + ", ".join(["12345678"] * 10_000) + "]\n",
+        "a 5 000-character string": "store:\n  root: " + "x" * 5_000 + "\n",
+        "a nested mapping in a list": "cpm:\n  hidden_units: [[{a: " + "y" * 500 + "}]]\n",
+    }
+    for name, text in values.items():
+        path = tmp_path / "long.yaml"
+        path.write_text(text)
+        assert main(["--config", str(path), "config", "show"]) == 2, name
+        line = _one_line_error(capsys, name)
+        got = line.split("(got ", 1)[1].rsplit(")", 1)[0] if "(got " in line else ""
+        assert len(got) <= 40 and "12345678, 12345678, 12345678, 12345678, 12345678" not in line, (name, line)
+        assert len(line) <= 300, (name, len(line))
+        n += 1
+    fault_counts["settings files and long values not echoed"] = n
+
+
+BOMB = ("[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+        "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], "
+        "&g [*f,*f,*f,*f,*f,*f,*f,*f,*f], &h [*g,*g,*g,*g,*g,*g,*g,*g,*g], [*h,*h,*h,*h,*h,*h,*h,*h,*h]]")
+
+
+def _limited(argv: list[str], env: dict[str, str], limit_bytes: int = 2 << 30) -> subprocess.CompletedProcess:
+    """``ecdctr ARGV`` in a child limited to ``limit_bytes`` of address space and 60 s (a
+    regression fails fast instead of taking the host's memory)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "ecdctr_pipeline.app.main", *argv], preexec_fn=limit,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path, fault_counts):
+    """~550 bytes of nested YAML aliases stand for 387 million values: refused before anything
+    walks them, in settings files, schema files and environment values."""
+    settings = tmp_path / "bomb.yaml"
+    settings.write_text(f"store:\n  root: {BOMB}\n")
+    schema = tmp_path / "schema-bomb.yaml"
+    schema.write_text(f"name: s\nversion: 1\ncontext: {BOMB}\n")
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("cpm:\n  hidden_units: &a [1, *a]\n")
+    merged = tmp_path / "merge.yaml"  # anchors themselves stay usable
+    merged.write_text("tpm: &base\n  seed: 7\ncpm:\n  <<: *base\n  epochs: 2\n")
+    base_env = {"ECDCTR_STORE": f"file://{tmp_path / 'store'}"}
+    cases = {
+        "settings file": (["--config", str(settings), "config", "show"], {}, "bomb.yaml"),
+        "schema file": (["config", "show"], {"ECDCTR_FEATURES__RAW_SCHEMA": str(schema)}, "schema-bomb.yaml"),
+        "environment value": (["config", "show"], {"ECDCTR_CPM__HIDDEN_UNITS": BOMB}, "ECDCTR_CPM__HIDDEN_UNITS"),
+        "recursive alias": (["--config", str(recursive), "config", "show"], {}, "recursive"),
+    }
+    for name, (argv, env, word) in cases.items():
+        r = _limited(argv, {**base_env, **env})
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1, (name, r.returncode, r.stderr[-1500:])
+        assert lines[0].startswith("ecdctr: error: ") and word in lines[0] and len(lines[0]) <= 400, (name, lines)
+        assert "alias" in lines[0], (name, lines)
+    r = _limited(["--config", str(merged), "config", "show", "--json"], base_env)
+    assert r.returncode == 0 and json.loads(r.stdout)["cpm"]["seed"] == 7, r.stderr[-1500:]
+    fault_counts["YAML alias bombs"] = len(cases)
+
+
+def test_a_closed_stdout_exits_quietly(tmp_path, fault_counts):
+    """``ecdctr … | head -3``: the reader goes away; the command exits 141 (128 + SIGPIPE) and
+    prints nothing (it used to blame the store: "the store did not answer (BrokenPipeError)")."""
+    env = {**os.environ, "ECDCTR_STORE": f"file://{tmp_path / 'store'}"}
+    cases = [["config", "show", "--json"], ["config", "show"], ["plan", "--as-of", "2026-11-24"],
+             ["config", "schema", "--json"]]
+    for argv in cases:
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first write
+        try:
+            r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.app.main", *argv], stdout=write,
+                               stderr=subprocess.PIPE, env=env, text=True, timeout=120)
+        finally:
+            os.close(write)
+        assert r.returncode == 141 and r.stderr.strip() == "", (argv, r.returncode, r.stderr[-1500:])
+    fault_counts["closed stdout"] = len(cases)
+
+
+def test_a_failed_gate_says_what_it_observed(tmp_path, capsys, monkeypatch, fault_counts):
+    """A column-map check (click in {0,1}) observes no single value: the gate's line names the
+    unexpected values, never "observed None"."""
+    import pyarrow.compute as pc
+
+    from ecdctr_pipeline.core.settings import StoreSettings
+    from ecdctr_pipeline.data import delta
+    from ecdctr_pipeline.data.simulate import World, get_scale
+    from ecdctr_pipeline.data.store import open_store
+
+    root = tmp_path / "store"
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{root}")
+    day = dt.date(2026, 11, 23)
+    t = World(get_scale("tiny"), 5).day("ad", day)
+    t = t.append_column("dt", pa.array([day.isoformat()] * t.num_rows))
+    click = pc.cast(t["click"], pa.int8()).to_pylist()
+    click[0] = 2
+    t = t.set_column(t.schema.get_field_index("click"), "click", pa.array(click, t.schema.field("click").type))
+    delta.write(open_store(StoreSettings(root=f"file://{root}")), "raw/ad", t)
+    assert main(["gate", "actr", "--as-of", "2026-11-24"]) == 2
+    line = _one_line_error(capsys, "gate", "click")
+    assert "None" not in line and "1 unexpected value(s), e.g. [2]" in line, line
+    fault_counts["gate failures without an observed value"] = 1
