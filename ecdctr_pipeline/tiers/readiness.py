@@ -26,19 +26,19 @@ def embedding_set_ready(settings: Settings, store: ArtifactStore, ds: str) -> di
         return None
     calendar.check_non_overlap(plan.embedding_set, m.months, plan.window, tier=f"CPM {plan.monday}")
     return {"embedding_set": plan.embedding_set, "months": m.months, "uri": store.uri(paths.tpm_set(plan.embedding_set)),
-            "stale": _stale(store, m, f"embedding set {plan.embedding_set}")}
+            **_stale(store, m, f"embedding set {plan.embedding_set}")}
 
 
-def _stale(store: ArtifactStore, m: artifacts.Manifest, what: str) -> list[dict]:
-    """The raw days ``m`` was trained on that changed since (a warning in the sensor's log: the
-    artifact is still used; its own tier's next run retrains it)."""
+def _stale(store: ArtifactStore, m: artifacts.Manifest, what: str) -> dict:
+    """``{"stale": [...]}``: the raw days ``m`` was trained on that changed since, or ``{}`` (a
+    warning in the sensor's log: the artifact is still used; its own tier's next run retrains it)."""
     from ecdctr_pipeline.data import freshness
 
     changed = freshness.changes(store, m)
     if changed:
         log.warning("%s was trained on raw data that changed since: %s; rerun its tier for %s to retrain it",
                     what, freshness.describe(changed), m.logical_date)
-    return [c.to_dict() for c in changed]
+    return {"stale": [c.to_dict() for c in changed]} if changed else {}
 
 
 def describe_missing_set(settings: Settings, ds: str) -> str:
@@ -62,7 +62,7 @@ def cpm_checkpoint_ready(settings: Settings, store: ArtifactStore, ds: str, wait
     primary = artifacts.find_manifest(store, paths.cpm_checkpoint(plan.cpm_monday))
     if primary is not None:
         return {"cpm_checkpoint": plan.cpm_monday.isoformat(), "fallback": False,
-                "stale": _stale(store, primary, f"CPM checkpoint W={plan.cpm_monday}")}
+                **_stale(store, primary, f"CPM checkpoint W={plan.cpm_monday}")}
     if waited_s >= settings.actr.cpm_wait_timeout_s and plan.fallback_monday is not None:
         if artifacts.find_manifest(store, paths.cpm_checkpoint(plan.fallback_monday)) is not None:
             if not alert:
