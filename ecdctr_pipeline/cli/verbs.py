@@ -343,10 +343,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ecdctr_pipeline.serving.client import GrpcScorer, LocalScorer, RestScorer, read_rows
+    """Score ``--input`` a batch of ``--batch-rows`` at a time (read, sent and written batch by
+    batch: memory about flat in the rows). The scores go to a temporary file, moved to
+    ``--output`` (or copied to stdout) only when every row is scored: a bad row deep in the input
+    or a server failing half-way leaves no output and no half-written file."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ecdctr_pipeline.serving.client import (
+        GrpcScorer, LocalScorer, RestScorer, ServingError, iter_row_batches, score_batches,
+    )
 
     settings = _settings(args)
-    rows = read_rows(args.input)
+    if args.batch_rows < 1:
+        raise ServingError(f"--batch-rows {args.batch_rows}: expected at least 1")
+    batches = iter_row_batches(args.input, batch_rows=args.batch_rows)  # the file's own errors first
+    out = Path(args.output) if args.output else None
+    if out is not None and not out.parent.is_dir():
+        raise ServingError(f"--output {out}: folder {out.parent} does not exist")
     sv = settings.serving
     if args.model:
         scorer = LocalScorer(args.model)
@@ -356,8 +372,39 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         scorer = GrpcScorer(args.target or sv.grpc_target, sv.model_name, version=args.version,
                             timeout_s=sv.request_timeout_s, retries=sv.retries)
-    scores = scorer.predict(rows)
-    _emit(args, {"ctr": scores.tolist()}, "\n".join(f"{p:.6f}" for p in scores))
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}." if out else ".ecdctr-score.", suffix=".tmp",
+                               dir=out.parent if out else None)
+    rows = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if args.json:  # what json.dumps({"ctr": [...]}, indent=2) prints
+                f.write('{\n  "ctr": [')
+            for scores in score_batches(scorer, batches):
+                values = scores.tolist()
+                if args.json:
+                    f.write(("," if rows else "") + ",".join("\n    " + json.dumps(v) for v in values))
+                else:
+                    f.write("".join(f"{v:.6f}\n" for v in values))
+                rows += len(values)
+            if args.json:
+                f.write("\n  ]\n}\n")
+        if out is not None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it 0600)
+            os.replace(tmp, out)
+        else:
+            with open(tmp, encoding="utf-8") as f:
+                shutil.copyfileobj(f, sys.stdout)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if hasattr(scorer, "close"):
+            scorer.close()
+    summary = {"rows": rows, "output": str(out) if out else None}
+    if out is not None:
+        _emit(args, summary, f"scored {rows} rows into {out}")
+    args.result = summary  # execute()'s result: the count, not the scores
     return 0
 
 
@@ -539,12 +586,18 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     rb.set_defaults(func=cmd_rollback)
     sc = sub.add_parser("score", help="score rows with TF Serving (gRPC/REST) or a local SavedModel",
                         parents=[common, js])
-    sc.add_argument("--input", required=True, metavar="ROWS", help="rows.json or rows.parquet")
+    sc.add_argument("--input", required=True, metavar="ROWS",
+                    help="rows.json (a list of row objects, or an object of columns: read whole), rows.jsonl "
+                         "(a row object per line) or rows.parquet")
     where = sc.add_mutually_exclusive_group()
     where.add_argument("--target", metavar="HOST:PORT", help="gRPC PredictionService (default serving.grpc_target)")
     where.add_argument("--rest", metavar="URL", help="REST endpoint, e.g. http://host:8501")
     where.add_argument("--model", metavar="PATH", help="a SavedModel folder: score locally, no server")
     sc.add_argument("--version", type=int, help="model version (default: what the server serves)")
+    sc.add_argument("--output", metavar="FILE", help="write the scores to FILE (default: stdout); either is "
+                                                     "written only once every row is scored")
+    sc.add_argument("--batch-rows", type=int, default=4096, metavar="N",
+                    help="rows read, sent and scored at a time (default 4096)")
     sc.set_defaults(func=cmd_score)
 
     if extend is not None:
