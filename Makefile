@@ -19,7 +19,7 @@ APT := flock /var/lock/ecdctr-apt.lock env DEBIAN_FRONTEND=noninteractive sh -c
 # the compiled helm: no symbol table or DWARF (not needed to lint and render charts)
 GO_LDFLAGS := -s -w
 
-.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving lint-deploy clean
+.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving bench-memory lint-deploy clean
 
 venv: $(STAMP) $(JARS_STAMP)
 
@@ -69,7 +69,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration and not slow and not faults"
 
 # Benchmarks print a table with ratios against a reference measured in the same run.
-bench: bench-features bench-train bench-serving
+bench: bench-features bench-train bench-serving bench-memory
 
 bench-features: venv
 	$(BIN)/python benchmarks/bench_features.py
@@ -85,6 +85,11 @@ bench-gpu: venv
 
 bench-serving: venv
 	$(BIN)/python benchmarks/bench_serving.py
+
+# Peak RSS of `ecdctr ingest` and `ecdctr score` at 1x, 4x and 8x their input (each run a process of
+# its own); BENCH_MEMORY_ARGS="--model PATH" scores with that SavedModel instead of an untrained one.
+bench-memory: venv
+	$(BIN)/python benchmarks/bench_memory.py $(BENCH_MEMORY_ARGS)
 
 # Deployment linters (hadolint, kubernetes-validate, yamllint) in their own small venv (Python 3.11).
 tools: $(TOOLS)/.installed helm

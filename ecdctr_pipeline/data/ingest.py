@@ -32,16 +32,20 @@ under the table's writer lease against the table as it is then (another writer m
 committed meanwhile); a day being merged that changed meanwhile refuses the ingest.
 
 **Memory.** The input is read in record batches (CSV blocks of :data:`CSV_BLOCK_BYTES`, Parquet
-batches of :data:`BATCH_ROWS` rows), each validated and spilled by day into Parquet files in a
-scratch folder, with its input position (file, row) for messages: no per-row label is kept,
-examples are labelled from the position. Then, day by day: the duplicate check (one day's keys
-and positions in memory, 32 bytes a row: 5.5 MB for a 170 000-row day) and the day's final
-Parquet file, written in row groups of :data:`ROW_GROUP_ROWS` rows and placed under the table;
-one commit adds them all (:class:`~ecdctr_pipeline.data.delta.StagedFiles`). What grows with
-the input: the scratch folder (about the size of the written Parquet, on disk) and a few
-counters per day; in memory one batch, one day's keys (and a merged day's rows), the writer's
-row group. Peak RSS of ``ecdctr ingest`` measured by ``make bench-memory`` (README,
-"Benchmarks"). Rows keep their input order within a day (every reader orders by time itself).
+batches of :data:`BATCH_ROWS` rows; Arrow reads a Parquet row group's column chunks whole), each
+validated and spilled by day into Parquet files in a scratch folder, with its input position
+(file, row) for messages: no per-row label is kept, examples are labelled from the position.
+Then, day by day: the duplicate check (one day's keys and positions sorted in NumPy, about 64
+bytes a row at its peak: 11 MB for a 170 000-row day, 320 MB for 5 M rows that are all one day)
+and the day's final Parquet file, written in row groups of :data:`ROW_GROUP_ROWS` rows and placed
+under the table; one commit adds them all (:class:`~ecdctr_pipeline.data.delta.StagedFiles`).
+What grows with the input: the scratch folder (about the size of the written Parquet, on disk)
+and a few counters per day. In memory: one batch, :data:`MAX_OPEN_SPILLS` open spill writers,
+one day's keys (a merged day: its stored and input rows), one row group of the day being
+written. Peak RSS of ``ecdctr ingest`` (``make bench-memory``, README "Benchmarks"): 263 / 282 /
+334 MB at 1x / 4x / 8x an 18 MB CSV (30 days of the ``small`` natural log), 337 MB for 5.0 M rows
+(330 MB CSV); the in-memory ingest before took 474 / 1 192 / 2 003 MB and 4 153 MB. Rows keep
+their input order within a day (every reader orders by time itself).
 """
 
 from __future__ import annotations
@@ -449,15 +453,17 @@ def _day_of(typed: pa.Table) -> pa.Array:
 
 def _later_duplicates(keys: pa.Table) -> np.ndarray:
     """Positions (column :data:`POS`) of the rows of ``keys`` repeating an earlier row's impression
-    key (user, item, time), sorted."""
-    key = list(IMPRESSION_KEY)
-    grouped = keys.group_by(key).aggregate([(POS, "count"), (POS, "min")])
-    dup = grouped.filter(pc.greater(grouped[f"{POS}_count"], 1))
-    if not dup.num_rows:
-        return np.empty(0, np.int64)
-    joined = keys.join(dup.select([*key, f"{POS}_min"]), key, join_type="inner")
-    later = joined.filter(pc.not_equal(joined[POS], joined[f"{POS}_min"]))[POS]
-    return np.sort(np.asarray(later.to_numpy()))
+    key (user, item, time), sorted. A sort of the keys in NumPy (Arrow's hash group-by keeps
+    per-thread memory that grows over the days checked one by one)."""
+    cols = [np.asarray(pc.cast(keys[k].combine_chunks(), pa.int64()).to_numpy(zero_copy_only=False))
+            for k in IMPRESSION_KEY]
+    pos = np.asarray(keys[POS].combine_chunks().to_numpy(zero_copy_only=False))
+    order = np.lexsort((pos, *reversed(cols)))  # by user, item, time, then input position
+    same = np.ones(len(order) - 1 if len(order) else 0, bool)
+    for c in cols:
+        sc = c[order]
+        same &= sc[1:] == sc[:-1]
+    return np.sort(pos[order][1:][same])
 
 
 DUPLICATE = ("user_id,item_id,event_time", "duplicate an earlier impression")
@@ -510,10 +516,11 @@ def _shown_days(days: tuple[str, ...]) -> str:
 
 
 def plan_days(day_rows: dict[str, int], stored: dict[str, int], *, declared: tuple[str, ...] | None,
-              merge: bool, domain: str, first: Callable[[str], str] = lambda d: "") -> dict[str, str]:
+              merge: bool, domain: str, first: Callable[[str], str] = lambda d: "",
+              position: Callable[[str], int] = lambda d: 0) -> dict[str, str]:
     """Each input day's action (``added``, ``replaced`` or ``merged``) under the rule of the module
     docstring; raises :class:`IngestError` when the input may not be ingested. ``first(day)``
-    labels the day's first input row."""
+    labels the day's first input row, ``position(day)`` orders those rows as the input does."""
     table = f"raw/{domain}"
     if declared is not None:
         empty = [d for d in declared if d not in day_rows]
@@ -523,7 +530,7 @@ def plan_days(day_rows: dict[str, int], stored: dict[str, int], *, declared: tup
                               "of it (a day without impressions: ingest --empty-day)")
         outside = [d for d in day_rows if d not in declared]
         if outside and not merge:
-            d = min(outside, key=first)
+            d = min(outside, key=position)
             raise IngestError(f"{domain} input rejected: {first(d)} is of {d}, outside --days {_shown_days(declared)} "
                               f"({sum(day_rows[x] for x in outside)} row(s) of {len(outside)} day(s) outside): fix "
                               "the times (naive local times are read as UTC), widen --days, or add --merge to merge "
@@ -706,7 +713,8 @@ def ingest(store: ArtifactStore, domain: str, path: str | Path, *, now: dt.datet
         (scratch / "spill").mkdir()
         scan = _scan(sources, _Spill(scratch / "spill"), now=now, domain=domain, schema=schema)
         stored, version = delta.day_rows(store, table)
-        actions = plan_days(scan.day_rows, stored, declared=declared, merge=merge, domain=domain, first=scan.first)
+        actions = plan_days(scan.day_rows, stored, declared=declared, merge=merge, domain=domain, first=scan.first,
+                            position=scan.first_pos.__getitem__)
 
         # the final files, one day at a time, placed under the table (invisible until the commit)
         file_schema = _typed_schema(schema)
@@ -740,7 +748,7 @@ def ingest(store: ArtifactStore, domain: str, path: str | Path, *, now: dt.datet
                 return
             now_rows, now_version = delta.day_rows(store, table, version=current.version() if current else None)
             fresh = plan_days(scan.day_rows, now_rows, declared=declared, merge=merge, domain=domain,
-                              first=scan.first)
+                              first=scan.first, position=scan.first_pos.__getitem__)
             merged = sorted(d for d, a in actions.items() if a == "merged")
             changed = [d for d in sorted(actions) if (fresh[d] == "merged") != (actions[d] == "merged")]
             if merged and not changed and version is not None and now_version is not None:

@@ -125,6 +125,10 @@ def test_days_declares_the_input_and_refuses_rows_outside(tmp_path, env, capsys,
     both = write_csv(tmp_path / "both.csv", day_rows(D20, 40) + day_rows(D21, 30, first_item=100))
     refused(capsys, root, both, "--days", D20, words=("both.csv:42", D21, f"outside --days {D20}",
                                                     "30 row(s) of 1 day(s)"))
+    # the first row outside in the input's order (line 42 before line 102)
+    three = write_csv(tmp_path / "three.csv", day_rows(D20, 40) + day_rows(D21, 60, first_item=100)
+                      + day_rows(D22, 10, first_item=300))
+    refused(capsys, root, three, "--days", D20, words=("three.csv:42 is of 2026-11-21", "70 row(s) of 2 day(s)"))
     refused(capsys, root, both, "--days", f"{D20}..{D22}", words=(f"--days names {D22}", "no rows", "--empty-day"))
     refused(capsys, root, both, "--days", f"{D21}..{D20}", words=("before",))
     refused(capsys, root, both, "--days", "2026-11-31", words=("2026-11-31",))
@@ -132,7 +136,7 @@ def test_days_declares_the_input_and_refuses_rows_outside(tmp_path, env, capsys,
     rc, out, _ = ingest(capsys, both, "--days", f"{D20},{D21}")
     assert rc == 0 and f"raw/ad {D20}: 50 rows replaced by 40" in out and f"raw/ad {D21}: 60 rows replaced by 30" in out
     assert (rows_of(store, D20), rows_of(store, D21)) == (40, 30)
-    fault_counts[COUNT] = fault_counts.get(COUNT, 0) + 5
+    fault_counts[COUNT] = fault_counts.get(COUNT, 0) + 6
 
 
 def test_merge_merges_rows_into_the_stored_day_by_impression_key(tmp_path, env, capsys, fault_counts):
