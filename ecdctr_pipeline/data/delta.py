@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
 
@@ -247,7 +248,7 @@ def _write_rows(store: ArtifactStore, key: str, current, data: pa.Table, parts, 
                 partition_by, props) -> None:
     from deltalake import write_deltalake
 
-    try:
+    with _one_line(f"write to {store.uri(key)} failed"):
         if current is None:
             write_deltalake(uri, data, partition_by=list(partition_by) or None, mode="append",
                             storage_options=opts, commit_properties=props)
@@ -256,11 +257,17 @@ def _write_rows(store: ArtifactStore, key: str, current, data: pa.Table, parts, 
         else:
             write_deltalake(current, data, mode="overwrite", predicate=partition_predicate(parts, part_col),
                             commit_properties=props)
+
+
+@contextmanager
+def _one_line(what: str):
+    """delta-rs's failure of a commit as one :class:`DeltaError` line (``what: the reason``)."""
+    try:
+        yield
+    except DeltaError:
+        raise
     except Exception as exc:
-        if isinstance(exc, DeltaError):
-            raise
-        msg = " ".join(str(exc).split())[:400]
-        raise DeltaError(f"write to {store.uri(key)} failed: {msg}") from None
+        raise DeltaError(f"{what}: {' '.join(str(exc).split())[:400]}") from None
 
 
 def _commit_staged(store: ArtifactStore, key: str, current, data: StagedFiles, parts, part_col: str, *,
@@ -269,7 +276,7 @@ def _commit_staged(store: ArtifactStore, key: str, current, data: StagedFiles, p
     from deltalake import Schema
     from deltalake import transaction as dtx  # looked up at call time (tests/faults/killer.py wraps it)
 
-    try:
+    with _one_line(f"commit to {store.uri(key)} failed"):
         if current is None:
             dtx.create_table_with_add_actions(table_uri(store, key), Schema.from_arrow(data.schema), data.actions,
                                               mode="append", partition_by=list(partition_by) or None,
@@ -280,11 +287,6 @@ def _commit_staged(store: ArtifactStore, key: str, current, data: StagedFiles, p
                                              partition_by=list(partition_by) or None,
                                              partition_filters=[(part_col, "in", list(parts))],
                                              commit_properties=props)
-    except Exception as exc:
-        if isinstance(exc, DeltaError):
-            raise
-        msg = " ".join(str(exc).split())[:400]
-        raise DeltaError(f"commit to {store.uri(key)} failed: {msg}") from None
 
 
 def read(
