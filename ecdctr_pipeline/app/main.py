@@ -78,6 +78,29 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecdctr_pipeline.app import replicates
+    from ecdctr_pipeline.core.calendar import parse_date
+
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    vary = [v.strip() for v in args.vary.split(",") if v.strip()]
+    replicates.configs(seeds, vary)  # refuses bad --seeds / --vary before any work
+    result = replicates.run(_settings(args), _store(args), monday=parse_date(args.monday, what="--monday"),
+                            days=args.days, seeds=seeds, vary=vary)
+    summary = replicates.summarize(result)
+    summary.update(seconds=result["seconds"], weeks=result["weeks"], models_trained=result["models_trained"])
+    md = replicates.write_report(summary, Path(args.out), title=args.title)
+    lines = [f"{v}: lift {replicates._fmt_interval(s['lift'])} ({s['positive']} > 0, {s['negative']} < 0)"
+             for v, s in summary["vary"].items()]
+    _emit(args, summary, "\n".join(lines) + f"\nreport: {md} ({result['seconds']:.0f} s)")
+    return 0
+
+
 def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentParser) -> None:
     ef = sub.add_parser("efficiency", help="weekly compute and GAUC of E-CDCTR vs re-pretraining (Markdown + PNG)",
                         parents=[common, js])
@@ -104,6 +127,18 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
                     help="early stopping on the last N days of each ad training window (0: off)")
     ex.add_argument("--max-epochs", type=int, default=10, help="epoch budget of every fine-tuned variant")
     ex.set_defaults(func=cmd_experiments)
+
+    rp = sub.add_parser("replicate", help="E-CDCTR vs Target-only on this store over training seeds: intervals "
+                        "over replicates, each tier's share of the variance (Markdown + PNG + JSON)",
+                        parents=[common, js])
+    rp.add_argument("--monday", required=True, help="the CPM Monday; A-CTR days start there")
+    rp.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per replicate (at most 7)")
+    rp.add_argument("--seeds", default="0,1,2", help="comma-separated; the first is the others' seed with --vary TIER")
+    rp.add_argument("--vary", default="all", help="comma-separated: all (every tier's seed together), tpm, cpm, "
+                    "actr, target_only (that tier's seed only)")
+    rp.add_argument("--out", default="reports/replicates", help="folder for the report")
+    rp.add_argument("--title", default="E-CDCTR vs Target-only over training seeds")
+    rp.set_defaults(func=cmd_replicate)
 
     bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",
                         parents=[common, js])

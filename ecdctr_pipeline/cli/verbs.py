@@ -165,6 +165,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ecdctr_pipeline.core.report import markdown_table
+    from ecdctr_pipeline.data.completejourney import build
+
+    counts = build(args.out, negatives=args.negatives, households=args.households, seed=args.seed)
+    d = counts["domains"]
+    _emit(args, counts, markdown_table(("domain", "impressions", "clicks", "households", "products", "folder"),
+                                       [(k, v["rows"], v["clicks"], v["users"], v["items"], v["folder"])
+                                        for k, v in d.items()]) + f"\n\nsettings: {args.out}/ecdctr.yaml")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -497,6 +509,18 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
                      "the store (columns named as the feature schema's sources name them)")
     sim.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="with --out")
     sim.set_defaults(func=cmd_simulate, domain=None)
+
+    ds = sub.add_parser("datasets", help="build a public real log as files to ingest (with its schema and settings)",
+                        parents=[common])
+    ds_sub = ds.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    cj = ds_sub.add_parser("completejourney", parents=[common, js],
+                           help="dunnhumby's The Complete Journey: food as natural, general merchandise as ads")
+    cj.add_argument("--out", required=True, metavar="DIR", help="a new folder: logs/, schema, settings, DATASET.md")
+    cj.add_argument("--negatives", type=int, default=3, help="unclicked impressions per click (default 3)")
+    cj.add_argument("--households", type=int, default=None, metavar="N",
+                    help="only the first N households by id (a slice; default all 2 469)")
+    cj.add_argument("--seed", type=int, default=0, help="seed of the negatives' draw")
+    cj.set_defaults(func=cmd_datasets)
 
     ing = sub.add_parser("ingest", help="load Parquet/CSV impressions into raw/<domain>", parents=[common, js])
     ing.add_argument("--domain", required=True, choices=["natural", "ad"])

@@ -1,0 +1,322 @@
+"""``ecdctr replicate``: E-CDCTR against Target-only on *your* store, over several training
+seeds, with intervals whose unit is the seed.
+
+Why the seed. The days of one run share one TPM set, one CPM and one draw of initial weights:
+an interval over days (or over the (day, user) groups of the paired bootstrap) measures how the
+holdout rows vary around *that* run, not how the comparison varies when the models are trained
+again. Both can exclude 0 with opposite signs for two seeds (issue 29 measured ±0.09 GAUC on a
+real log). A decision about the transfer needs replicates: the same windows trained again with
+other seeds, the lift of each replicate pooled over the days, and a t interval over replicates.
+
+Protocol (:func:`run`). The store's raw tables are the user's (``ingest``); features are
+extracted there once (as the DAGs would). Each replicate trains in a scratch store holding a
+copy of the raw and feature tables (hard links on a local store), so nothing is published to
+the user's store. A configuration gives each tier its own seed — TPM, CPM, A-CTR (E-CDCTR's
+fine-tuning) and Target-only. ``--vary all`` runs every seed on all four tiers together (the
+replicates of the decision); ``--vary tpm`` (``cpm``, ``actr``, ``target_only``) changes that
+tier's seed only, the others staying at the first seed: the variance of the lift over those
+replicates is that tier's share. Models are trained once per distinct input: Target-only per
+(its seed, day), E-CDCTR per (TPM, CPM, A-CTR seed, day), the week per (TPM, CPM seed). Scores of
+a day are on the same holdout rows for every model, so a replicate's lift is paired.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.errors import EcdctrError
+from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.data.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+TIERS = ("tpm", "cpm", "actr", "target_only")
+VARY = ("all",) + TIERS
+COPIED = ("raw", "features", "empty_days")  # what a replicate reads of the user's store
+
+
+@dataclass(frozen=True)
+class Config:
+    """The training seed of each tier."""
+
+    tpm: int
+    cpm: int
+    actr: int
+    target_only: int
+
+    def label(self) -> str:
+        return f"tpm {self.tpm} · cpm {self.cpm} · actr {self.actr} · target-only {self.target_only}"
+
+
+def configs(seeds: list[int], vary: list[str]) -> dict[str, list[Config]]:
+    """The configurations of each ``vary`` entry (see the module docstring)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise EcdctrError(f"--seeds {seeds}: distinct integers, at least one")
+    bad = [v for v in vary if v not in VARY]
+    if bad or not vary:
+        raise EcdctrError(f"--vary {','.join(vary)}: expected one or more of {', '.join(VARY)}")
+    base = seeds[0]
+    out: dict[str, list[Config]] = {}
+    for v in vary:
+        if v == "all":
+            out[v] = [Config(s, s, s, s) for s in seeds]
+        else:
+            out[v] = [Config(**{t: (s if t == v else base) for t in TIERS}) for s in seeds]
+    return out
+
+
+def seed_interval(values: list[float], level: float = 0.95) -> dict:
+    """Mean, sample standard deviation and the t interval of the mean over replicates."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    n = x.size
+    mean = float(x.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def seeds_needed(sd: float, effect: float, level: float = 0.95, most: int = 1000) -> int | None:
+    """Fewest replicates whose t interval's half-width is at most ``effect`` given a
+    replicate-to-replicate standard deviation ``sd`` (None past ``most``)."""
+    from scipy import stats
+
+    if effect <= 0:
+        return None
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n) <= effect:
+            return n
+    return None
+
+
+def _copy_inputs(src: ArtifactStore, dest: Path) -> None:
+    """The user's raw and feature tables into a scratch folder (hard links when both are local)."""
+    for prefix in COPIED:
+        for key in src.list(prefix):
+            target = dest / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_local:
+                try:
+                    os.link(src.local_path(key), target)
+                    continue
+                except OSError:  # another file system: copy
+                    shutil.copy2(src.local_path(key), target)
+                    continue
+            src.download_file(key, target)
+
+
+def _seeded(settings: Settings, store_root: str, c: Config, *, tier_seed: int | None = None) -> Settings:
+    s = settings.model_copy(deep=True)
+    s.store.root = store_root
+    s.tpm.seed, s.cpm.seed = c.tpm, c.cpm
+    s.actr.seed = c.actr if tier_seed is None else tier_seed
+    return s
+
+
+def run(settings: Settings, store: ArtifactStore, *, monday: dt.date, days: int, seeds: list[int], vary: list[str],
+        progress: bool = True) -> dict:
+    """Every configuration of ``vary`` on ``days`` A-CTR days from ``monday`` (see the module
+    docstring). Returns the raw results (per configuration and day: both models' pooled GAUC
+    inputs) summarised by :func:`summarize`."""
+    from ecdctr_pipeline.app.experiments import actr_days
+    from ecdctr_pipeline.core.report import progress as bar
+    from ecdctr_pipeline.data import extract
+    from ecdctr_pipeline.data.store import open_store
+    from ecdctr_pipeline.tiers import variants as registry
+
+    t0 = time.perf_counter()
+    plan = calendar.cpm_plan(monday, settings.calendar)
+    day_list = actr_days(settings, monday, days)
+    by_vary = configs(seeds, vary)
+    # features once, in the user's store, as the DAGs extract them (idempotent for their windows)
+    extract.extract_tpm(settings, store, calendar.tpm_plan(plan.embedding_set, settings.calendar).month)
+    extract.extract_complete(settings, store, "natural", monday)
+    for d in day_list:
+        extract.extract_complete(settings, store, "ad", d)
+    work = Path(tempfile.mkdtemp(prefix="ecdctr-replicates-", dir=os.environ.get("ECDCTR_SCRATCH")))
+    weeks: dict[tuple[int, int], tuple[Settings, ArtifactStore, dict]] = {}
+    scores: dict[tuple, tuple] = {}  # (model key, day) -> (labels, users, scores, info)
+    all_configs = list(dict.fromkeys(c for cs in by_vary.values() for c in cs))
+    try:
+        for c in (bar(all_configs, desc="replicates", unit="config") if progress else all_configs):
+            key = (c.tpm, c.cpm)
+            if key not in weeks:
+                folder = work / f"tpm{c.tpm}-cpm{c.cpm}"
+                _copy_inputs(store, folder)
+                s = _seeded(settings, f"file://{folder}", c)
+                scratch = open_store(s.store)
+                weeks[key] = (s, scratch, registry.prepare_week(s, scratch, monday, {"cpm"}))
+            s, scratch, week = weeks[key]
+            for d in day_list:
+                for variant, mkey, seed in (("target_only", ("target_only", c.target_only), c.target_only),
+                                            ("ecdctr", ("ecdctr", c.tpm, c.cpm, c.actr), c.actr)):
+                    if (mkey, d) in scores:
+                        continue
+                    t1 = time.perf_counter()
+                    labels, sc, users, info = registry.get(variant).score(
+                        _seeded(s, s.store.root, c, tier_seed=seed), scratch, d, week)
+                    info["seconds"] = round(time.perf_counter() - t1, 2)
+                    ref = next((v for (k, dd), v in scores.items() if dd == d), None)
+                    if ref is not None and not (np.array_equal(ref[0], labels) and np.array_equal(ref[1], users)):
+                        raise EcdctrError(f"replicate: {variant} scored other holdout rows of {d} than the first model")
+                    scores[(mkey, d)] = (labels, users, sc, info)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    runs = {v: [{"config": asdict(c), "days": [
+        {"day": d.isoformat(), "labels": scores[(("target_only", c.target_only), d)][0],
+         "users": scores[(("target_only", c.target_only), d)][1],
+         "target_only": scores[(("target_only", c.target_only), d)][2],
+         "ecdctr": scores[(("ecdctr", c.tpm, c.cpm, c.actr), d)][2],
+         "training": {"target_only": scores[(("target_only", c.target_only), d)][3],
+                      "ecdctr": scores[(("ecdctr", c.tpm, c.cpm, c.actr), d)][3]}} for d in day_list]}
+        for c in cs] for v, cs in by_vary.items()}
+    week_info = {f"tpm {k[0]} · cpm {k[1]}": {"cpm": w[2].get("cpm_info"), "tpm": w[2].get("tpm_info")}
+                 for k, w in weeks.items()}
+    return {"monday": monday.isoformat(), "days": [d.isoformat() for d in day_list], "seeds": seeds,
+            "runs": runs, "weeks": week_info, "models_trained": len(scores), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def summarize(result: dict, *, n_boot: int = 2000) -> dict:
+    """Per configuration: both models' GAUC pooled over the days, the lift and its (wrong-unit)
+    interval over (day, user) groups; per ``vary``: the lift's mean, sd and t interval over
+    replicates, and each tier's share of the lift's variance."""
+    from ecdctr_pipeline.evaluation.metrics import paired_gauc_lift, pooled_gauc
+
+    out: dict = {"monday": result["monday"], "days": result["days"], "seeds": result["seeds"], "vary": {}}
+    for v, cs in result["runs"].items():
+        reps = []
+        for r in cs:
+            d = r["days"]
+            g = {m: pooled_gauc([(x["labels"], x["users"], x[m]) for x in d]) for m in ("target_only", "ecdctr")}
+            within = paired_gauc_lift([(x["labels"], x["users"], x["ecdctr"], x["target_only"]) for x in d],
+                                      n_boot=n_boot)
+            wins = sum(pooled_gauc([(x["labels"], x["users"], x["ecdctr"])]).gauc
+                       > pooled_gauc([(x["labels"], x["users"], x["target_only"])]).gauc for x in d)
+            epochs = {m: [x["training"][m].get("epochs_run") for x in d] for m in ("target_only", "ecdctr")}
+            reps.append({"config": r["config"], "gauc_target_only": g["target_only"].gauc, "gauc_ecdctr": g["ecdctr"].gauc,
+                         "lift": g["ecdctr"].gauc - g["target_only"].gauc, "groups": g["ecdctr"].users_scored,
+                         "within_ci": [within["ci_low"], within["ci_high"]], "day_wins": int(wins), "n_days": len(d),
+                         "epochs": epochs})
+        lifts = [x["lift"] for x in reps]
+        out["vary"][v] = {"replicates": reps, "lift": seed_interval(lifts),
+                          "gauc_ecdctr": seed_interval([x["gauc_ecdctr"] for x in reps]),
+                          "gauc_target_only": seed_interval([x["gauc_target_only"] for x in reps]),
+                          "positive": sum(x > 0 for x in lifts), "negative": sum(x < 0 for x in lifts)}
+    tiers = {t: out["vary"][t]["lift"]["sd"] ** 2 for t in TIERS if t in out["vary"] and out["vary"][t]["lift"]["sd"] is not None}
+    total = sum(tiers.values())
+    out["variance_share"] = {t: {"variance": var, "share": (var / total if total else None)} for t, var in tiers.items()}
+    if "all" in out["vary"] and out["vary"]["all"]["lift"]["sd"]:
+        a = out["vary"]["all"]["lift"]
+        out["seeds_needed"] = {"for the measured lift": seeds_needed(a["sd"], abs(a["mean"])),
+                               "for a 0.01 GAUC lift": seeds_needed(a["sd"], 0.01)}
+    return out
+
+
+def _fmt_interval(x: dict) -> str:
+    if x["sd"] is None:
+        return f"{x['mean']:+.4f} (one replicate: no interval)"
+    return f"{x['mean']:+.4f} ± {x['sd']:.4f} [{x['ci_low']:+.4f}, {x['ci_high']:+.4f}]"
+
+
+def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "") -> Path:
+    """``replicates.md``, ``.png`` and ``.json`` under ``out_dir``."""
+    from ecdctr_pipeline.core.report import markdown_table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = _plot(summary, out_dir / "replicates.png")
+    rows = []
+    for v, s in summary["vary"].items():
+        for r in s["replicates"]:
+            c = r["config"]
+            rows.append((v, f"{c['tpm']}/{c['cpm']}/{c['actr']}/{c['target_only']}", f"{r['gauc_ecdctr']:.4f}",
+                         f"{r['gauc_target_only']:.4f}", f"{r['lift']:+.4f}",
+                         f"[{r['within_ci'][0]:+.4f}, {r['within_ci'][1]:+.4f}]", f"{r['day_wins']}/{r['n_days']}",
+                         _epochs(r["epochs"])))
+    per = markdown_table(("seeds varied", "seeds tpm/cpm/actr/target-only", "E-CDCTR GAUC", "Target-only GAUC",
+                          "lift", "interval over (day, user) groups — one training run", "days won",
+                          "epochs E-CDCTR / Target-only"), rows)
+    agg = markdown_table(("seeds varied", "replicates", "E-CDCTR GAUC mean ± sd", "Target-only GAUC mean ± sd",
+                          "lift mean ± sd [95% t interval over replicates]", "lifts > 0 / < 0"),
+                         [(v, s["lift"]["n"], f"{s['gauc_ecdctr']['mean']:.4f} ± {s['gauc_ecdctr']['sd'] or 0:.4f}",
+                           f"{s['gauc_target_only']['mean']:.4f} ± {s['gauc_target_only']['sd'] or 0:.4f}",
+                           _fmt_interval(s["lift"]), f"{s['positive']} / {s['negative']}")
+                          for v, s in summary["vary"].items()])
+    share = markdown_table(("tier whose seed varies", "variance of the lift", "share"),
+                           [(t, f"{x['variance']:.2e}", "—" if x["share"] is None else f"{x['share']:.0%}")
+                            for t, x in summary.get("variance_share", {}).items()])
+    need = summary.get("seeds_needed")
+    need_md = "" if not need else (
+        "\n\nReplicates a decision needs (95% t interval half-width ≤ the effect, at the measured sd of "
+        "`all`): " + "; ".join(f"{k}: {v if v else 'more than 1000'}" for k, v in need.items()) + ".")
+    md = (f"# {title}\n\n{context}A-CTR days {summary['days'][0]} .. {summary['days'][-1]} (CPM Monday "
+          f"{summary['monday']}); seeds {', '.join(map(str, summary['seeds']))}. A replicate is one training of "
+          f"the week's TPM and CPM and of each day's models with the seeds shown; its lift is E-CDCTR's GAUC "
+          f"minus Target-only's, pooled over the days ((day, user) groups).\n\n"
+          f"## The lift over replicates (the unit is the training seed)\n\n{agg}\n\n![replicates]({png.name})\n\n"
+          f"## Where the variance comes from\n\nOne tier's seed varies, the others stay at seed "
+          f"{summary['seeds'][0]}.\n\n{share}{need_md}\n\n## Every replicate\n\n{per}\n\n"
+          f"The interval over (day, user) groups is that of a single training run (paired bootstrap): it "
+          f"describes the holdout rows, not a retraining, and is shown to compare with the interval over "
+          f"replicates.\n\nProtocol: `ecdctr_pipeline/app/replicates.py`.\n")
+    path = out_dir / "replicates.md"
+    path.write_text(md)
+    (out_dir / "replicates.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    return path
+
+
+def _epochs(e: dict) -> str:
+    def one(xs):
+        xs = [x for x in xs if x is not None]
+        return f"{np.mean(xs):.1f}" if xs else "budget"
+    return f"{one(e['ecdctr'])} / {one(e['target_only'])}"
+
+
+def _plot(summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(summary["vary"])
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(groups) + 1.8))
+    for i, v in enumerate(groups):
+        s = summary["vary"][v]
+        lifts = [r["lift"] for r in s["replicates"]]
+        ax.scatter(lifts, [i] * len(lifts), color="tab:blue", zorder=3, label="replicate" if i == 0 else None)
+        if s["lift"]["sd"] is not None:
+            ax.plot([s["lift"]["ci_low"], s["lift"]["ci_high"]], [i, i], color="tab:orange", lw=3, alpha=0.7,
+                    label="95% t interval" if i == 0 else None)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(groups)), [f"vary {g}" for g in groups])
+    ax.set_xlabel("lift: E-CDCTR GAUC − Target-only GAUC (pooled over the days)")
+    ax.set_title("E-CDCTR vs Target-only over training seeds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _jsonable(x):
+    import dataclasses
+
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)
