@@ -41,8 +41,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -141,18 +143,32 @@ def build(out: str | Path, *, negatives: int = 3, households: int | None = None,
           progress: bool = True) -> dict:
     """Write the two-domain log, its schema and settings under ``out`` (see the module docstring).
     ``households``: keep the first N households by id (a slice for tests). Returns the counts."""
+    if negatives < 1:
+        raise DatasetError(f"--negatives {negatives}: at least 1 unclicked impression per click")
+    if households is not None and households < 1:
+        raise DatasetError(f"--households {households}: at least 1")
+    final = Path(out)
+    if final.exists() and any(final.iterdir()):
+        raise DatasetError(f"--out {final}: exists and is not empty (choose a new folder)")
+    # built beside it and moved into place whole: a failed build leaves nothing under --out
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        counts = _build(out, final, negatives=negatives, households=households, seed=seed, progress=progress)
+        if final.exists():
+            final.rmdir()  # empty (checked above)
+        out.rename(final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
+def _build(out: Path, final: Path, *, negatives: int, households: int | None, seed: int, progress: bool) -> dict:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
 
-    if negatives < 1:
-        raise DatasetError(f"--negatives {negatives}: at least 1 unclicked impression per click")
-    if households is not None and households < 1:
-        raise DatasetError(f"--households {households}: at least 1")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DatasetError(f"--out {out}: exists and is not empty (choose a new folder)")
     tx = _read("transactions")
     products = _read("products")
     demo = _read("demographics")
@@ -226,7 +242,8 @@ def build(out: str | Path, *, negatives: int = 3, households: int | None = None,
         present = set(frame["transaction_timestamp"].dt.date)
         summary[dom] = {"rows": int(len(frame)), "clicks": int(frame["purchased"].sum()),
                         "users": int(frame["household_id"].nunique()), "items": int(frame["product_id"].nunique()),
-                        "empty_days": [d.isoformat() for d in days if d not in present], "folder": str(folder),
+                        "empty_days": [d.isoformat() for d in days if d not in present],
+                        "folder": str(final / "logs" / dom),
                         "content": hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy()
                                                   .tobytes()).hexdigest()[:16]}
         if progress:

@@ -65,3 +65,18 @@ def test_ingest_takes_the_files_under_the_log_schema(log, tmp_path, monkeypatch)
     store = open_store(s.store)
     assert delta.recorded_schema(store, "raw/ad").name == "completejourney"
     assert main(["datasets", "completejourney", "--out", str(out), "--households", "5"]) == 2  # not empty: refused
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    from ecdctr_pipeline.data import completejourney
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(completejourney, "_negatives", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build(tmp_path / "log", households=5, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither --out nor its partial folder
+    with pytest.raises(DatasetError, match="--negatives 0"):
+        build(tmp_path / "log", negatives=0)
+    assert list(tmp_path.iterdir()) == []
