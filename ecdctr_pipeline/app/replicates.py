@@ -147,7 +147,7 @@ def run(settings: Settings, store: ArtifactStore, *, monday: dt.date, days: int,
     extract.extract_complete(settings, store, "natural", monday)
     for d in day_list:
         extract.extract_complete(settings, store, "ad", d)
-    work = Path(tempfile.mkdtemp(prefix="ecdctr-replicates-", dir=os.environ.get("ECDCTR_SCRATCH")))
+    work = Path(tempfile.mkdtemp(prefix="ecdctr-replicates-"))  # under TMPDIR
     weeks: dict[tuple[int, int], tuple[Settings, ArtifactStore, dict]] = {}
     scores: dict[tuple, tuple] = {}  # (model key, day) -> (labels, users, scores, info)
     all_configs = list(dict.fromkeys(c for cs in by_vary.values() for c in cs))

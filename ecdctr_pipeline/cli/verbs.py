@@ -268,6 +268,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"embedding set {r['embedding_set']}\n\n"
             + markdown_table(("model", "GAUC", "coverage", "AUC", "log loss", "impressions"), rows)
             + f"\n\nGAUC lift of E-CDCTR over Target-only: {r['gauc_lift']:+.4f}")
+    g = r["transfer_guard"]
+    text += (f"\nlast {g['days']} days: {g['compared']} compared"
+             + (f", mean lift {g['mean_lift']:+.4f}" if g["mean_lift"] is not None else "")
+             + (f": TRANSFER HARMFUL (below -{g['margin']}), alert sent" if g["harmful"] else ""))
     _emit(args, r, text)
     return 0
 

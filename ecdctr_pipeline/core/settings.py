@@ -326,6 +326,18 @@ class ACTRSettings(_Section):
     # blessed (the served model stays), and an alert names the day and the coverage
     min_gauc_coverage: float = Field(0.02, ge=0, le=1)
     cpm_wait_timeout_s: int = Field(6 * 3600, gt=0)
+    # the transfer itself on the gate (off by default: it trains a second model in train_actr):
+    # a Target-only model (same network, random init, no TPM inputs, same window, seed and
+    # budget) is trained and scored on the same holdout, and the candidate is blessed only if
+    # its GAUC is also >= Target-only's - target_only_margin (both recorded in the blessing)
+    bless_requires_target_only: bool = False
+    target_only_margin: float = Field(0.0, ge=0)
+    # the `transfer_harmful` alert (ecdctr evaluate actr, the DAG's evaluate step): over the
+    # evaluation reports of the last transfer_harm_days days (the day included), when at least
+    # half of them compared A-CTR with Target-only and the mean GAUC lift is below
+    # -transfer_harm_margin, the day's evaluation alerts (one alert per evaluation run)
+    transfer_harm_days: int = Field(7, ge=1, le=90)
+    transfer_harm_margin: float = Field(0.01, ge=0)
 
 
 class TrainingSettings(_Section):
@@ -357,6 +369,11 @@ class QualitySettings(_Section):
     min_ad_items_known_natural: float = Field(0.5, ge=0, le=1)
     min_ad_users_known_embeddings: float = Field(0.3, ge=0, le=1)
     min_ad_items_known_embeddings: float = Field(0.3, ge=0, le=1)
+    # the four cross-domain coverage checks above (ad users/items seen in the natural domain, in
+    # the day's embedding set): `warn` reports the shares and logs a warning when one is below
+    # its floor (ads and content often have disjoint catalogues: the TPM then knows ad users,
+    # not ad items); `fail` makes such a check fail the gate like any other
+    cross_domain: Literal["warn", "fail"] = "warn"
 
     @model_validator(mode="after")
     def _check(self) -> "QualitySettings":

@@ -74,13 +74,21 @@ class Blessing(BaseModel):
     tolerance: float
     holdout: dict[str, str] | None = None  # the window it was judged on, half-open
     not_evaluable: str | None = None  # why the holdout could not judge the model (then never blessed)
+    # actr.bless_requires_target_only: the Target-only model of the same window on the same
+    # holdout (model "target-only"), and the margin the candidate had to stay within
+    target_only: Baseline | None = None
+    target_only_margin: float | None = None
 
     def describe(self) -> str:
         if self.not_evaluable:
             return f"NOT EVALUABLE: {self.not_evaluable}; not blessed, the served model stays"
         base = f"served model {self.baseline.model} GAUC {self.baseline.gauc}" if self.baseline else "no served model"
-        return (f"{'BLESSED' if self.blessed else 'REJECTED'}: GAUC {self.candidate_gauc} vs {base} "
+        text = (f"{'BLESSED' if self.blessed else 'REJECTED'}: GAUC {self.candidate_gauc} vs {base} "
                 f"(tolerance {self.tolerance})")
+        if self.target_only is not None:
+            text += (f" and vs Target-only GAUC {self.target_only.gauc} (margin {self.target_only_margin}"
+                     + (f"; {self.target_only.error}" if self.target_only.error else "") + ")")
+        return text
 
 
 class Manifest(BaseModel):

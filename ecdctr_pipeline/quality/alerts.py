@@ -24,7 +24,7 @@ log = logging.getLogger("ecdctr.alerts")
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # "quality_gate" | "task_failure" | "sensor_timeout" | "cpm_fallback"
+    kind: str  # "quality_gate" | "task_failure" | "sensor_timeout" | "cpm_fallback" | "not_evaluable" | "transfer_harmful"
     subject: str  # table or DAG id
     logical_date: str
     summary: str  # one line

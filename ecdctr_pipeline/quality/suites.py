@@ -11,6 +11,9 @@ Suites are derived from :mod:`ecdctr_pipeline.core.schema` and settings, never w
   over the trailing 28 days, above ``quality.min_ad_*_known_natural``;
 * ``features/complete/ad``: the share whose user / item is in the embedding set the A-CTR run
   of the day uses, above ``quality.min_ad_*_known_embeddings``;
+* these four cross-domain checks are warnings under ``quality.cross_domain: warn`` (the
+  default): a share below its floor is reported in the result's ``warnings`` (with the share
+  observed) and logged, and the gate passes; under ``fail`` they fail it;
 * TPM embedding sets (table ``tpm_set``, as-of the set's month): vectors finite and of the
   set's dimension, ids unique, each monthly table non-empty.
 
@@ -41,6 +44,7 @@ from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
+CROSS_DOMAIN = ("_user_known_natural", "_item_known_natural", "_user_known_embeddings", "_item_known_embeddings")
 TABLES = ("raw/natural", "raw/ad", "features/tpm", "features/complete/natural", "features/complete/ad", "tpm_set")
 
 
@@ -327,7 +331,8 @@ def validate(settings: Settings, store: ArtifactStore, table: str, as_of: str) -
         by_type.setdefault((c.expectation.expectation_type, json.dumps(_jsonable(
             {k: v for k, v in c.expectation.configuration.kwargs.items() if k not in ("batch_id",)}), sort_keys=True,
             default=str)), c.label)
-    results, failed = [], []
+    results, failed, warnings = [], [], []
+    warn_only = settings.quality.cross_domain == "warn"
     for r in res.results:
         cfg = r.expectation_config
         kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
@@ -339,12 +344,17 @@ def validate(settings: Settings, store: ArtifactStore, table: str, as_of: str) -
                 "bounds": _jsonable({k: kwargs[k] for k in ("min_value", "max_value", "value_set") if k in kwargs})}
         if r.exception_info and r.exception_info.get("raised_exception"):
             item["error"] = str(r.exception_info.get("exception_message"))[:300]
+        if warn_only and item["column"] in CROSS_DOMAIN:
+            item["severity"] = "warn"
         results.append(item)
         if not item["success"]:
-            failed.append(item)
+            (warnings if item.get("severity") == "warn" else failed).append(item)
+    for w in warnings:
+        log.warning("quality %s %s: %s: observed %s (quality.cross_domain: warn, not failing the gate)",
+                    table, as_of, w["label"], w["observed"])
     day_key = as_of[:7] if table == "tpm_set" else calendar.parse_date(as_of).isoformat()
     result = {"table": table, "as_of": day_key, "success": not failed, "rows": int(len(df)),
-              "checks": len(results), "failed": failed, "results": results, "notes": notes,
+              "checks": len(results), "failed": failed, "warnings": warnings, "results": results, "notes": notes,
               "seconds": round(time.perf_counter() - t0, 3),
               "validated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     key = f"{paths.quality_result(table, day_key)}/result.json"
@@ -364,6 +374,8 @@ def summary_text(result: dict) -> str:
                                      [(f["label"], f["column"], f["observed"] if f["observed"] is not None
                                        else observed_text(f, result["rows"]), f["bounds"], f["examples"][:3])
                                       for f in result["failed"]])]
+    for w in result.get("warnings", []):
+        lines.append(f"warning: {w['label']}: observed {w['observed']} (quality.cross_domain: warn)")
     for n in result["notes"]:
         lines.append(f"note: {n}")
     lines.append(f"result stored at {result['stored_at']}")

@@ -10,6 +10,7 @@ months are checked against this run's window from the set's own manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from ecdctr_pipeline.core import calendar, paths
@@ -89,7 +90,9 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         features=settings.features, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
                 "learning_rate": a.learning_rate, "epochs": a.epochs, "batch_size": a.batch_size,
-                "bless_tolerance": a.bless_tolerance, "min_gauc_coverage": a.min_gauc_coverage},
+                "bless_tolerance": a.bless_tolerance, "min_gauc_coverage": a.min_gauc_coverage,
+                **({"bless_requires_target_only": True, "target_only_margin": a.target_only_margin}
+                   if a.bless_requires_target_only and not target_only else {})},
     )
     if target_only:
         return TrainArgs(tier="target_only", who=who, artifact="", **common)
@@ -174,7 +177,37 @@ def assess(args: TrainArgs, result: TrainResult):
     else:
         blessing = judge(args.store, metrics["gauc"], holdout_source=holdout, layout=args.data.layout, day=p.day,
                          tolerance=tolerance, holdout=p.holdout_window.to_dict())
+        if args.params.get("bless_requires_target_only"):
+            blessing = against_target_only(args, blessing, holdout)
     return {**metrics, **result.train_metrics}, blessing
+
+
+def target_only_args(args: TrainArgs) -> TrainArgs:
+    """The Target-only run of A-CTR ``args``' day: the same window, table version, seed and
+    budget, random weights, no TPM inputs; never published."""
+    return dataclasses.replace(args, tier="target_only", who=f"target-only {args.logical_date}", artifact="",
+                               embedding_set=None, base_model=None, base_prefix=None, transfer_policy=None,
+                               lineage={}, params={k: v for k, v in args.params.items()
+                                                   if k not in ("bless_requires_target_only", "target_only_margin")})
+
+
+def against_target_only(args: TrainArgs, blessing: artifacts.Blessing, holdout) -> artifacts.Blessing:
+    """``actr.bless_requires_target_only``: train Target-only on the run's window, score it on the
+    same holdout rows and bless only if the candidate is not worse by more than the margin."""
+    from ecdctr_pipeline.evaluation.metrics import MetricError, evaluate, is_blessed
+    from ecdctr_pipeline.modeling.streaming import score_stream
+
+    margin = float(args.params["target_only_margin"])
+    to_args = target_only_args(args)
+    model = run_training(to_args).model
+    try:
+        g = evaluate(*score_stream(model, holdout, args.data.layout))["gauc"]
+        record = artifacts.Baseline(model="target-only", gauc=g)
+    except MetricError as exc:  # cannot happen when the candidate scored: same rows; kept explicit
+        record = artifacts.Baseline(model="target-only", gauc=None, error=str(exc))
+    beats = record.gauc is not None and is_blessed(blessing.candidate_gauc, record.gauc, margin)
+    return blessing.model_copy(update={"blessed": blessing.blessed and beats, "target_only": record,
+                                       "target_only_margin": margin})
 
 
 def summary(m: artifacts.Manifest) -> dict:

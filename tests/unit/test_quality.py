@@ -104,15 +104,33 @@ def test_freshness_and_volume(tmp_path):
     assert r["failed"][0]["observed"] == 3 * clean_raw().num_rows
 
 
-def test_ad_users_unknown_to_natural(tmp_path):
-    s = settings_for(tmp_path)
+def _ad_users_unknown(tmp_path, **over):
+    s = settings_for(tmp_path, **over)
     store = open_store(s.store)
     delta.write(store, "raw/natural", clean_raw())
     ad = clean_raw("ad")
     ad = replace_col(ad, "user_id", pc.add(ad["user_id"], 10**9))
     delta.write(store, "raw/ad", ad)
-    r = quality.validate(s, open_store(s.store), "raw/ad", DAY.isoformat())
+    return s, quality.validate(s, open_store(s.store), "raw/ad", DAY.isoformat())
+
+
+def test_ad_users_unknown_to_natural_fail_the_gate_under_cross_domain_fail(tmp_path):
+    _, r = _ad_users_unknown(tmp_path, quality={"cross_domain": "fail"})
     assert failing(r) == ["share user known natural >= 0.5"] and r["failed"][0]["observed"] == 0.0
+    assert r["warnings"] == []
+
+
+def test_cross_domain_shares_warn_by_default_and_the_gate_passes(tmp_path, caplog):
+    """Disjoint catalogues are normal for ads vs content: by default a low share is a warning
+    with the share observed, in the stored result and the log, and the A-CTR gate passes."""
+    s, r = _ad_users_unknown(tmp_path)
+    assert r["success"] and r["failed"] == []
+    assert [(w["label"], w["observed"], w["severity"]) for w in r["warnings"]] == [
+        ("share user known natural >= 0.5", 0.0, "warn")]
+    stored = json.loads(open_store(s.store).get_bytes(f"{paths.quality_result('raw/ad', DAY.isoformat())}/result.json"))
+    assert stored["warnings"][0]["observed"] == 0.0
+    assert "warning: share user known natural >= 0.5: observed 0.0" in quality.summary_text(r)
+    assert any("share user known natural" in m and "not failing the gate" in m for m in caplog.messages)
 
 
 def _publish_set(store, dim=16, nan=False, month="2026-10"):
@@ -150,7 +168,7 @@ def test_sequence_length_and_embedding_coverage(tmp_path):
     from ecdctr_pipeline.data import extract
     from ecdctr_pipeline.data.simulate import simulate
 
-    s = settings_for(tmp_path, features={"engine": "duckdb"})
+    s = settings_for(tmp_path, features={"engine": "duckdb"}, quality={"cross_domain": "fail"})
     store = open_store(s.store)
     simulate(store, dt.date(2026, 10, 1), dt.date(2026, 11, 24), "tiny", seed=5, progress=False)
     extract.extract_complete(s, open_store(s.store), "ad", "2026-11-24")
@@ -165,6 +183,10 @@ def test_sequence_length_and_embedding_coverage(tmp_path):
     delta.write(store, "features/complete/ad", t)
     r = quality.validate(s, open_store(s.store), "features/complete/ad", DAY.isoformat())
     assert failing(r) == ["hist_item_ids no longer than 50", "share item known embeddings >= 0.3"]
+    warned = quality.validate(s.model_copy(update={"quality": s.quality.model_copy(update={"cross_domain": "warn"})}),
+                              open_store(s.store), "features/complete/ad", DAY.isoformat())
+    assert failing(warned) == ["hist_item_ids no longer than 50"]
+    assert [w["label"] for w in warned["warnings"]] == ["share item known embeddings >= 0.3"]
 
 
 # --------------------------------------------------------------------------- alerts

@@ -239,6 +239,80 @@ def test_a_holdout_that_cannot_judge_the_model_publishes_it_not_evaluable(cpm_re
         export_version(cpm_ready, store, day)
 
 
+def test_the_blessing_can_require_beating_target_only(cpm_ready):
+    """actr.bless_requires_target_only: the gate trains Target-only on the run's window, scores it
+    on the same holdout rows, records it in the blessing and rejects a candidate that loses to it
+    by more than actr.target_only_margin, even with nothing served."""
+    import dataclasses
+
+    from ecdctr_pipeline.evaluation.holdout import holdout_source
+    from ecdctr_pipeline.tiers import actr
+
+    store = open_store(cpm_ready.store)
+    day = "2026-11-24"
+    cpm_ready.actr.bless_requires_target_only, cpm_ready.actr.target_only_margin = True, 0.0
+    args = actr.resolve(cpm_ready, store, actr.plan(cpm_ready, day))
+    assert args.params["bless_requires_target_only"] and args.params["target_only_margin"] == 0.0
+    to_args = actr.target_only_args(args)
+    assert (to_args.tier, to_args.artifact, to_args.embedding_set, to_args.base_model) == ("target_only", "", None, None)
+    assert to_args.data == args.data and to_args.hparams == args.hparams
+    assert "bless_requires_target_only" not in to_args.params
+    scored = training.TrainResult(model=training.load_model(store, args.base_prefix, args.base_model))
+    _, verdict = actr.assess(args, scored)
+    assert verdict.baseline is None and verdict.target_only.model == "target-only"
+    to_gauc = verdict.target_only.gauc
+    assert 0 < to_gauc < 1 and verdict.target_only_margin == 0.0
+    assert verdict.blessed == (verdict.candidate_gauc >= to_gauc)
+    assert f"vs Target-only GAUC {to_gauc} (margin 0.0)" in verdict.describe()
+    # a candidate 0.05 below Target-only: rejected at margin 0, blessed at margin 0.1
+    worse = verdict.model_copy(update={"candidate_gauc": to_gauc - 0.05, "blessed": True, "target_only": None})
+    holdout = holdout_source(args)
+    rejected = actr.against_target_only(args, worse, holdout)
+    assert not rejected.blessed and rejected.target_only.gauc == pytest.approx(to_gauc, abs=2e-3)
+    assert rejected.describe().startswith("REJECTED")
+    lenient = dataclasses.replace(args, params={**args.params, "target_only_margin": 0.1})
+    assert actr.against_target_only(lenient, worse, holdout).blessed
+    # off (the default): no Target-only training at the gate, nothing recorded
+    cpm_ready.actr.bless_requires_target_only = False
+    plain = actr.resolve(cpm_ready, store, actr.plan(cpm_ready, day))
+    assert "bless_requires_target_only" not in plain.params
+    assert actr.assess(plain, scored)[1].target_only is None
+
+
+def test_transfer_harmful_alerts_when_a_ctr_loses_to_target_only_over_the_last_days(tmp_path, webhook_receiver):
+    """The daily evaluation's guard of the central claim: the mean lift over the evaluation reports
+    of the last actr.transfer_harm_days days, alerting once the mean is below -margin on at least
+    half of those days."""
+    from ecdctr_pipeline.core.settings import Settings
+
+    base, received = webhook_receiver
+    s = Settings.model_validate({"store": {"root": f"file://{tmp_path}/store"},
+                                 "alerts": {"notifiers": ["webhook"], "webhook_url": f"{base}/hook"},
+                                 "actr": {"transfer_harm_days": 7, "transfer_harm_margin": 0.01}})
+    store = open_store(s.store)
+    day = dt.date(2026, 11, 24)
+
+    def report(d, lift):
+        store.put_bytes(paths.evaluation_report(d), json.dumps({"day": d.isoformat(), "gauc_lift": lift}).encode())
+
+    for i, lift in enumerate((-0.03, -0.02, -0.04)):  # 3 of 7 days compared: not enough to decide
+        report(day - dt.timedelta(days=i), lift)
+    g = baselines.transfer_guard(s, store, day)
+    assert (g["compared"], g["needed"], g["harmful"]) == (3, 4, False) and g["mean_lift"] == pytest.approx(-0.03)
+    report(day - dt.timedelta(days=8), -0.5)  # outside the window: not counted
+    store.put_bytes(paths.evaluation_report(day - dt.timedelta(days=3)),  # not evaluable: no lift
+                    json.dumps({"day": "x", "not_evaluable": "no GAUC"}).encode())
+    assert baselines.transfer_guard(s, store, day)["compared"] == 3 and received == []
+    report(day - dt.timedelta(days=6), -0.01)  # 4 of 7, mean -0.025 < -0.01
+    g = baselines.transfer_guard(s, store, day)
+    assert g["harmful"] and g["mean_lift"] == pytest.approx(-0.025) and g["alerts"] == {"webhook": "sent"}
+    assert [(a["kind"], a["logical_date"]) for a in received] == [("transfer_harmful", "2026-11-24")]
+    assert "mean GAUC lift -0.0250 over 4 of the last 7 days" in received[0]["summary"]
+    assert sorted(x["day"] for x in received[0]["details"]) == ["2026-11-18", "2026-11-22", "2026-11-23", "2026-11-24"]
+    report(day - dt.timedelta(days=6), 0.07)  # mean +0.005: the transfer helps again, no alert
+    assert not baselines.transfer_guard(s, store, day)["harmful"] and len(received) == 1
+
+
 def test_a_diverged_tpm_is_never_published(pipeline_settings):
     """TPM refuses non-finite embedding tables or loss (a diverging learning rate): the run
     fails in one line and publishes nothing (the previous set, had there been one, stays)."""
