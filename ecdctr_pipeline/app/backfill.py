@@ -8,7 +8,8 @@ a branch step that answers no ends the run there (a rejected A-CTR model is not 
 Without ``-v`` the steps' own output stays off the console: the backfill prints its table, and
 ``--json`` gives every step's result.
 Dates whose artifact exists are skipped unless ``force``, which adds ``--force`` to the steps
-that take it.
+that take it. Each row names, from the artifact's manifest, the TPM embedding set and the CPM
+checkpoint a CPM Monday or an A-CTR day was built from (a skipped day's too).
 """
 
 from __future__ import annotations
@@ -35,6 +36,25 @@ class Row:
     detail: str = ""
     steps: list[str] = field(default_factory=list)  # the steps that ran, in order
     results: dict = field(default_factory=dict)  # each step's JSON result (``--json``)
+    # what the run's artifact was built from, read from its manifest (a run that failed: none):
+    # the TPM embedding set (its months) a CPM or A-CTR used, the CPM checkpoint an A-CTR day
+    # started from ("(fallback)": the previous week's, the week's was late)
+    embedding_set: str | None = None
+    cpm_checkpoint: str | None = None
+
+
+def _with_inputs(store: ArtifactStore, tier: str, row: Row) -> Row:
+    if row.status.startswith("FAILED"):
+        return row
+    m = artifacts.find_manifest(store, steps.TIERS[tier].artifact(dt.date.fromisoformat(row.logical_date)))
+    if m is None or m.kind == "tpm_embedding_set":
+        return row
+    if m.inputs.embedding_set:
+        row.embedding_set = f"{m.inputs.embedding_set} ({', '.join(m.inputs.embedding_months)})"
+    if m.inputs.cpm_checkpoint:
+        row.cpm_checkpoint = m.inputs.cpm_checkpoint + (
+            " (fallback)" if (m.extra.get("cpm_choice") or {}).get("fallback") else "")
+    return row
 
 
 def plan_range(start: dt.date, end: dt.date, tiers: tuple[str, ...]) -> list[tuple[str, dt.date]]:
@@ -107,7 +127,7 @@ def backfill(store: ArtifactStore, start: dt.date, end: dt.date, *, force: bool 
     bar = progress(runs, desc="backfill", total=len(runs), unit="run")
     for tier, day in bar:
         bar.set_postfix_str(f"{tier} {day}")
-        rows.append(run_one(store, tier, day, force=force, config=config))
+        rows.append(_with_inputs(store, tier, run_one(store, tier, day, force=force, config=config)))
         if stop_on_error and rows[-1].status.startswith("FAILED"):
             break
     bar.close()

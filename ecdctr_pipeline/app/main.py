@@ -22,8 +22,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     rows = backfill(_store(args), parse_date(args.from_, what="--from"), parse_date(args.to, what="--to"),
                     force=args.force, tiers=tuple(args.tiers.split(",")), config=args.config)
     failed = [r for r in rows if r.status.startswith("FAILED")]
-    table = markdown_table(("tier", "logical date", "status", "seconds", "detail"),
-                           [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.detail) for r in rows])
+    table = markdown_table(("tier", "logical date", "status", "seconds", "TPM set", "CPM", "detail"),
+                           [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.embedding_set, r.cpm_checkpoint,
+                             r.detail) for r in rows])
     _emit(args, [asdict(r) for r in rows], table + f"\n\n{len(rows)} run(s), {len(failed)} failed")
     return 1 if failed else 0
 

@@ -98,7 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     corrupt: list[tuple[str, str]] = []
-    arts = [artifacts.lineage(m) | {"prefix": p, "_manifest": m}
+    arts = [artifacts.lineage(m) | {"prefix": p, "_manifest": m,
+                                    "cpm_fallback": bool((m.extra.get("cpm_choice") or {}).get("fallback"))}
             for p, m in artifacts.list_artifacts(store, corrupt=corrupt)]
     tables = []
     for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
@@ -127,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("kind", "id", "window", "months", "embedding set", "CPM", "A-CTR", "metrics"),
             [(a["kind"], a["id"], f"[{a['window']['start']}, {a['window']['end']})" if a["window"] else None,
               a["months"], (a["embedding_set"] and f"{a['embedding_set']} ({', '.join(a['embedding_months'])})"),
-              a["cpm_checkpoint"], a["actr_model"],
+              (a["cpm_checkpoint"] and a["cpm_checkpoint"] + (" (fallback)" if a["cpm_fallback"] else "")), a["actr_model"],
               ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
              for a in arts])]
     if stale:
