@@ -94,7 +94,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     result = replicates.run(_settings(args), _store(args), monday=parse_date(args.monday, what="--monday"),
                             days=args.days, seeds=seeds, vary=vary)
     summary = replicates.summarize(result)
-    summary.update(seconds=result["seconds"], weeks=result["weeks"], models_trained=result["models_trained"])
+    summary.update(seconds=result["seconds"], weeks=result["weeks"], models_trained=result["models_trained"],
+                   training=replicates.training_settings(_settings(args)))
     md = replicates.write_report(summary, Path(args.out), title=args.title)
     lines = [f"{v}: lift {replicates._fmt_interval(s['lift'])} ({s['positive']} > 0, {s['negative']} < 0)"
              for v, s in summary["vary"].items()]

@@ -258,6 +258,9 @@ def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "")
     share = markdown_table(("tier whose seed varies", "variance of the lift", "share"),
                            [(t, f"{x['variance']:.2e}", "—" if x["share"] is None else f"{x['share']:.0%}")
                             for t, x in summary.get("variance_share", {}).items()])
+    trained = summary.get("training")
+    trained_md = "" if not trained else "Training settings: " + "; ".join(
+        f"`{k}` {v}" for k, v in trained.items()) + ".\n\n"
     need = summary.get("seeds_needed")
     need_md = "" if not need else (
         "\n\nReplicates a decision needs (95% t interval half-width ≤ the effect, at the measured sd of "
@@ -266,7 +269,9 @@ def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "")
           f"{summary['monday']}); seeds {', '.join(map(str, summary['seeds']))}. A replicate is one training of "
           f"the week's TPM and CPM and of each day's models with the seeds shown; its lift is E-CDCTR's GAUC "
           f"minus Target-only's, pooled over the days ((day, user) groups).\n\n"
-          f"## The lift over replicates (the unit is the training seed)\n\n{agg}\n\n![replicates]({png.name})\n\n"
+          f"{trained_md}"
+          f"## The lift over replicates (the unit is the training seed)\n\n{agg}\n\n"
+          f"{_paper_line()}![replicates]({png.name})\n\n"
           f"## Where the variance comes from\n\nOne tier's seed varies, the others stay at seed "
           f"{summary['seeds'][0]}.\n\n{share}{need_md}\n\n## Every replicate\n\n{per}\n\n"
           f"The interval over (day, user) groups is that of a single training run (paired bootstrap): it "
@@ -276,6 +281,28 @@ def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "")
     path.write_text(md)
     (out_dir / "replicates.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     return path
+
+
+def training_settings(settings: Settings) -> dict:
+    """What the report states about how every replicate trained."""
+    t, c, a, tr = settings.tpm, settings.cpm, settings.actr, settings.training
+    return {"tpm": f"lr {t.learning_rate}, batch {t.batch_size}, {t.epochs_per_month} epoch(s) a month",
+            "cpm": f"lr {c.learning_rate}, batch {c.batch_size}, {c.epochs} epoch(s)",
+            "actr / target-only": f"lr {a.learning_rate}, batch {a.batch_size}, {a.epochs} epoch(s)",
+            "early stopping": (f"last {tr.validation_days} day(s) of each window, patience {tr.early_stopping_patience}"
+                               if tr.validation_days else "off (every epoch trained)")}
+
+
+# the paper's Table 2 (E-CDCTR, Target-only GAUC on its industrial log, one training run, no
+# interval): the figure a report puts beside ours
+PAPER_TABLE2 = {"E-CDCTR": 0.6652, "Target-only": 0.6564}
+
+
+def _paper_line() -> str:
+    """The paper's own figure beside ours."""
+    t2 = PAPER_TABLE2
+    return (f"The paper (Table 2, its industrial log): E-CDCTR {t2['E-CDCTR']:.4f}, Target-only "
+            f"{t2['Target-only']:.4f}, lift {t2['E-CDCTR'] - t2['Target-only']:+.4f} (no interval given).\n\n")
 
 
 def _epochs(e: dict) -> str:

@@ -3,6 +3,9 @@ replicates, the replicates a decision needs (``ecdctr replicate``)."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -38,3 +41,50 @@ def test_seeds_needed_grows_with_the_spread_and_shrinks_with_the_effect():
     assert stats.t.ppf(0.975, n - 1) * 0.05 / n ** 0.5 <= 0.02 < stats.t.ppf(0.975, n - 2) * 0.05 / (n - 1) ** 0.5
     assert replicates.seeds_needed(0.10, 0.02) > n > replicates.seeds_needed(0.05, 0.05)
     assert replicates.seeds_needed(0.05, 0.0) is None
+
+
+def _result(rng, lifts):
+    """A replicate result whose E-CDCTR scores are Target-only's plus ``lift`` x label noise."""
+    labels = rng.integers(0, 2, 400)
+    users = np.repeat(np.arange(40), 10)
+    base = rng.normal(size=400)
+    runs = {}
+    for v, ls in lifts.items():
+        runs[v] = [{"config": {"tpm": i, "cpm": i, "actr": i, "target_only": i}, "days": [
+            {"day": "2017-12-05", "labels": labels, "users": users, "target_only": base,
+             "ecdctr": base + lift * (labels - 0.5) * 4,
+             "training": {"target_only": {"epochs_run": 3}, "ecdctr": {"epochs_run": 2}}}]}
+            for i, lift in enumerate(ls)]
+    return {"monday": "2017-12-04", "days": ["2017-12-05"], "seeds": [0, 1, 2], "runs": runs}
+
+
+def test_the_report_gives_the_seed_interval_the_tier_shares_and_the_paper_beside_it(tmp_path):
+    from ecdctr_pipeline.core.settings import Settings
+
+    s = replicates.summarize(_result(np.random.default_rng(0), {"all": [0.0, 0.3, 0.6], "actr": [0.3, 0.3, 0.3],
+                                                                "cpm": [0.0, 0.5, 1.0]}), n_boot=50)
+    a = s["vary"]["all"]
+    lifts = [r["lift"] for r in a["replicates"]]
+    assert lifts[0] == 0 and lifts[0] < lifts[1] < lifts[2] and a["positive"] == 2 and a["negative"] == 0
+    assert a["lift"]["sd"] == pytest.approx(np.std(lifts, ddof=1))
+    shares = s["variance_share"]
+    assert shares["actr"]["variance"] == pytest.approx(0, abs=1e-12) and shares["cpm"]["share"] == pytest.approx(1)
+    s["training"] = replicates.training_settings(Settings())
+    md = replicates.write_report(s, tmp_path, title="T").read_text()
+    assert "The paper (Table 2, its industrial log): E-CDCTR 0.6652, Target-only 0.6564, lift +0.0088" in md
+    assert "`early stopping` off (every epoch trained)" in md and "`cpm` lr 0.0005, batch 1024, 3 epoch(s)" in md
+    import re
+
+    assert re.search(r"^\| cpm +\| [0-9.e+-]+ +\| 100% +\|$", md, re.M), md
+    assert (tmp_path / "replicates.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "replicates.json").read_text())["vary"]["all"]["lift"]["n"] == 3
+
+
+def test_the_paper_figure_is_the_one_the_design_records():
+    from pathlib import Path
+
+    design = Path(__file__).resolve().parents[3] / "shared" / "design" / "paper_results.json"
+    if not design.exists():
+        pytest.skip(f"{design} is not in this checkout")
+    t2 = json.loads(design.read_text())["table2_overall"]
+    assert {k: t2[k] for k in replicates.PAPER_TABLE2} == replicates.PAPER_TABLE2
