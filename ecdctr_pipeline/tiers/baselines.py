@@ -84,25 +84,29 @@ def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -
     report = {"day": p.day.isoformat(), "holdout": p.holdout_window.to_dict(), "actr": a, "target_only": t,
               "gauc_lift": a["gauc"] - t["gauc"], "blessed": manifest.blessed,
               "cpm_checkpoint": manifest.inputs.cpm_checkpoint, "embedding_set": manifest.inputs.embedding_set}
-    store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())
-    report["transfer_guard"] = transfer_guard(settings, store, p.day)
+    report["transfer_guard"] = transfer_guard(settings, store, p.day, current=report["gauc_lift"])
     store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())
     return report
 
 
-def transfer_guard(settings: Settings, store: ArtifactStore, day: dt.date, *, alert: bool = True) -> dict:
+def transfer_guard(settings: Settings, store: ArtifactStore, day: dt.date, *, current: float | None = None,
+                   alert: bool = True) -> dict:
     """The central claim, watched in production: the mean GAUC lift of A-CTR over Target-only
-    over the evaluation reports of the last ``actr.transfer_harm_days`` days (``day`` included).
-    Harmful when at least half of those days were compared and the mean lift is below
-    ``-actr.transfer_harm_margin``; then one ``transfer_harmful`` alert (``alert``)."""
+    over the evaluation reports of the last ``actr.transfer_harm_days`` days (``day`` included;
+    ``current``: that day's lift, when its report is being written). Harmful when at least half
+    of those days were compared and the mean lift is below ``-actr.transfer_harm_margin``; then
+    one ``transfer_harmful`` alert (``alert``)."""
     from ecdctr_pipeline.quality import alerts
+    from ecdctr_pipeline.quality.gates import DAG_IDS
 
     a = settings.actr
     days = [day - dt.timedelta(days=i) for i in range(a.transfer_harm_days - 1, -1, -1)]
     lifts = {}
     for d in days:
         key = paths.evaluation_report(d)
-        if store.exists(key):
+        if d == day and current is not None:
+            lifts[d.isoformat()] = float(current)
+        elif store.exists(key):
             r = json.loads(store.get_bytes(key))
             if r.get("gauc_lift") is not None:
                 lifts[d.isoformat()] = float(r["gauc_lift"])
@@ -113,7 +117,7 @@ def transfer_guard(settings: Settings, store: ArtifactStore, day: dt.date, *, al
            "margin": a.transfer_harm_margin, "harmful": harmful, "lifts": lifts}
     if harmful and alert:
         out["alerts"] = alerts.send(settings.alerts, alerts.Alert(
-            kind="transfer_harmful", subject="ecdctr_actr_daily", logical_date=day.isoformat(),
+            kind="transfer_harmful", subject=DAG_IDS["actr"], logical_date=day.isoformat(),
             summary=(f"A-CTR loses to Target-only: mean GAUC lift {mean:+.4f} over {len(lifts)} of the last "
                      f"{a.transfer_harm_days} days is below -{a.transfer_harm_margin} (actr.transfer_harm_margin)"),
             details=[{"day": d, "gauc_lift": x} for d, x in lifts.items()],

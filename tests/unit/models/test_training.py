@@ -311,6 +311,10 @@ def test_transfer_harmful_alerts_when_a_ctr_loses_to_target_only_over_the_last_d
     assert sorted(x["day"] for x in received[0]["details"]) == ["2026-11-18", "2026-11-22", "2026-11-23", "2026-11-24"]
     report(day - dt.timedelta(days=6), 0.07)  # mean +0.005: the transfer helps again, no alert
     assert not baselines.transfer_guard(s, store, day)["harmful"] and len(received) == 1
+    # the day being evaluated counts with its new lift, not its stored report's
+    g = baselines.transfer_guard(s, store, day, current=-0.2)
+    assert g["lifts"]["2026-11-24"] == -0.2 and g["mean_lift"] == pytest.approx(-0.0475) and len(received) == 2
+    assert received[1]["subject"] == "ecdctr_actr_daily"
 
 
 def test_a_diverged_tpm_is_never_published(pipeline_settings):
