@@ -33,6 +33,9 @@ ENV_PREFIX = "ECDCTR_"
 ENV_CONFIG = "ECDCTR_CONFIG"
 ENV_STORE = "ECDCTR_STORE"
 ENV_PROFILE = "ECDCTR_PROFILE"
+# ECDCTR_* variables of the process that are not settings: the console's log level (the images
+# set ECDCTR_LOG_LEVEL=INFO) and the recorded code version (artifacts.code_version)
+ENV_NOT_SETTINGS = ("ECDCTR_LOG_LEVEL", "ECDCTR_CODE_VERSION")
 
 
 class _Section(BaseModel):
@@ -567,7 +570,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``ECDCTR_SECTION__KEY=value`` variables into a nested dict."""
     tree: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG or name in ENV_NOT_SETTINGS:
             continue
         if name == ENV_STORE:
             tree.setdefault("store", {})["root"] = raw

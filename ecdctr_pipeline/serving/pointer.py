@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import EcdctrError
@@ -22,17 +23,30 @@ def read_served(store: ArtifactStore) -> dict:
         return {"version": None, "history": []}
 
 
-def model_config_text(store: ArtifactStore, model_name: str, version: int) -> str:
+def store_base_path(store: ArtifactStore) -> str:
+    """Where the serving versions are in the store, as the store's ``models.config`` names them
+    (a plain path on ``file://`` roots). TF Serving builds since 2.7 read no ``s3://`` path:
+    a server reads the local copy ``ecdctr serving-sync`` keeps (:mod:`.sync`)."""
     base = store.uri(paths.SERVING_ACTR)
-    if base.startswith("file://"):
-        base = base[len("file://"):]
+    return base[len("file://"):] if base.startswith("file://") else base
+
+
+def model_config_text(model_name: str, base_path: str, version: int) -> str:
+    """TF Serving's ``models.config`` serving ``version`` of the model under ``base_path`` (the
+    store's folder of versions, or the local folder a sync keeps: one text format for both)."""
     return ("model_config_list {\n  config {\n"
             f"    name: \"{model_name}\"\n"
-            f"    base_path: \"{base}\"\n"
+            f"    base_path: \"{base_path}\"\n"
             "    model_platform: \"tensorflow\"\n"
-            f"    model_version_policy {{ specific {{ versions: {version} }} }}\n"
-            f"    version_labels {{ key: \"stable\" value: {version} }}\n"
+            f"    model_version_policy {{ specific {{ versions: {int(version)} }} }}\n"
+            f"    version_labels {{ key: \"stable\" value: {int(version)} }}\n"
             "  }\n}\n")
+
+
+def config_version(text: str) -> int | None:
+    """The version a ``models.config`` written by :func:`model_config_text` serves (None: another text)."""
+    m = re.search(r"specific \{ versions: (\d+) \}", text)
+    return int(m.group(1)) if m else None
 
 
 def set_served(store: ArtifactStore, model_name: str, version: int, *, reason: str) -> dict:
@@ -44,7 +58,7 @@ def set_served(store: ArtifactStore, model_name: str, version: int, *, reason: s
     history.append({"version": version, "reason": reason,
                     "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     state = {"version": version, "history": history[-50:]}
-    store.put_bytes(MODEL_CONFIG, model_config_text(store, model_name, version).encode())
+    store.put_bytes(MODEL_CONFIG, model_config_text(model_name, store_base_path(store), version).encode())
     store.put_bytes(SERVED_POINTER, json.dumps(state, indent=2).encode())
     return state
 

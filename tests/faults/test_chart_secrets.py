@@ -76,6 +76,16 @@ def pod_specs(docs: list[dict]) -> dict[str, dict]:
     return specs
 
 
+def ecdctr_containers(spec: dict) -> list[dict]:
+    """The containers (init containers too) that run the pipeline's code; TF Serving reads only its
+    local volume (the serving-sync containers copy the served version into it)."""
+    return [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] != "tf-serving"]
+
+
+def tf_serving(docs: list[dict]) -> dict:
+    return next(c for c in pod_specs(docs)["Deployment/ecdctr-ecdctr-serving"]["containers"] if c["name"] == "tf-serving")
+
+
 def secret_refs(container: dict) -> set[str]:
     """Names of the Secrets a container loads (envFrom secretRef, env secretKeyRef)."""
     names = {e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e}
@@ -123,13 +133,12 @@ def test_existing_secret_is_loaded_by_every_pod_and_no_configmap_holds_a_secret(
     assert {"Deployment/ecdctr-ecdctr-serving", "ConfigMap/ecdctr-ecdctr-training-pod-template/pod_template.yaml"} \
         <= set(specs)
     for name, spec in specs.items():
-        for c in spec["containers"]:
+        for c in ecdctr_containers(spec):
             assert EXISTING in secret_refs(c), f"{name} container {c['name']} does not load Secret {EXISTING}"
-    # TF Serving reads S3 with the AWS SDK: the store keys, under the SDK's names
-    serving = specs["Deployment/ecdctr-ecdctr-serving"]["containers"][0]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in serving["env"] if "valueFrom" in e}
-    assert refs["AWS_ACCESS_KEY_ID"]["key"] == env_name("store.access_key_id")
-    assert refs["AWS_SECRET_ACCESS_KEY"]["key"] == env_name("store.secret_access_key")
+    serving = specs["Deployment/ecdctr-ecdctr-serving"]
+    assert {c["name"] for c in ecdctr_containers(serving)} == {"serving-sync", "serving-sync-follow"}
+    # TF Serving (>= 2.7) reads no S3: it gets no credentials, the serving-sync containers do
+    assert secret_refs(tf_serving(docs)) == set() and "AWS_" not in json.dumps(tf_serving(docs))
     trainer = specs["ConfigMap/ecdctr-ecdctr-training-pod-template/pod_template.yaml"]["containers"][0]
     assert {"secretRef": {"name": EXISTING}} in trainer["envFrom"]
     cfg = yaml.safe_load(settings_config_map(docs)["data"]["config.yaml"])
@@ -151,16 +160,18 @@ def test_chart_created_secret_holds_the_values_and_no_configmap_does(tmp_path):
         for key, value in VALUES.items():
             assert value not in text and base64.b64encode(value.encode()).decode() not in text, (name, key)
     for name, spec in pod_specs(docs).items():
-        for c in spec["containers"]:
+        for c in ecdctr_containers(spec):
             assert "ecdctr-ecdctr-secrets" in secret_refs(c), name
+        for c in spec.get("initContainers", []) + spec["containers"]:
             assert not any(v in json.dumps(c) for v in VALUES.values()), name  # by reference, never inline
+    assert secret_refs(tf_serving(docs)) == set()
 
 
 def test_without_secrets_no_secret_is_rendered_or_referenced(tmp_path):
     docs = rendered(tmp_path, {})
     assert not [d for d in docs if d["kind"] == "Secret"]
     for name, spec in pod_specs(docs).items():
-        assert not any(secret_refs(c) for c in spec["containers"]), name
+        assert not any(secret_refs(c) for c in spec.get("initContainers", []) + spec["containers"]), name
     s_cfg = yaml.safe_load(settings_config_map(docs)["data"]["config.yaml"])
     assert s_cfg["orchestration"]["kubernetes"]["secret_env"] is None
 

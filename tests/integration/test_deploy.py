@@ -136,5 +136,45 @@ def test_compose_uses_the_settings_names():
 
     s = load_settings(environ={k: v for k, v in env.items() if k.startswith("ECDCTR_") and "${" not in v})
     assert s.store.root == "s3://ecdctr/pipeline" and s.store.allow_http
-    assert {"airflow", "minio", "serving"} <= set(compose["services"])
-    assert compose["services"]["serving"]["environment"]["MODEL_CONFIG"].endswith("/serving/models.config")
+    assert {"airflow", "minio", "serving", "serving-sync"} <= set(compose["services"])
+    # TF Serving reads the local copy serving-sync keeps in the shared volume, not S3
+    serving, syncer = compose["services"]["serving"], compose["services"]["serving-sync"]
+    assert serving["environment"] == {"MODEL_CONFIG": "/models/models.config"}
+    assert serving["volumes"] == ["models:/models:ro"] and syncer["volumes"] == ["models:/models"]
+    assert [*syncer["entrypoint"], *syncer["command"][:3]] == ["ecdctr", "serving-sync", "--to", "/models"]
+    assert syncer["environment"]["ECDCTR_STORE"] == env["ECDCTR_STORE"]
+
+
+@pytest.mark.parametrize("name", ["chart-default.yaml", "chart-values-production.yaml"])
+def test_serving_pod_syncs_the_served_version_into_a_local_volume(lint_deploy, name):
+    """TF Serving (>= 2.7) reads no s3:// path: the serving pod's init container and sidecar run
+    `ecdctr serving-sync` into an emptyDir, with the settings the other ecdctr pods get, and TF
+    Serving reads the local models.config."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "build/helm" / name).read_text()) if d]
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-serving"))
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["models"] and volumes["config"]["configMap"]["name"].endswith("-config")
+    template = yaml.safe_load(next(d for d in docs if d["metadata"]["name"].endswith("-training-pod-template"))
+                              ["data"]["pod_template.yaml"])
+    trainer = template["spec"]["containers"][0]
+    (init,) = pod["initContainers"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    sidecar, server = containers["serving-sync-follow"], containers["tf-serving"]
+    assert init["name"] == "serving-sync" and set(containers) == {"serving-sync-follow", "tf-serving"}
+    for c, mode in ((init, "--once"), (sidecar, "--follow")):
+        argv = [*c["command"], *c["args"]]
+        assert argv[:4] == ["ecdctr", "serving-sync", "--to", "/models"] and mode in argv
+        assert c["image"] == trainer["image"]  # the same ecdctr code as the training pods
+        assert {"name": "ECDCTR_CONFIG", "value": "/etc/ecdctr/config.yaml"} in c["env"]
+        assert c.get("envFrom") == trainer.get("envFrom")
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["models"]["mountPath"] == "/models" and not mounts["models"].get("readOnly")
+        assert mounts["config"]["mountPath"] == "/etc/ecdctr"
+    assert "--interval" in sidecar["args"]
+    args = server["args"]
+    assert server["command"] == ["tensorflow_model_server"] and "--model_config_file=/models/models.config" in args
+    assert any(a.startswith("--model_config_file_poll_wait_seconds=") for a in args)
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
+    text = yaml.safe_dump(server)
+    assert "s3://" not in text and "AWS_" not in text and "S3_ENDPOINT" not in text  # nothing of S3 left

@@ -58,6 +58,8 @@ def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, yaml_text, key)
 def test_bad_env_key_named():
     with pytest.raises(ConfigError, match="ECDCTR_NOPE"):
         load_settings(environ={"ECDCTR_NOPE": "1"})
+    # what the images set beside the settings is not read as one (every command would fail)
+    assert load_settings(environ={"ECDCTR_LOG_LEVEL": "INFO", "ECDCTR_CODE_VERSION": "0.1.0+gabc"}) == load_settings(environ={})
     with pytest.raises(ConfigError, match="cpm.epochs"):
         load_settings(environ={"ECDCTR_CPM__EPOCHS": "-1"})
 

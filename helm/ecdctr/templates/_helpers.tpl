@@ -43,3 +43,36 @@ alertsSmtpPassword: ECDCTR_ALERTS__SMTP_PASSWORD
 {{- printf "%s-secrets" (include "ecdctr.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A serving-sync container of the serving pod (init container and sidecar): the image, the
+     settings as the training pod template gets them (ConfigMap file, Secret envFrom) and the
+     models volume. Called with (dict "root" $ "image" $image). */}}
+{{- define "ecdctr.servingSync" -}}
+{{- $v := .root.Values -}}
+image: "{{ .image.repository }}:{{ .image.tag }}"
+imagePullPolicy: {{ .image.pullPolicy | default "IfNotPresent" }}
+command: ["ecdctr"]
+env:
+  - name: ECDCTR_CONFIG
+    value: /etc/ecdctr/config.yaml
+  - name: ECDCTR_LOG_LEVEL
+    value: INFO
+{{- with include "ecdctr.secretName" .root }}
+envFrom:
+  - secretRef:
+      name: {{ . | quote }}
+{{- end }}
+resources:
+  {{- toYaml $v.serving.sync.resources | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+volumeMounts:
+  - name: models
+    mountPath: /models
+  - name: sync-tmp
+    mountPath: /tmp
+  - name: config
+    mountPath: /etc/ecdctr
+    readOnly: true
+{{- end -}}
