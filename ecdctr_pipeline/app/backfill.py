@@ -49,11 +49,8 @@ def _with_inputs(store: ArtifactStore, tier: str, row: Row) -> Row:
     m = artifacts.find_manifest(store, steps.TIERS[tier].artifact(dt.date.fromisoformat(row.logical_date)))
     if m is None or m.kind == "tpm_embedding_set":
         return row
-    if m.inputs.embedding_set:
-        row.embedding_set = f"{m.inputs.embedding_set} ({', '.join(m.inputs.embedding_months)})"
-    if m.inputs.cpm_checkpoint:
-        row.cpm_checkpoint = m.inputs.cpm_checkpoint + (
-            " (fallback)" if (m.extra.get("cpm_choice") or {}).get("fallback") else "")
+    labels = artifacts.input_labels(m)
+    row.embedding_set, row.cpm_checkpoint = labels["embedding_set_label"], labels["cpm_label"]
     return row
 
 

@@ -85,18 +85,26 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.app import replicates
     from ecdctr_pipeline.core.calendar import parse_date
 
-    try:
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    vary = [v.strip() for v in args.vary.split(",") if v.strip()]
-    replicates.configs(seeds, vary)  # refuses bad --seeds / --vary before any work
-    result = replicates.run(_settings(args), _store(args), monday=parse_date(args.monday, what="--monday"),
-                            days=args.days, seeds=seeds, vary=vary)
+    out = Path(args.out)
+    if args.from_scores:  # the report again from a run's scores: nothing is trained
+        result = replicates.load_scores(Path(args.from_scores))
+    else:
+        if not args.monday:
+            raise EcdctrError("replicate: --monday is required (or --from-scores FILE)")
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        vary = [v.strip() for v in args.vary.split(",") if v.strip()]
+        replicates.configs(seeds, vary)  # refuses bad --seeds / --vary before any work
+        result = replicates.run(_settings(args), _store(args), monday=parse_date(args.monday, what="--monday"),
+                                days=args.days, seeds=seeds, vary=vary)
+        result["training"] = replicates.training_settings(_settings(args))
+        replicates.save_scores(result, out / replicates.SCORES)
     summary = replicates.summarize(result)
     summary.update(seconds=result["seconds"], weeks=result["weeks"], models_trained=result["models_trained"],
-                   training=replicates.training_settings(_settings(args)))
-    md = replicates.write_report(summary, Path(args.out), title=args.title)
+                   training=result.get("training"))
+    md = replicates.write_report(summary, out, title=args.title)
     lines = [f"{v}: lift {replicates._fmt_interval(s['lift'])} ({s['positive']} > 0, {s['negative']} < 0)"
              for v, s in summary["vary"].items()]
     _emit(args, summary, "\n".join(lines) + f"\nreport: {md} ({result['seconds']:.0f} s)")
@@ -133,13 +141,15 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     rp = sub.add_parser("replicate", help="E-CDCTR vs Target-only on this store over training seeds: intervals "
                         "over replicates, each tier's share of the variance (Markdown + PNG + JSON)",
                         parents=[common, js])
-    rp.add_argument("--monday", required=True, help="the CPM Monday; A-CTR days start there")
+    rp.add_argument("--monday", help="the CPM Monday; A-CTR days start there (required unless --from-scores)")
     rp.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per replicate (at most 7)")
     rp.add_argument("--seeds", default="0,1,2", help="comma-separated; the first is the others' seed with --vary TIER")
     rp.add_argument("--vary", default="all", help="comma-separated: all (every tier's seed together), tpm, cpm, "
                     "actr, target_only (that tier's seed only)")
     rp.add_argument("--out", default="reports/replicates", help="folder for the report")
     rp.add_argument("--title", default="E-CDCTR vs Target-only over training seeds")
+    rp.add_argument("--from-scores", metavar="FILE", help="write the report again from the replicates.scores.npz "
+                    "of an earlier run (no training; --monday, --days, --seeds, --vary are the run's)")
     rp.set_defaults(func=cmd_replicate)
 
     bf = sub.add_parser("backfill", help="run TPM months, CPM Mondays, A-CTR days over a range, in order",

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 TIERS = ("tpm", "cpm", "actr", "target_only")
 VARY = ("all",) + TIERS
 COPIED = ("raw", "features", "empty_days")  # what a replicate reads of the user's store
+SCORES = "replicates.scores.npz"  # beside the report: every model's scores on every holdout
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ def summarize(result: dict, *, n_boot: int = 2000) -> dict:
                          "within_ci": [within["ci_low"], within["ci_high"]], "day_wins": int(wins), "n_days": len(d),
                          "epochs": epochs})
         lifts = [x["lift"] for x in reps]
-        out["vary"][v] = {"replicates": reps, "lift": seed_interval(lifts),
+        noise = holdout_variance(cs, n_boot=n_boot)
+        out["vary"][v] = {"replicates": reps, "lift": seed_interval(lifts), "holdout": noise,
                           "gauc_ecdctr": seed_interval([x["gauc_ecdctr"] for x in reps]),
                           "gauc_target_only": seed_interval([x["gauc_target_only"] for x in reps]),
                           "positive": sum(x > 0 for x in lifts), "negative": sum(x < 0 for x in lifts)}
@@ -224,6 +226,85 @@ def summarize(result: dict, *, n_boot: int = 2000) -> dict:
         out["seeds_needed"] = {"for the measured lift": seeds_needed(a["sd"], abs(a["mean"])),
                                "for a 0.01 GAUC lift": seeds_needed(a["sd"], 0.01)}
     return out
+
+
+def holdout_variance(replicates: list[dict], *, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """How much of the lifts' variance over these replicates the holdout's finite users explain.
+
+    Each replicate's lift is a weighted mean over the same (day, user) groups of the groups' AUC
+    differences, ``lift_i = mean_g(mu_i + e_ig)``: ``mu_i`` is the lift that replicate's models
+    would have on all users, ``e_ig`` how group g departs from it. Two replicates' lifts differ by
+    ``mu_i - mu_j`` and by the groups' departures, which differ from model to model (seeds
+    reorder which users a model ranks well) and shrink as the holdout grows. Resampling the groups
+    (the same draw for every replicate) and taking the variance over replicates of each draw's
+    lifts around their own, averaged over draws, estimates the second part; what the observed
+    variance has beyond it is the seed's effect on the transfer itself (``mu``). ``None`` with
+    fewer than two replicates."""
+    from ecdctr_pipeline.evaluation.metrics import user_aucs
+
+    if len(replicates) < 2:
+        return None
+    deltas, w = [], None
+    for r in replicates:
+        d_i, w_i = [], []
+        for x in r["days"]:
+            e, we, _ = user_aucs(x["labels"], x["ecdctr"], x["users"])
+            t, _, _ = user_aucs(x["labels"], x["target_only"], x["users"])
+            d_i.append(e - t), w_i.append(we)
+        deltas.append(np.concatenate(d_i))
+        w_i = np.concatenate(w_i)
+        if w is not None and not np.array_equal(w, w_i):
+            raise EcdctrError("replicate: the replicates were scored on different (day, user) groups")
+        w = w_i
+    dw = np.stack(deltas) * w  # replicates x groups
+    lifts = dw.sum(1) / w.sum()
+    rng = np.random.default_rng(seed)
+    var = np.empty(n_boot)
+    for i in range(0, n_boot, 100):
+        k = min(100, n_boot - i)
+        counts = rng.multinomial(w.size, np.full(w.size, 1.0 / w.size), size=k)  # k x groups
+        boot = (counts @ dw.T) / (counts @ w)[:, None]  # k x replicates
+        var[i:i + k] = np.var(boot - lifts, axis=1, ddof=1)
+    observed = float(np.var(lifts, ddof=1))
+    h = float(var.mean())
+    return {"groups": int(w.size), "observed_variance": observed, "holdout_variance": h,
+            "holdout_share": (h / observed if observed > 0 else None),
+            "seed_variance": max(observed - h, 0.0)}
+
+
+def save_scores(result: dict, path: Path) -> Path:
+    """Every model's scores on every holdout (``replicates.scores.npz``): the report can be
+    recomputed (:func:`load_scores`, ``ecdctr replicate --from-scores``) without training again."""
+    arrays, index = {}, {k: v for k, v in result.items() if k != "runs"} | {"runs": {}}
+    for v, cs in result["runs"].items():
+        index["runs"][v] = []
+        for i, r in enumerate(cs):
+            days = []
+            for j, x in enumerate(r["days"]):
+                for k in ("labels", "users", "target_only", "ecdctr"):
+                    arrays[f"{v}.{i}.{j}.{k}"] = np.asarray(x[k])
+                days.append({"day": x["day"], "training": x["training"]})
+            index["runs"][v].append({"config": r["config"], "days": days})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(tmp, index=np.frombuffer(json.dumps(index, default=_jsonable).encode(), dtype=np.uint8),
+                        **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_scores(path: Path) -> dict:
+    """The ``result`` :func:`save_scores` wrote (what :func:`summarize` takes)."""
+    try:
+        z = np.load(path)
+        index = json.loads(bytes(z["index"]).decode())
+        for v, cs in index["runs"].items():
+            for i, r in enumerate(cs):
+                for j, x in enumerate(r["days"]):
+                    x.update({k: z[f"{v}.{i}.{j}.{k}"] for k in ("labels", "users", "target_only", "ecdctr")})
+    except (OSError, ValueError, KeyError) as exc:
+        raise EcdctrError(f"replicate --from-scores {path}: not a scores file written by `ecdctr replicate` ({exc})") from None
+    return index
 
 
 def _fmt_interval(x: dict) -> str:
@@ -255,6 +336,14 @@ def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "")
                            f"{s['gauc_target_only']['mean']:.4f} ± {s['gauc_target_only']['sd'] or 0:.4f}",
                            _fmt_interval(s["lift"]), f"{s['positive']} / {s['negative']}")
                           for v, s in summary["vary"].items()])
+    noise_rows = [(v, f"{h['observed_variance']:.2e}",
+                   f"{h['holdout_variance']:.2e} ({'—' if h['holdout_share'] is None else format(h['holdout_share'], '.0%')})",
+                   f"{h['seed_variance']:.2e}")
+                  for v, s in summary["vary"].items() if (h := s.get("holdout"))]
+    noise = "" if not noise_rows else markdown_table(
+        ("seeds varied", "variance of the lift over replicates", "of it, the holdout's groups alone",
+         "beyond the holdout (the seed's effect on the transfer)"),
+        noise_rows)
     share = markdown_table(("tier whose seed varies", "variance of the lift", "share"),
                            [(t, f"{x['variance']:.2e}", "—" if x["share"] is None else f"{x['share']:.0%}")
                             for t, x in summary.get("variance_share", {}).items()])
@@ -273,7 +362,13 @@ def write_report(summary: dict, out_dir: Path, *, title: str, context: str = "")
           f"## The lift over replicates (the unit is the training seed)\n\n{agg}\n\n"
           f"{_paper_line()}![replicates]({png.name})\n\n"
           f"## Where the variance comes from\n\nOne tier's seed varies, the others stay at seed "
-          f"{summary['seeds'][0]}.\n\n{share}{need_md}\n\n## Every replicate\n\n{per}\n\n"
+          f"{summary['seeds'][0]}.\n\n{share}{need_md}\n\n"
+          + ("" if not noise else
+             "### How much of it the holdout's size explains\n\nThe replicates are scored on the same "
+             "(day, user) groups; resampling the groups (one draw for all replicates) gives the variance "
+             "over replicates that the finite holdout alone produces (seeds reorder which users a model "
+             f"ranks well). The rest is the seed changing the transfer itself.\n\n{noise}\n\n")
+          + f"## Every replicate\n\n{per}\n\n"
           f"The interval over (day, user) groups is that of a single training run (paired bootstrap): it "
           f"describes the holdout rows, not a retraining, and is shown to compare with the interval over "
           f"replicates.\n\nProtocol: `ecdctr_pipeline/app/replicates.py`.\n")

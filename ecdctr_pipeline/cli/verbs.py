@@ -98,8 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     corrupt: list[tuple[str, str]] = []
-    arts = [artifacts.lineage(m) | {"prefix": p, "_manifest": m,
-                                    "cpm_fallback": bool((m.extra.get("cpm_choice") or {}).get("fallback"))}
+    arts = [artifacts.lineage(m) | {"prefix": p, "_manifest": m}
             for p, m in artifacts.list_artifacts(store, corrupt=corrupt)]
     tables = []
     for key in [paths.raw_table(d) for d in paths.DOMAINS] + [paths.tpm_features()] + [
@@ -127,8 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines += ["Artifacts", markdown_table(
             ("kind", "id", "window", "months", "embedding set", "CPM", "A-CTR", "metrics"),
             [(a["kind"], a["id"], f"[{a['window']['start']}, {a['window']['end']})" if a["window"] else None,
-              a["months"], (a["embedding_set"] and f"{a['embedding_set']} ({', '.join(a['embedding_months'])})"),
-              (a["cpm_checkpoint"] and a["cpm_checkpoint"] + (" (fallback)" if a["cpm_fallback"] else "")), a["actr_model"],
+              a["months"], a["embedding_set_label"], a["cpm_label"], a["actr_model"],
               ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in list(a["metrics"].items())[:3]))
              for a in arts])]
     if stale:
@@ -356,6 +354,42 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     state = rollback(_store(args), _settings(args).serving.model_name)
     _emit(args, state, f"serving version {state['version']} ({state['history'][-1]['reason']})")
+    return 0
+
+
+def cmd_serving_sync(args: argparse.Namespace) -> int:
+    """Keep ``--to`` serving what the store's pointer names (TF Serving reads no S3 since 2.7):
+    ``--once`` for the serving pod's init container, ``--follow`` for its sidecar (stops on SIGTERM)."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    from ecdctr_pipeline.serving import sync
+
+    if args.interval <= 0:
+        raise EcdctrError(f"--interval {args.interval}: expected a number of seconds above 0")
+    if args.keep < 1:
+        raise EcdctrError(f"--keep {args.keep}: expected at least 1 (the served version)")
+    model_name, store, dest = _settings(args).serving.model_name, _store(args), Path(args.to)
+    if not args.follow:
+        r = sync.sync_once(store, model_name, dest, keep=args.keep)
+        _emit(args, r.to_dict(), r.describe())
+        return 0
+    stop = threading.Event()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+    log.info("serving-sync: following %s into %s every %gs", store.uri(sync.SERVED_POINTER), dest, args.interval)
+    try:
+        changes = sync.follow(store, model_name, dest, interval_s=args.interval, keep=args.keep, stop=stop)
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+    served = sync.served_locally(dest)
+    _emit(args, {"stopped": True, "changes": changes, "version": served},
+          f"serving-sync: stopped after {changes} change(s); {dest / sync.LOCAL_CONFIG} serves "
+          f"{served if served is not None else 'nothing'}")
     return 0
 
 
@@ -613,6 +647,20 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     exp.set_defaults(func=cmd_export)
     rb = sub.add_parser("rollback", help="serve the previous serving version", parents=[common, js])
     rb.set_defaults(func=cmd_rollback)
+    sy = sub.add_parser("serving-sync", help="copy the served version into a local folder for TF Serving "
+                        "(the serving pod's init container and sidecar)", parents=[common, js])
+    sy.add_argument("--to", required=True, metavar="DIR",
+                    help="local folder: DIR/models.config and DIR/<model name>/<version>/")
+    mode = sy.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="sync and exit (default): non-zero when nothing is "
+                      "served yet or the version does not match its manifest")
+    mode.add_argument("--follow", action="store_true", help="sync every --interval seconds until SIGTERM; a "
+                      "failure is logged and the last good version stays served")
+    sy.add_argument("--interval", type=float, default=30.0, metavar="S", help="--follow: seconds between syncs "
+                    "(default 30)")
+    sy.add_argument("--keep", type=int, default=2, metavar="N", help="local versions kept: the served one, the one "
+                    "served before it (a rollback switches the config only), ... (default 2)")
+    sy.set_defaults(func=cmd_serving_sync)
     sc = sub.add_parser("score", help="score rows with TF Serving (gRPC/REST) or a local SavedModel",
                         parents=[common, js])
     sc.add_argument("--input", required=True, metavar="ROWS",

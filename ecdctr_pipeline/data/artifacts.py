@@ -417,4 +417,17 @@ def lineage(m: Manifest) -> dict[str, Any]:
         "code_version": m.code_version,
         "created_at": m.created_at,
         "files": len(m.files),
+    } | input_labels(m)
+
+
+def input_labels(m: Manifest) -> dict[str, str | None]:
+    """How ``status`` and the backfill table name what an artifact was built from: the TPM
+    embedding set with its months, and the CPM checkpoint an A-CTR day started from, marked
+    "(fallback)" when the week's was late and the previous week's was used."""
+    fallback = bool((m.extra.get("cpm_choice") or {}).get("fallback"))
+    return {
+        "embedding_set_label": (m.inputs.embedding_set
+                                and f"{m.inputs.embedding_set} ({', '.join(m.inputs.embedding_months)})"),
+        "cpm_label": m.inputs.cpm_checkpoint and m.inputs.cpm_checkpoint + (" (fallback)" if fallback else ""),
+        "cpm_fallback": fallback,
     }

@@ -25,6 +25,9 @@ def log(tmp_path_factory):
 def test_the_slice_is_a_two_domain_log_with_its_schema(log):
     out, counts = log
     cfg = load_settings(out / "ecdctr.yaml", environ={})
+    # the training the seed study found stable on the full log (reports/real/README.md)
+    assert (cfg.training.validation_days, cfg.training.early_stopping_patience) == (4, 2)
+    assert (cfg.tpm.epochs_per_month, cfg.cpm.epochs, cfg.actr.epochs) == (2, 8, 15)
     fs = cfg.features.feature_schema()
     assert fs.identity.name == "completejourney"
     frames = {d: pads.dataset(out / "logs" / d).to_table().to_pandas() for d in ("natural", "ad")}
@@ -99,7 +102,8 @@ def test_the_public_log_runs_the_three_tiers_under_its_own_schema(tmp_path, monk
     out = tmp_path / "cj"
     build(out, households=120, negatives=3, seed=0, progress=False)
     monkeypatch.chdir(out)
-    for k, v in {"CPM__EPOCHS": "1", "ACTR__EPOCHS": "2", "CALENDAR__TPM_TRAIN_MONTHS": "4"}.items():
+    for k, v in {"CPM__EPOCHS": "1", "ACTR__EPOCHS": "2", "TPM__EPOCHS_PER_MONTH": "1",
+                 "CALENDAR__TPM_TRAIN_MONTHS": "4"}.items():
         monkeypatch.setenv(f"ECDCTR_{k}", v)  # a CI budget; the schema, ids and gates are the dataset's
     now = "2018-01-02T00:00:00Z"
     for d in ("natural", "ad"):

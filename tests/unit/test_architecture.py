@@ -132,3 +132,18 @@ def test_every_module_imports():
 
     for m in MODULES:
         importlib.import_module(m)
+
+
+def test_the_reports_the_readme_names_are_committed_or_say_they_are_not():
+    """A report file the README names (``reports/…/x.md|png|json``) is tracked by git, or the
+    line naming it says "not committed": an ignored file never lands with the commit."""
+    import re
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "ls-files", "reports"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    named = [(n, path) for n, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1)
+             for path in re.findall(r"reports/[\w./-]+\.(?:md|png|json)\b", line) if "not committed" not in line]
+    assert named, "the README names no report file: the pattern is stale"
+    missing = [f"README.md:{n}: {path}" for n, path in named if path not in tracked]
+    assert not missing, f"named as if committed, not tracked by git: {missing}"

@@ -101,3 +101,32 @@ def test_a_store_that_does_not_answer_is_one_line(monkeypatch, capsys):
     assert main(["status"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ecdctr: error: the store did not answer (EndpointConnectionError") and "\n" not in err
+
+
+def test_status_and_backfill_name_the_same_inputs(tmp_path, capsys, monkeypatch):
+    """A fallback A-CTR day: ``status`` and the backfill table both say which TPM set and which
+    CPM it started from, "(fallback)" marked, from the one labelling function."""
+    from ecdctr_pipeline.app.backfill import Row, _with_inputs
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.core.settings import StoreSettings
+    from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.data.store import open_store
+
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path}/store")
+    store = open_store(StoreSettings(root=f"file://{tmp_path}/store"))
+    inputs = artifacts.Inputs(embedding_set="2026-10", embedding_months=["2026-07", "2026-08", "2026-09"],
+                              cpm_checkpoint="2026-11-16")
+    for day, fallback in (("2026-11-23", True), ("2026-11-24", False)):
+        artifacts.publish(store, paths.actr_model(day), {"model.keras": b"x"}, artifacts.Manifest(
+            kind="actr_model", artifact_id=day, logical_date=day, inputs=inputs,
+            extra={"cpm_choice": {"fallback": fallback}}))
+    assert main(["status", "--json"]) == 0
+    arts = {a["id"]: a for a in json.loads(capsys.readouterr().out)["artifacts"]}
+    assert arts["2026-11-23"]["cpm_label"] == "2026-11-16 (fallback)" and arts["2026-11-23"]["cpm_fallback"]
+    assert arts["2026-11-24"]["cpm_label"] == "2026-11-16" and not arts["2026-11-24"]["cpm_fallback"]
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out
+    assert "| 2026-10 (2026-07, 2026-08, 2026-09) | 2026-11-16 (fallback) |" in table
+    for day in ("2026-11-23", "2026-11-24"):
+        row = _with_inputs(store, "actr", Row(tier="actr", logical_date=day, status="done", seconds=0.0))
+        assert (row.embedding_set, row.cpm_checkpoint) == (arts[day]["embedding_set_label"], arts[day]["cpm_label"])

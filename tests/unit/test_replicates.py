@@ -88,3 +88,55 @@ def test_the_paper_figure_is_the_one_the_design_records():
         pytest.skip(f"{design} is not in this checkout")
     t2 = json.loads(design.read_text())["table2_overall"]
     assert {k: t2[k] for k in replicates.PAPER_TABLE2} == replicates.PAPER_TABLE2
+
+
+def _noisy(rng, shifts, noise=1.0, users=300, per_user=20):
+    """Replicates on one holdout: E-CDCTR = Target-only's scores + ``shift`` x label + fresh noise.
+    The noise reorders each user's impressions differently in every replicate (the holdout
+    part); the shift moves every user's AUC the same way (the seed's effect on the transfer)."""
+    labels = rng.integers(0, 2, users * per_user)
+    ids = np.repeat(np.arange(users), per_user)
+    base = rng.normal(size=labels.size) + 0.8 * labels
+    return [{"config": {"tpm": i, "cpm": i, "actr": i, "target_only": 0}, "days": [
+        {"day": "2017-12-05", "labels": labels, "users": ids, "target_only": base,
+         "ecdctr": base + shift * labels + rng.normal(scale=noise, size=labels.size),
+         "training": {"target_only": {}, "ecdctr": {}}}]} for i, shift in enumerate(shifts)]
+
+
+def test_the_holdout_explains_the_spread_of_replicates_that_differ_only_by_noise():
+    rng = np.random.default_rng(7)
+    same = replicates.holdout_variance(_noisy(rng, [0.0] * 8), n_boot=400)
+    assert same["groups"] == 300 and same["observed_variance"] > 0
+    assert 0.3 < same["holdout_share"] < 3.0, same  # the spread is what the users' sampling gives
+    apart = replicates.holdout_variance(_noisy(rng, [0.0, 0.6, 1.2, 1.8]), n_boot=400)
+    assert apart["holdout_share"] < 0.1 and apart["seed_variance"] > 0.9 * apart["observed_variance"], apart
+    assert replicates.holdout_variance(_noisy(rng, [0.0]), n_boot=10) is None
+    other = _noisy(rng, [0.0, 0.0])
+    other[1]["days"][0]["labels"] = 1 - other[1]["days"][0]["labels"]  # scored on other rows
+    other[1]["days"][0]["users"] = other[1]["days"][0]["users"][::-1] // 2
+    with pytest.raises(EcdctrError, match="different"):
+        replicates.holdout_variance(other, n_boot=10)
+
+
+def test_the_report_is_recomputed_from_the_saved_scores(tmp_path, capsys):
+    from ecdctr_pipeline.app.main import main
+
+    result = _result(np.random.default_rng(1), {"all": [0.0, 0.2, 0.5], "cpm": [0.1, 0.4, 0.1]})
+    result.update(seconds=12.0, weeks={}, models_trained=6, training={"cpm": "lr 0.0005"})
+    path = replicates.save_scores(result, tmp_path / "run" / replicates.SCORES)
+    assert [p.name for p in path.parent.iterdir()] == [replicates.SCORES]  # no partial file left
+    first = replicates.summarize(result, n_boot=50)
+    again = replicates.summarize(replicates.load_scores(path), n_boot=50)
+    assert [r["lift"] for r in again["vary"]["all"]["replicates"]] == [r["lift"] for r in first["vary"]["all"]["replicates"]]
+    assert again["vary"]["cpm"]["holdout"] == first["vary"]["cpm"]["holdout"]
+    assert main(["replicate", "--from-scores", str(path), "--out", str(tmp_path / "re"), "--json"]) == 0
+    md = (tmp_path / "re" / "replicates.md").read_text()
+    assert "How much of it the holdout's size explains" in md and "`cpm` lr 0.0005" in md
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    capsys.readouterr()
+    assert main(["replicate", "--from-scores", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ecdctr: error: replicate --from-scores") and "\n" not in err
+    assert not (tmp_path / "x").exists()
+    assert main(["replicate", "--out", str(tmp_path / "y")]) == 2
+    assert "--monday is required" in capsys.readouterr().err
