@@ -111,9 +111,8 @@ $(HELM):
 	@$(HELM) version --short
 
 lint-deploy: venv tools
-	$(BIN)/python -m ecdctr_pipeline.orchestration.pods --out build/k8s
-	ECDCTR_TRAINING__WORKERS=2 $(BIN)/python -m ecdctr_pipeline.orchestration.pods --out build/k8s
-	$(TOOLS)/bin/python scripts/lint_deploy.py --helm $(HELM) --values helm/ecdctr/values-production.yaml --manifests build/k8s
+	$(TOOLS)/bin/python scripts/lint_deploy.py --helm $(HELM) --values helm/ecdctr/values-production.yaml \
+		--pods-python $(BIN)/python --pods-out build/k8s
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .tools $(JARS) .pytest_cache ecdctr-data build reports

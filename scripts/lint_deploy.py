@@ -4,7 +4,11 @@
 * the real Helm CLI (`make helm`): `helm lint --strict` of helm/ecdctr with its default values
   and with every extra values file given (values.schema.json is enforced), then
   `helm template` of each, the rendered manifests validated by kubernetes-validate --strict;
-* kubernetes-validate --strict on the Kubernetes manifests given (the pod specs the operators build).
+* the pods the DAGs' operators build (`--pods-python`: ``python -m ecdctr_pipeline.orchestration.pods``
+  in the project's venv), from the settings each rendered chart's ConfigMap holds — what the
+  Airflow workers read in production — once as pods and once with ``training.workers: 2`` (the
+  trainer steps' Indexed Jobs), into build/k8s/<chart rendering>/, validated like the chart;
+* kubernetes-validate --strict on the Kubernetes manifests given (`--manifests`).
 
 Exit status 1 and one line per problem on failure.
 """
@@ -61,6 +65,29 @@ def kube_validate(manifests: list[Path]) -> list[str]:
     return problems
 
 
+def chart_pods(python: str, rendering: Path, out_root: Path) -> tuple[list[str], list[Path]]:
+    """The DAGs' pod (and multi-worker Job) manifests built from ``rendering``'s settings ConfigMap."""
+    import os
+
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(rendering.read_text()) if d]
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
+    if len(cms) != 1:
+        return [f"{rendering.name}: expected one settings ConfigMap (data config.yaml), found {len(cms)}"], []
+    config = rendering.with_name(f"{rendering.stem}-config.yaml")
+    config.write_text(cms[0]["data"]["config.yaml"])
+    out = out_root / rendering.stem
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECDCTR_")} | {"ECDCTR_CONFIG": str(config)}
+    problems = []
+    for extra in ({}, {"ECDCTR_TRAINING__WORKERS": "2"}):
+        r = subprocess.run([python, "-m", "ecdctr_pipeline.orchestration.pods", "--out", str(out)], cwd=ROOT,
+                           env=env | extra, capture_output=True, text=True)
+        if r.returncode != 0:
+            problems.append(f"pods from {rendering.name}: {' '.join((r.stderr or r.stdout).split())[-400:]}")
+    return problems, sorted(out.glob("*.json"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--values", action="append", default=[], help="extra values files to lint the chart with")
@@ -68,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-hadolint", action="store_true")
     p.add_argument("--helm", default=str(ROOT / ".tools" / "bin" / "helm"), help="the helm binary (`make helm`)")
     p.add_argument("--rendered", default=str(ROOT / "build" / "helm"), help="where `helm template` output goes")
+    p.add_argument("--pods-python", help="the project's python: build the DAGs' pods from each rendering's settings")
+    p.add_argument("--pods-out", default=str(ROOT / "build" / "k8s"), help="where those pods go (one folder a rendering)")
     args = p.parse_args(argv)
     problems: list[str] = []
     if not Path(args.helm).is_file():
@@ -82,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:
             rendered.append(out)
     problems += kube_validate(rendered)
+    if args.pods_python:
+        for r in rendered:
+            found, files = chart_pods(args.pods_python, r, Path(args.pods_out))
+            problems += found + kube_validate(files)
     if args.manifests:
         files = sorted(Path(args.manifests).glob("*.json")) + sorted(Path(args.manifests).glob("*.yaml"))
         if not files:

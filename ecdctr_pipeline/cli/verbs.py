@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 from ecdctr_pipeline.core.errors import EcdctrError
@@ -362,7 +363,6 @@ def cmd_serving_sync(args: argparse.Namespace) -> int:
     ``--once`` for the serving pod's init container, ``--follow`` for its sidecar (stops on SIGTERM)."""
     import signal
     import threading
-    from pathlib import Path
 
     from ecdctr_pipeline.serving import sync
 
@@ -401,7 +401,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     from ecdctr_pipeline.serving.client import (
         GrpcScorer, LocalScorer, RestScorer, ServingError, iter_row_batches, score_batches,
@@ -768,6 +767,20 @@ def _quiet_broken_pipe() -> int:
     return 141
 
 
+# a pod writes its step's JSON result here, KubernetesPodOperator's XCom sidecar reads it
+# (orchestration/airflow_support.py sets it; it is not a setting)
+ENV_RESULT_FILE = "ECDCTR_RESULT_FILE"
+
+
+def _write_result(path: Path, result: Any) -> None:
+    """The command's JSON result (what ``execute`` returns in-process) as ``path``, whole or not
+    at all: written beside it and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Parse ``argv`` with ``parser`` (default: the step verbs) and run the command; errors
     print one line and return the error's exit status."""
@@ -794,8 +807,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         root.addHandler(handler)
         root.setLevel(level)
     try:
+        args.result = None
         rc = args.func(args)
         sys.stdout.flush()  # a closed stdout shows here, not as a complaint at the interpreter's exit
+        if rc == 0 and os.environ.get(ENV_RESULT_FILE):
+            _write_result(Path(os.environ[ENV_RESULT_FILE]), args.result)
         return rc
     except EcdctrError as exc:
         print(f"ecdctr: error: {exc}", file=sys.stderr)

@@ -34,8 +34,10 @@ ENV_CONFIG = "ECDCTR_CONFIG"
 ENV_STORE = "ECDCTR_STORE"
 ENV_PROFILE = "ECDCTR_PROFILE"
 # ECDCTR_* variables of the process that are not settings: the console's log level (the images
-# set ECDCTR_LOG_LEVEL=INFO) and the recorded code version (artifacts.code_version)
-ENV_NOT_SETTINGS = ("ECDCTR_LOG_LEVEL", "ECDCTR_CODE_VERSION")
+# set ECDCTR_LOG_LEVEL=INFO), the recorded code version (artifacts.code_version), where a pod
+# writes its step's JSON result for Airflow's XCom (cli/verbs.py) and a Spark pod's own name and
+# address (its driver's, orchestration/commands.py)
+ENV_NOT_SETTINGS = ("ECDCTR_LOG_LEVEL", "ECDCTR_CODE_VERSION", "ECDCTR_RESULT_FILE", "ECDCTR_POD_NAME", "ECDCTR_POD_IP")
 
 
 class _Section(BaseModel):
@@ -444,6 +446,12 @@ class KubernetesSettings(_Section):
     # headless Service the pods of multi-worker trainer Jobs resolve each other through (helm chart)
     worker_service: str = "ecdctr-trainer-workers"
     secret_env: str | None = "ecdctr-secrets"  # optional Secret with ECDCTR_* / AWS_* variables
+    image_pull_secrets: list[str] = Field(default_factory=list)  # Secrets of a private registry
+    # KubernetesPodOperator's waits: for a node to take the pod (a GPU node scaling up takes
+    # minutes; the operator's own default is 120 s) and then for its containers to start (an
+    # image of several GB being pulled)
+    schedule_timeout_s: int = Field(1800, gt=0)
+    startup_timeout_s: int = Field(900, gt=0)
 
 
 class OrchestrationSettings(_Section):

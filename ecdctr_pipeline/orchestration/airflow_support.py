@@ -54,6 +54,11 @@ ASSETS = {"tpm": (paths.TPM_SETS, "ecdctr_tpm_embedding_sets"), "cpm": (paths.CP
 
 
 # ------------------------------------------------------------------ pods
+# where KubernetesPodOperator's XCom sidecar reads a pod's result (its PodDefaults.XCOM_MOUNT_PATH)
+XCOM_RESULT_FILE = "/airflow/xcom/return.json"
+ENV_RESULT_FILE = "ECDCTR_RESULT_FILE"  # cli/verbs.py's, which writes the step's JSON result there
+
+
 def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> dict:
     """The Kubernetes Pod a production step runs in (also validated by the deployment tests).
 
@@ -75,11 +80,18 @@ def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> di
         "command": command[:1],
         "args": command[1:],
         "env": [{"name": "ECDCTR_CONFIG", "value": "/etc/ecdctr/config.yaml"},
-                {"name": "ECDCTR_ORCHESTRATION__EXECUTION", "value": "in_process"}],
+                {"name": "ECDCTR_ORCHESTRATION__EXECUTION", "value": "in_process"},
+                # the step's JSON result, read back by KubernetesPodOperator (do_xcom_push) as the XCom
+                {"name": ENV_RESULT_FILE, "value": XCOM_RESULT_FILE}],
         "resources": resources,
         "volumeMounts": [{"name": "config", "mountPath": "/etc/ecdctr", "readOnly": True}],
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
+    if kind == "spark":  # the driver's own name and address, for the executors (commands.spark_on_kubernetes)
+        container["env"] += [{"name": commands.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                             {"name": commands.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+        container["ports"] = [{"name": "spark-driver", "containerPort": commands.SPARK_DRIVER_PORT},
+                              {"name": "spark-blocks", "containerPort": commands.SPARK_BLOCK_MANAGER_PORT}]
     if k.secret_env:
         container["envFrom"] = [{"secretRef": {"name": k.secret_env, "optional": True}}]
     spec: dict[str, Any] = {
@@ -88,6 +100,8 @@ def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> di
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": k.config_map}}],
     }
+    if k.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in k.image_pull_secrets]
     if trainer:
         spec["nodeSelector"] = dict(k.node_selector)
         spec["tolerations"] = [dict(t) for t in k.tolerations]
@@ -114,6 +128,8 @@ def job_manifest(s: Settings, *, name: str, command: list[str]) -> dict:
     k, t = s.orchestration.kubernetes, s.training
     pod = pod_manifest(s, name=name, kind="trainer", command=command)
     container = pod["spec"]["containers"][0]
+    # KubernetesJobOperator reads no result file: its pods have no XCom volume to write one to
+    container["env"] = [e for e in container["env"] if e["name"] != ENV_RESULT_FILE]
     container["env"] += [
         {"name": ENV_JOB_NAME,
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}},
@@ -194,7 +210,10 @@ def _operator(step, s: Settings, tier: str):
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
         from kubernetes.client import ApiClient
 
-        command = commands.pod_command(step.kind, argv, spark_master=s.spark.master)
+        k = o.kubernetes
+        command = commands.pod_command(step.kind, argv, spark_master=s.spark.master, kubernetes=k)
+        # a GPU node may have to scale up before the pod is scheduled, then pull a large image
+        waits = {"schedule_timeout_seconds": k.schedule_timeout_s, "startup_timeout_seconds": k.startup_timeout_s}
         if runs_as_job(s, step.kind, step.name):
             from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
 
@@ -203,7 +222,7 @@ def _operator(step, s: Settings, tier: str):
 
             return KubernetesJobOperator(namespace=o.kubernetes.namespace, full_job_spec=ApiClient().deserialize(
                 _Job(), "V1Job"), wait_until_job_complete=True, get_logs=True, do_xcom_push=False, outlets=outlets,
-                **common)
+                **waits, **common)
         manifest = pod_manifest(s, name=f"{tier}-{step.name}", kind=step.kind, command=command)
 
         class _Data:  # ApiClient.deserialize reads .data
@@ -212,7 +231,7 @@ def _operator(step, s: Settings, tier: str):
         pod = ApiClient().deserialize(_Data(), "V1Pod")
         return KubernetesPodOperator(namespace=o.kubernetes.namespace, full_pod_spec=pod, cmds=command[:1],
                                      arguments=command[1:], get_logs=True, on_finish_action="delete_succeeded_pod",
-                                     do_xcom_push=False, outlets=outlets, **common)
+                                     do_xcom_push=True, outlets=outlets, **waits, **common)
     from airflow.providers.standard.operators.python import PythonOperator
 
     return PythonOperator(python_callable=run_step, op_args=[argv], outlets=outlets, **common)

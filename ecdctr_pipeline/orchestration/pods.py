@@ -10,17 +10,17 @@ import argparse
 import json
 from pathlib import Path
 
-from ecdctr_pipeline.core.settings import load_settings
+from ecdctr_pipeline.core.settings import Settings, load_settings
 from ecdctr_pipeline.orchestration import commands, steps
 from ecdctr_pipeline.orchestration.airflow_support import (
     job_manifest, pod_manifest, runs_as_job, worker_service_manifest,
 )
 
 
-def production_steps(master: str) -> dict[str, tuple[str, list[str]]]:
+def production_steps(s: Settings) -> dict[str, tuple[str, list[str]]]:
     """``{<tier>-<step>: (kind, container command)}`` for every step that runs in a pod."""
-    return {f"{tier}-{step.name}".replace("_", "-"): (step.kind, commands.pod_command(step.kind, list(step.argv),
-                                                                                        spark_master=master))
+    return {f"{tier}-{step.name}".replace("_", "-"): (step.kind, commands.pod_command(
+        step.kind, list(step.argv), spark_master=s.spark.master, kubernetes=s.orchestration.kubernetes))
             for tier, t in steps.TIERS.items() for step in t.steps if step.kind in steps.POD_KINDS}
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for old in out.glob("job-*.json" if multi else "pod-*.json"):  # steps renamed or removed since the last run
         old.unlink()
     written = 0
-    for name, (kind, cmd) in production_steps(s.spark.master).items():
+    for name, (kind, cmd) in production_steps(s).items():
         if multi:
             if runs_as_job(s, kind, name.split("-", 1)[1]):
                 (out / f"job-{name}.json").write_text(json.dumps(job_manifest(s, name=name, command=cmd), indent=2))

@@ -1,9 +1,9 @@
 """Fault suite, secrets through the Helm chart: a secret setting given under ``pipeline.*``
 (rendered into the settings ConfigMap) is refused by ``values.schema.json``; secrets reach the
 pods only through a Kubernetes Secret (``secrets.existingSecret``, or one the chart creates from
-``secrets.*``), which every pod and pod template loads — the chart's TF Serving Deployment and
-training pod template, and the pods and Jobs the DAGs build in Kubernetes mode from the chart's
-rendered settings. The real Helm CLI renders the chart (``make helm``)."""
+``secrets.*``), which every pod loads — the chart's serving Deployment (its serving-sync
+containers), and the pods and Jobs the DAGs build in Kubernetes mode from the chart's rendered
+settings. The real Helm CLI renders the chart (``make helm``)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def settings_config_map(docs: list[dict]) -> dict:
 
 
 def pod_specs(docs: list[dict]) -> dict[str, dict]:
-    """Every pod spec the chart renders: workload templates and the training pod template."""
+    """Every pod spec the chart renders: workload templates and pod templates in ConfigMaps."""
     specs = {}
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -130,8 +130,7 @@ def test_existing_secret_is_loaded_by_every_pod_and_no_configmap_holds_a_secret(
     docs = rendered(tmp_path, {"secrets": {"existingSecret": EXISTING}})
     assert not [d for d in docs if d["kind"] == "Secret"]  # the operator's own Secret: not rendered
     specs = pod_specs(docs)
-    assert {"Deployment/ecdctr-ecdctr-serving", "ConfigMap/ecdctr-ecdctr-training-pod-template/pod_template.yaml"} \
-        <= set(specs)
+    assert "Deployment/ecdctr-ecdctr-serving" in specs
     for name, spec in specs.items():
         for c in ecdctr_containers(spec):
             assert EXISTING in secret_refs(c), f"{name} container {c['name']} does not load Secret {EXISTING}"
@@ -139,10 +138,9 @@ def test_existing_secret_is_loaded_by_every_pod_and_no_configmap_holds_a_secret(
     assert {c["name"] for c in ecdctr_containers(serving)} == {"serving-sync", "serving-sync-follow"}
     # TF Serving (>= 2.7) reads no S3: it gets no credentials, the serving-sync containers do
     assert secret_refs(tf_serving(docs)) == set() and "AWS_" not in json.dumps(tf_serving(docs))
-    trainer = specs["ConfigMap/ecdctr-ecdctr-training-pod-template/pod_template.yaml"]["containers"][0]
-    assert {"secretRef": {"name": EXISTING}} in trainer["envFrom"]
     cfg = yaml.safe_load(settings_config_map(docs)["data"]["config.yaml"])
-    assert cfg["orchestration"]["kubernetes"] == {"config_map": "ecdctr-ecdctr-config", "secret_env": EXISTING}
+    k8s = cfg["orchestration"]["kubernetes"]
+    assert (k8s["config_map"], k8s["secret_env"]) == ("ecdctr-ecdctr-config", EXISTING)
 
 
 def test_chart_created_secret_holds_the_values_and_no_configmap_does(tmp_path):

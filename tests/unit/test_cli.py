@@ -130,3 +130,16 @@ def test_status_and_backfill_name_the_same_inputs(tmp_path, capsys, monkeypatch)
     for day in ("2026-11-23", "2026-11-24"):
         row = _with_inputs(store, "actr", Row(tier="actr", logical_date=day, status="done", seconds=0.0))
         assert (row.embedding_set, row.cpm_checkpoint) == (arts[day]["embedding_set_label"], arts[day]["cpm_label"])
+
+
+def test_a_pod_writes_its_result_where_the_xcom_sidecar_reads_it(tmp_path, capsys, monkeypatch):
+    """ECDCTR_RESULT_FILE (set in every pod KubernetesPodOperator runs with do_xcom_push): the
+    command's JSON result lands there whole, as `--json` prints it; a failed command writes none."""
+    out = tmp_path / "airflow" / "xcom" / "return.json"
+    monkeypatch.setenv("ECDCTR_RESULT_FILE", str(out))
+    assert main(["plan", "--as-of", "2026-11-23", "--json"]) == 0
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+    assert [p.name for p in out.parent.iterdir()] == ["return.json"]  # no temporary file left
+    out.unlink()
+    assert main(["plan", "--as-of", "2026-02-30"]) == 2
+    assert not out.exists()

@@ -45,7 +45,7 @@ alertsSmtpPassword: ECDCTR_ALERTS__SMTP_PASSWORD
 {{- end -}}
 
 {{/* A serving-sync container of the serving pod (init container and sidecar): the image, the
-     settings as the training pod template gets them (ConfigMap file, Secret envFrom) and the
+     settings as the DAGs' pods get them (ConfigMap file, Secret envFrom) and the
      models volume. Called with (dict "root" $ "image" $image). */}}
 {{- define "ecdctr.servingSync" -}}
 {{- $v := .root.Values -}}
@@ -61,6 +61,7 @@ env:
 envFrom:
   - secretRef:
       name: {{ . | quote }}
+      optional: true  # as the DAGs' pods (airflow_support.pod_manifest): every key is optional
 {{- end }}
 resources:
   {{- toYaml $v.serving.sync.resources | nindent 2 }}
@@ -75,4 +76,18 @@ volumeMounts:
   - name: config
     mountPath: /etc/ecdctr
     readOnly: true
+{{- end -}}
+
+{{/* Kubernetes resources ({requests, limits} of quantities) with every quantity a string, as the
+     settings' orchestration.kubernetes.*_resources read them (cpu: 4 and cpu: "4" alike) */}}
+{{- define "ecdctr.resourceStrings" -}}
+{{- $out := dict -}}
+{{- range $section, $quantities := . -}}
+{{- $m := dict -}}
+{{- range $name, $q := $quantities -}}
+{{- $_ := set $m $name (toString $q) -}}
+{{- end -}}
+{{- $_ := set $out $section $m -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
