@@ -154,20 +154,44 @@ FILE_MODE = 0o644  # the most a file the local store writes allows (the umask ma
 DIR_MODE = 0o755
 
 
+_DIR_RACE_TRIES = 64  # how often a write re-makes a folder that a concurrent delete pruned
+
+
 def _make_dirs(path: Path) -> None:
     """``mkdir -p`` with every created folder at :data:`DIR_MODE` at most (``Path.mkdir(parents=True)``
-    creates the parents with 0777 less the umask)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
+    creates the parents with 0777 less the umask). A concurrent :meth:`LocalStore.delete` may prune
+    an empty parent between the walk and the ``mkdir``: the walk starts again."""
+    for _ in range(_DIR_RACE_TRIES):
+        missing = []
+        p = path
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
         try:
-            os.mkdir(d, DIR_MODE)
-        except FileExistsError:
+            for d in reversed(missing):
+                try:
+                    os.mkdir(d, DIR_MODE)
+                except FileExistsError:
+                    continue
+                _narrow(d, DIR_MODE)
+            return
+        except FileNotFoundError:  # a parent pruned meanwhile
             continue
-        _narrow(d, DIR_MODE)
+    raise StoreError(f"cannot create {path}: its parent folders keep being removed")
+
+
+def _create_beside(dest: Path):
+    """``(tmp, file)``: a new temporary file in ``dest``'s folder, the folder made first. Once the
+    file exists the folder is not empty, so no concurrent prune removes it; until then a prune may,
+    and the folder is made again."""
+    for _ in range(_DIR_RACE_TRIES):
+        _make_dirs(dest.parent)
+        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+        try:
+            return tmp, _create(tmp)
+        except FileNotFoundError:  # the folder pruned between the mkdir and the create
+            continue
+    raise StoreError(f"cannot create a file in {dest.parent}: the folder keeps being removed")
 
 
 def _narrow(path: Path | int, most: int) -> None:
@@ -210,9 +234,8 @@ class LocalStore(ArtifactStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         dest = self.path(key)
-        _make_dirs(dest.parent)
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        with _create(tmp) as fh:
+        tmp, out = _create_beside(dest)
+        with out as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -246,9 +269,16 @@ class LocalStore(ArtifactStore):
             self._prune(p.parent)
 
     def _prune(self, parent: Path) -> None:
-        """Remove empty folders from ``parent`` up to the root."""
-        while parent != self.base and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        """Remove empty folders from ``parent`` up to the root. A concurrent write may fill a folder,
+        or another prune remove it, between the look and the ``rmdir``: either ends the walk (a
+        write re-makes a folder pruned under it, see :func:`_create_beside`)."""
+        while parent != self.base:
+            try:
+                if any(parent.iterdir()):
+                    return
+                parent.rmdir()
+            except OSError:  # not empty now, or gone
+                return
             parent = parent.parent
 
     def delete_prefix(self, prefix: str) -> int:
@@ -275,24 +305,31 @@ class LocalStore(ArtifactStore):
         self._copy_in(Path(local), self.path(key))
 
     def _copy_in(self, local: Path, dest: Path) -> None:
-        _make_dirs(dest.parent)
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        with open(local, "rb") as src, _create(tmp) as fh:
-            shutil.copyfileobj(src, fh, 1 << 20)
+        with open(local, "rb") as src:
+            tmp, out = _create_beside(dest)
+            with out as fh:
+                shutil.copyfileobj(src, fh, 1 << 20)
         os.replace(tmp, dest)
 
     def stage_file(self, local: Path, key: str) -> None:
         """Move ``local`` to ``key`` (a rename when the scratch space is on the store's file
         system, else a copy), at :data:`FILE_MODE` at most."""
         dest = self.path(key)
-        _make_dirs(dest.parent)
-        try:
-            os.replace(local, dest)
-        except OSError:  # another file system (EXDEV)
-            self._copy_in(Path(local), dest)
-            Path(local).unlink(missing_ok=True)
+        for _ in range(_DIR_RACE_TRIES):
+            _make_dirs(dest.parent)
+            try:
+                os.replace(local, dest)
+            except FileNotFoundError:
+                if not Path(local).exists():
+                    raise
+                continue  # dest's folder pruned between the mkdir and the rename
+            except OSError:  # another file system (EXDEV)
+                self._copy_in(Path(local), dest)
+                Path(local).unlink(missing_ok=True)
+                return
+            _narrow(dest, FILE_MODE)
             return
-        _narrow(dest, FILE_MODE)
+        raise StoreError(f"cannot stage into {dest.parent}: the folder keeps being removed")
 
     def restrict_modes(self, prefix: str, only: Sequence[str] | None = None) -> int:
         base = self.path(prefix)
@@ -335,9 +372,8 @@ class LocalStore(ArtifactStore):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         dest = self.path(key)
-        _make_dirs(dest.parent)
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
-        with _create(tmp) as fh:
+        tmp, out = _create_beside(dest)
+        with out as fh:
             fh.write(data)
         try:
             os.link(tmp, dest)  # atomic, and fails when dest exists

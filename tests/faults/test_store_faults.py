@@ -260,3 +260,56 @@ def test_check_cpm_by_hand_sends_no_alert_unless_asked(tmp_path, webhook_receive
     assert [a["kind"] for a in received] == ["cpm_fallback"]
     argv = steps.TIERS["actr"].step("wait_for_cpm").argv
     assert "--alert" in argv  # the DAG's sensor keeps alerting
+
+
+@pytest.mark.parametrize("window", ["walk-then-mkdir", "mkdir-then-create", "mkdir-then-rename"])
+def test_a_write_beside_a_delete_that_prunes_its_folder_lands(window, tmp_path, monkeypatch):
+    """A delete prunes the folders it empties; a concurrent write into a sibling folder may have
+    looked at (or just made) those folders. The delete is run inside the write's critical window,
+    every run: the write lands and the delete leaves nothing behind (CI once failed here with
+    ``FileNotFoundError`` from ``mkdir`` on ``leases/raw``)."""
+    from ecdctr_pipeline.data import store as store_mod
+
+    store = store_mod.LocalStore(f"file://{tmp_path / 'store'}")
+    store.put_bytes("leases/other/held.json", b"{}")
+    fired = []
+
+    def prune_once():
+        if not fired:
+            fired.append(True)
+            store.delete("leases/other/held.json")  # prunes leases/other and leases
+            assert not store.path("leases").exists()
+
+    real_mkdir, real_create, real_replace = os.mkdir, store_mod._create, os.replace
+    if window == "walk-then-mkdir":  # the walk saw leases/ exist; it is gone at the mkdir
+        monkeypatch.setattr(store_mod.os, "mkdir", lambda d, mode=0o777: (prune_once(), real_mkdir(d, mode))[1])
+    elif window == "mkdir-then-create":  # leases/raw made, then pruned before the file is created
+        def create(p, **kw):
+            if not fired:
+                fired.append(True)
+                store.delete("leases/other/held.json")
+                os.rmdir(p.parent)  # the prune of leases/raw, empty at that instant
+                os.rmdir(p.parent.parent)
+            return real_create(p, **kw)
+        monkeypatch.setattr(store_mod, "_create", create)
+    else:  # stage_file: the folder pruned between the mkdir and the rename
+        def replace(src, dst):
+            if not fired and Path(dst).name == "staged.bin":
+                fired.append(True)
+                store.delete("leases/other/held.json")
+                os.rmdir(Path(dst).parent)
+                os.rmdir(Path(dst).parent.parent)
+            return real_replace(src, dst)
+        monkeypatch.setattr(store_mod.os, "replace", replace)
+
+    if window == "mkdir-then-rename":
+        local = tmp_path / "scratch.bin"
+        local.write_bytes(b"staged")
+        store.stage_file(local, "leases/raw/staged.bin")
+        assert store.get_bytes("leases/raw/staged.bin") == b"staged"
+    else:
+        assert store.put_if_absent("leases/raw/lease.json", b'{"owner": "b"}')
+        assert store.get_bytes("leases/raw/lease.json") == b'{"owner": "b"}'
+    assert fired, "the delete never ran inside the write's window"
+    assert store.list("leases") == [f"leases/raw/{'staged.bin' if window == 'mkdir-then-rename' else 'lease.json'}"]
+    assert not store.path("leases/other").exists()
