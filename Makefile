@@ -19,7 +19,7 @@ APT := flock /var/lock/ecdctr-apt.lock env DEBIAN_FRONTEND=noninteractive sh -c
 # the compiled helm: no symbol table or DWARF (not needed to lint and render charts)
 GO_LDFLAGS := -s -w
 
-.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving bench-memory lint-deploy clean
+.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving bench-memory lint-deploy images clean
 
 venv: $(STAMP) $(JARS_STAMP)
 
@@ -109,6 +109,13 @@ $(HELM):
 	@echo "building helm $(HELM_VERSION) from the Go module proxy (a few minutes, once)"
 	GOBIN=$(CURDIR)/.tools/bin CGO_ENABLED=0 go install -ldflags="$(GO_LDFLAGS)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@$(HELM) version --short
+
+# The project's images, built with podman on a Debian 12 base made with debootstrap (no
+# registry is reachable here), then each one run: `ecdctr plan` and real steps on a mounted store
+# (scripts/images.sh; ECDCTR_IMAGES chooses which, default trainer).
+images: venv
+	bash scripts/images.sh build
+	bash scripts/images.sh check
 
 lint-deploy: venv tools
 	$(TOOLS)/bin/python scripts/lint_deploy.py --helm $(HELM) --values helm/ecdctr/values-production.yaml \

@@ -89,25 +89,44 @@ def test_image_entry_points_match_the_dag_commands():
     trainer = json.loads(_instruction(ROOT / "docker/trainer/Dockerfile", "ENTRYPOINT"))
     spark = json.loads(_instruction(ROOT / "docker/spark/Dockerfile", "ENTRYPOINT"))
     assert trainer == commands.TRAINER_ENTRYPOINT == commands.pod_command("trainer", ["x"], spark_master="m")[:1]
-    assert spark == commands.SPARK_ENTRYPOINT == commands.pod_command("spark", ["x"], spark_master="m")[:1]
+    # a step's pod names spark-submit itself (its command replaces the entry point); the entry
+    # point runs Spark-on-Kubernetes executors, standalone masters and workers, else spark-submit
+    assert commands.SPARK_ENTRYPOINT == commands.pod_command("spark", ["x"], spark_master="m")[:1] == ["spark-submit"]
+    assert spark[-1] == "ecdctr-spark-entrypoint"
     spark_df = (ROOT / "docker/spark/Dockerfile").read_text()
+    assert "COPY docker/spark/entrypoint.sh /usr/local/bin/ecdctr-spark-entrypoint" in spark_df
+    assert "ENV SPARK_HOME=/opt/spark PATH=/opt/spark/bin:${PATH}" in spark_df  # spark-submit on the PATH
+    entry = (ROOT / "docker/spark/entrypoint.sh").read_text()
+    assert "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend" in entry
+    assert re.search(r"^  \*\)\n    exec spark-submit \"\$@\"$", entry, re.M)
     assert "COPY spark_jobs /opt/ecdctr/spark_jobs" in spark_df
     # the image bakes in the same pinned jars (checked against jvm/jars.sha256) for the pinned pyspark
     assert "COPY jvm/pom.xml jvm/jars.sha256" in spark_df and "sha256sum --strict -c ../jars.sha256" in spark_df
     pyspark = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.lock").read_text(), re.M).group(1)
-    assert f"ARG SPARK_VERSION={pyspark}" in spark_df
+    assert f"ARG SPARK_VERSION={pyspark}" in spark_df and '"pyspark==${SPARK_VERSION}"' in spark_df
     assert commands.SPARK_JOBS_DIR == "/opt/ecdctr/spark_jobs"
     assert (ROOT / "spark_jobs" / commands.SPARK_CLI_JOB).is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^ecdctr = "ecdctr_pipeline\.app\.main:main"$', pyproject, re.M)
-    airflow_reqs = "\n".join(ln for ln in (ROOT / "docker/airflow/requirements.txt").read_text().lower().splitlines()
-                             if ln.strip() and not ln.startswith("#"))
-    assert "tensorflow" not in airflow_reqs and "pyspark" not in airflow_reqs  # DAG parsing stays light
-    lock = {ln.split("==")[0].lower(): ln for ln in (ROOT / "requirements.lock").read_text().splitlines() if "==" in ln}
-    for line in airflow_reqs.splitlines():
-        if "==" in line:
-            name = re.sub(r"\[.*\]", "", line.split("==")[0])
-            assert lock[name].split("==")[1] == line.split("==")[1], line  # same pins as the lock
+    lock = {ln.split("==")[0].lower() for ln in (ROOT / "requirements.lock").read_text().splitlines() if "==" in ln}
+    for image in ("airflow", "spark"):
+        reqs = [re.sub(r"\[.*\]", "", ln.strip().lower()) for ln in
+                (ROOT / f"docker/{image}/requirements.txt").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+        assert reqs and set(reqs) <= lock, image  # every package, and its version, from the lock
+        assert "-c /tmp/requirements.lock -r /tmp/requirements.txt" in (ROOT / f"docker/{image}/Dockerfile").read_text()
+        if image == "airflow":
+            assert "tensorflow" not in reqs and "pyspark" not in reqs  # DAG parsing stays light
+    # the build context is only what the Dockerfiles copy: every COPY source is let in
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert [ln for ln in ignore if ln and not ln.startswith("#")][0] == "*"  # all out, then some in
+    allowed = {ln[1:] for ln in ignore if ln.startswith("!")}
+    for df in sorted((ROOT / "docker").glob("*/Dockerfile")):
+        for ln in df.read_text().splitlines():
+            if ln.startswith("COPY ") and "--from=" not in ln:
+                for src in ln.split()[1:-1]:
+                    if not src.startswith("--"):
+                        assert src.rstrip("/") in allowed, f"{df.relative_to(ROOT)}: {src} is outside the build context"
 
 
 def _get(d: dict, dotted: str):
