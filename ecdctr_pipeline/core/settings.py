@@ -454,8 +454,40 @@ class KubernetesSettings(_Section):
     startup_timeout_s: int = Field(900, gt=0)
 
 
+class DockerSettings(_Section):
+    """``orchestration.execution: docker``: every step a container of its image on one host's
+    engine (Docker, or podman's Docker-compatible socket), through Airflow's Docker provider, with
+    the command its Kubernetes pod would get (:mod:`orchestration.containers`)."""
+
+    url: str = "unix:///var/run/docker.sock"  # podman: unix:///run/podman/podman.sock
+    trainer_image: str = "ecdctr/trainer:0.1.0"
+    spark_image: str = "ecdctr/spark:0.1.0"
+    # a user-defined network the steps join: they reach the S3 endpoint, the Spark master and
+    # each other (multi-worker training) by container name; None: the engine's default bridge
+    network: str | None = None
+    # the settings file on the engine's host, mounted read-only at /etc/ecdctr/config.yaml
+    config_source: str | None = None
+    # further bind mounts, "HOST_PATH:CONTAINER_PATH[:ro]" (a file:// store, a CA bundle)
+    volumes: list[str] = Field(default_factory=list)
+    # variables copied from the Airflow worker's environment into each step when set (never
+    # rendered into the task's fields): credentials
+    pass_env: list[str] = Field(default_factory=lambda: [
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"])
+    auto_remove: Literal["never", "success", "force"] = "success"  # failed steps' containers stay for inspection
+    worker_timeout_s: int = Field(600, gt=0)  # multi-worker steps: how long the other workers may outlive worker 0
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise ValueError(f"volume {spec!r}: expected HOST_PATH:CONTAINER_PATH[:ro|rw]")
+        return v
+
+
 class OrchestrationSettings(_Section):
-    execution: Literal["in_process", "kubernetes"] = "in_process"
+    execution: Literal["in_process", "kubernetes", "docker"] = "in_process"
     owner: str = "ml-platform"
     start_date: str = "2026-01-01"
     catchup: bool = False
@@ -471,6 +503,14 @@ class OrchestrationSettings(_Section):
     sensor_mode: Literal["deferrable", "reschedule", "poke"] = "deferrable"
     compare_target_only: bool = True  # A-CTR DAG: also train Target-only for the evaluation report
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+
+    @model_validator(mode="after")
+    def _check_docker(self) -> "OrchestrationSettings":
+        if self.execution == "docker" and not self.docker.config_source:
+            raise ValueError("orchestration.execution is docker but orchestration.docker.config_source (the settings "
+                             "file on the engine's host, mounted into every step) is not set")
+        return self
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -513,6 +553,12 @@ class Settings(_Section):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
+    @model_validator(mode="after")
+    def _check_execution(self) -> "Settings":
+        if self.orchestration.execution == "docker" and self.spark.master.startswith("k8s://"):
+            raise ValueError(f"orchestration.execution is docker but spark.master is {self.spark.master!r}: "
+                             "containers run Spark local[...] or against a spark:// master")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """Helpers the DAG files use for wiring: default args, assets, and :func:`render_tier`, which
 renders a tier's steps (:mod:`steps`) into operators: each runs its ``ecdctr`` argv in-process
-through the CLI (embedded default) or as a Kubernetes pod (production), chosen by
-``orchestration.execution``; sensors and branches run in Airflow in both."""
+through the CLI (embedded default), as a Kubernetes pod (production) or as a container on one
+host's engine (:mod:`containers`), chosen by ``orchestration.execution``; sensors and branches run in Airflow in both."""
 
 from __future__ import annotations
 
@@ -206,12 +206,17 @@ def _operator(step, s: Settings, tier: str):
         from airflow.providers.standard.operators.python import ShortCircuitOperator
 
         return ShortCircuitOperator(python_callable=run_branch, op_args=[argv, step.condition], **common)
+    # the container command is the same in both production modes (a test keeps it so)
+    command = commands.pod_command(step.kind, argv, spark_master=s.spark.master, kubernetes=o.kubernetes)
+    if o.execution == "docker":
+        from ecdctr_pipeline.orchestration import containers
+
+        return containers.operator(s, tier=tier, step=step, command=command, outlets=outlets, common=common)
     if o.execution == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
         from kubernetes.client import ApiClient
 
         k = o.kubernetes
-        command = commands.pod_command(step.kind, argv, spark_master=s.spark.master, kubernetes=k)
         # a GPU node may have to scale up before the pod is scheduled, then pull a large image
         waits = {"schedule_timeout_seconds": k.schedule_timeout_s, "startup_timeout_seconds": k.startup_timeout_s}
         if runs_as_job(s, step.kind, step.name):

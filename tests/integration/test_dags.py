@@ -322,3 +322,76 @@ def test_actr_sensor_times_out_without_a_usable_cpm(bag, tiny_env, caplog):
     assert o.task_states["wait_for_cpm"] == "failed" and o.task_states.get("train_actr") in ("upstream_failed", None)
     assert "CPM checkpoint W=2026-11-23 needed by A-CTR 2026-11-24 is not published" in caplog.text
     assert artifacts.find_manifest(open_store(s.store), paths.actr_model("2026-11-24")) is None
+
+
+def _bag_in(monkeypatch, execution: str, **env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
+
+    monkeypatch.setenv("ECDCTR_ORCHESTRATION__EXECUTION", execution)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    return bag
+
+
+def test_docker_mode_runs_every_step_with_its_pods_command(airflow_db, monkeypatch, tmp_path):
+    """orchestration.execution: docker → every spark/trainer/job step is a container whose entry
+    point + arguments are exactly its Kubernetes pod's command + args (same settings, a spark://
+    master), with the settings file mounted where the pods mount theirs."""
+    from ecdctr_pipeline.orchestration import containers, steps
+
+    conf = tmp_path / "ecdctr.yaml"
+    conf.write_text("store: {root: 's3://ecdctr/e2e'}\n")
+    env = {"ECDCTR_SPARK__MASTER": "spark://spark-master:7077", "ECDCTR_ORCHESTRATION__DOCKER__CONFIG_SOURCE": str(conf),
+           "ECDCTR_ORCHESTRATION__DOCKER__NETWORK": "ecdctr-e2e",
+           "ECDCTR_ORCHESTRATION__DOCKER__TRAINER_IMAGE": "localhost/ecdctr/trainer:9",
+           "ECDCTR_ORCHESTRATION__DOCKER__SPARK_IMAGE": "localhost/ecdctr/spark:9"}
+    pods = _bag_in(monkeypatch, "kubernetes", **env)
+    docker = _bag_in(monkeypatch, "docker", **env)
+    compared = 0
+    for tier, t in steps.TIERS.items():
+        for step in t.steps:
+            op = docker.get_dag(t.dag_id).get_task(step.name)
+            if step.kind not in steps.POD_KINDS:
+                assert type(op).__name__ != "StepContainerOperator", step.name
+                continue
+            pod = pods.get_dag(t.dag_id).get_task(step.name)
+            assert type(op).__name__ == "StepContainerOperator", step.name
+            assert [*op.entrypoint, *op.command] == [*pod.cmds, *pod.arguments], f"{tier}.{step.name}"
+            assert op.image == f"localhost/ecdctr/{'spark' if step.kind == 'spark' else 'trainer'}:9"
+            assert op.network_mode == "ecdctr-e2e" and op.mount_tmp_dir is False
+            assert op.mounts[0] == {"source": str(conf), "target": containers.CONFIG_PATH, "type": "bind",
+                                    "read_only": True}
+            pod_env = {e.name: e.value for e in pod.full_pod_spec.spec.containers[0].env if e.value}
+            assert op.environment["ECDCTR_CONFIG"] == pod_env["ECDCTR_CONFIG"] == containers.CONFIG_PATH
+            assert op.environment["ECDCTR_ORCHESTRATION__EXECUTION"] == "in_process"
+            assert op.retrieve_output and op.retrieve_output_path == op.environment["ECDCTR_RESULT_FILE"]
+            assert op.container_name == op.hostname and containers.NAME_SUFFIX in op.container_name
+            assert op.workers == 1
+            compared += 1
+    assert compared >= 10
+    assert docker.get_dag("ecdctr_actr_daily").get_task("extract_ad_features").command[:2] == \
+        ["--master", "spark://spark-master:7077"]
+
+
+def test_docker_mode_with_workers_runs_n_containers_and_needs_its_settings_file(airflow_db, monkeypatch, tmp_path):
+    from ecdctr_pipeline.core.errors import ConfigError as SettingsError
+    from ecdctr_pipeline.core.settings import load_settings
+
+    conf = tmp_path / "ecdctr.yaml"
+    conf.write_text("{}\n")
+    bag = _bag_in(monkeypatch, "docker", ECDCTR_TRAINING__WORKERS="2",
+                  ECDCTR_ORCHESTRATION__DOCKER__CONFIG_SOURCE=str(conf))
+    train = bag.get_dag("ecdctr_actr_daily").get_task("train_actr")
+    assert (train.workers, train.worker_port) == (2, 2222)
+    assert bag.get_dag("ecdctr_actr_daily").get_task("evaluate").workers == 1
+    monkeypatch.delenv("ECDCTR_ORCHESTRATION__DOCKER__CONFIG_SOURCE")
+    with pytest.raises(SettingsError, match="orchestration.docker.config_source"):
+        load_settings()
+    monkeypatch.setenv("ECDCTR_ORCHESTRATION__DOCKER__CONFIG_SOURCE", str(conf))
+    monkeypatch.setenv("ECDCTR_SPARK__MASTER", "k8s://https://kubernetes.default")
+    with pytest.raises(SettingsError, match="spark.master"):
+        load_settings()
