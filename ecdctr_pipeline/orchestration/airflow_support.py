@@ -56,7 +56,7 @@ ASSETS = {"tpm": (paths.TPM_SETS, "ecdctr_tpm_embedding_sets"), "cpm": (paths.CP
 # ------------------------------------------------------------------ pods
 # where KubernetesPodOperator's XCom sidecar reads a pod's result (its PodDefaults.XCOM_MOUNT_PATH)
 XCOM_RESULT_FILE = "/airflow/xcom/return.json"
-ENV_RESULT_FILE = "ECDCTR_RESULT_FILE"  # cli/verbs.py's, which writes the step's JSON result there
+ENV_RESULT_FILE = commands.ENV_RESULT_FILE
 
 
 def pod_manifest(s: Settings, *, name: str, kind: str, command: list[str]) -> dict:
@@ -211,7 +211,8 @@ def _operator(step, s: Settings, tier: str):
     if o.execution == "docker":
         from ecdctr_pipeline.orchestration import containers
 
-        return containers.operator(s, tier=tier, step=step, command=command, outlets=outlets, common=common)
+        return containers.operator(s, tier=tier, step=step, command=command, outlets=outlets, common=common,
+                                   workers=s.training.workers if runs_as_job(s, step.kind, step.name) else 1)
     if o.execution == "kubernetes":
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
         from kubernetes.client import ApiClient

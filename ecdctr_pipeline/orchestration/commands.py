@@ -18,6 +18,7 @@ SPARK_ENTRYPOINT = ["spark-submit"]
 # Kubernetes expands $(NAME) in a container's args from its environment
 ENV_POD_NAME, ENV_POD_IP = "ECDCTR_POD_NAME", "ECDCTR_POD_IP"
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+ENV_RESULT_FILE = "ECDCTR_RESULT_FILE"  # cli/verbs.py's, which writes the step's JSON result there
 
 
 def spark_on_kubernetes(k: KubernetesSettings) -> list[str]:

@@ -33,7 +33,7 @@ def container_name(tier: str, step_name: str) -> str:
 def container_spec(s: Settings, *, kind: str, command: list[str]) -> dict[str, Any]:
     """What a step's container is made of (the arguments :class:`StepContainerOperator` gets
     besides its name): image, entry point and arguments, environment, mounts, network."""
-    from ecdctr_pipeline.orchestration.airflow_support import ENV_RESULT_FILE
+    from ecdctr_pipeline.orchestration.commands import ENV_RESULT_FILE
 
     from ecdctr_pipeline.orchestration.steps import POD_KINDS
 
@@ -55,12 +55,10 @@ def container_spec(s: Settings, *, kind: str, command: list[str]) -> dict[str, A
     }
 
 
-def operator(s: Settings, *, tier: str, step, command: list[str], outlets: list, common: dict):
-    """The ``DockerOperator`` of one step (``airflow_support.render_tier`` in docker mode)."""
-    from ecdctr_pipeline.orchestration.airflow_support import runs_as_job
-
+def operator(s: Settings, *, tier: str, step, command: list[str], workers: int, outlets: list, common: dict):
+    """The ``DockerOperator`` of one step (``airflow_support.render_tier`` in docker mode);
+    ``workers`` > 1: that many trainer containers at once."""
     d = s.orchestration.docker
-    workers = s.training.workers if runs_as_job(s, step.kind, step.name) else 1
     name = container_name(tier, step.name)
     return step_container_operator()(
         **container_spec(s, kind=step.kind, command=command), container_name=name, hostname=name,
