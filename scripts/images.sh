@@ -21,6 +21,8 @@ VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
 BASE="${ECDCTR_IMAGE_BASE:-localhost/ecdctr-base:bookworm}"
 MIRROR="${ECDCTR_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 IMAGES="${ECDCTR_IMAGES:-trainer spark airflow}"
+# this script's own variables are not settings: the host's ecdctr refuses unknown ECDCTR_* names
+unset ECDCTR_IMAGES ECDCTR_IMAGE_BASE ECDCTR_DEBIAN_MIRROR
 export CONTAINERS_CONF="$ROOT/docker/containers.conf"
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 CA="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
@@ -109,6 +111,25 @@ check_trainer() {
   fi
   run_step trainer actr quality_gate "$DS"
   grep -q '"checks"' "$CHECK_DIR/quality_gate.json" || die "trainer: the gate printed no result: $(cat "$CHECK_DIR/quality_gate.json")"
+  check_docker_mode
+}
+
+# orchestration.execution: docker — the same gate as the A-CTR DAG's own DockerOperator (Airflow's
+# Docker provider) against podman's Docker-compatible socket; its XCom is the step's result file
+check_docker_mode() {
+  local sock="$CHECK_DIR/podman.sock"
+  printf 'store: {root: "file:///store"}\n' >"$CHECK_DIR/docker-mode.yaml"
+  "${PODMAN[@]}" system service --time=0 "unix://$sock" >"$CHECK_DIR/podman-service.log" 2>&1 &
+  local svc=$!
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.2; done
+  AIRFLOW_HOME="$CHECK_DIR/airflow" \
+    "$ROOT/.venv/bin/python" "$ROOT/scripts/docker_mode_check.py" --socket "unix://$sock" \
+    --config "$CHECK_DIR/docker-mode.yaml" --store "$CHECK_DIR/store" --image "localhost/ecdctr/trainer:$VERSION" \
+    --ds "$DS" >"$CHECK_DIR/docker-mode.json" 2>"$CHECK_DIR/docker-mode.log" \
+    || { kill "$svc"; tail -5 "$CHECK_DIR/docker-mode.log" >&2; die "trainer: the DAG's DockerOperator (docker mode)"; }
+  kill "$svc"
+  grep -q '"checks"' "$CHECK_DIR/docker-mode.json" || die "docker mode: no step result came back as the XCom"
+  say "trainer: docker mode ran the A-CTR DAG's quality_gate task through podman's socket"
 }
 
 check_spark() {
