@@ -167,8 +167,10 @@ check() {
     "check_$name"
     say "$name: checked"
   done
-  ECDCTR_STORE="file://$CHECK_DIR/store" "$ROOT/.venv/bin/ecdctr" status --json | grep -q 'features/complete/ad' \
-    || die "the host's status does not show the table the containers wrote"
+  if [[ " $IMAGES " == *" trainer "* ]]; then  # the trainer's check writes the store
+    ECDCTR_STORE="file://$CHECK_DIR/store" "$ROOT/.venv/bin/ecdctr" status --json | grep -q 'features/complete/ad' \
+      || die "the host's status does not show the table the containers wrote"
+  fi
   rm -rf "$CHECK_DIR"
   say "checked: ${IMAGES// /, } (plan in each; simulate, extraction, gate and DAG parsing); the host reads their store"
 }
