@@ -19,7 +19,7 @@ APT := flock /var/lock/ecdctr-apt.lock env DEBIAN_FRONTEND=noninteractive sh -c
 # the compiled helm: no symbol table or DWARF (not needed to lint and render charts)
 GO_LDFLAGS := -s -w
 
-.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving bench-memory lint-deploy images clean
+.PHONY: venv jars tools helm demo test test-fast java chromium bench bench-features bench-train bench-gpu bench-serving bench-memory lint-deploy images e2e clean
 
 venv: $(STAMP) $(JARS_STAMP)
 
@@ -116,6 +116,14 @@ $(HELM):
 images: venv
 	bash scripts/images.sh build
 	bash scripts/images.sh check
+
+# The production shape on one machine (scripts/e2e.py): an S3 server, a Spark master and two
+# workers, Airflow's four components and every step as containers of the images above on one
+# podman network; TPM -> CPM -> two A-CTR days through Airflow's REST API, then checked from
+# outside. Started and torn down by the target; work folder (task logs) build/e2e.
+e2e: venv chromium
+	bash scripts/images.sh build
+	$(BIN)/python scripts/e2e.py
 
 lint-deploy: venv tools
 	$(TOOLS)/bin/python scripts/lint_deploy.py --helm $(HELM) --values helm/ecdctr/values-production.yaml \

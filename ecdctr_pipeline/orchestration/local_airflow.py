@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,99 +44,50 @@ def _ts(v: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(v.replace("Z", "+00:00")) if v else None
 
 
-class LocalAirflow:
-    """``with LocalAirflow(home, env={...}) as af: af.unpause(...); af.trigger(...)``."""
+def airflow_env(*, base: str, host: str, port: int, parallelism: int, use_job_schedule: bool,
+                execution_api_url: str | None = None) -> dict[str, str]:
+    """The configuration every component of a one-machine deployment shares (LocalExecutor,
+    simple auth with everyone an admin, one JWT secret): :class:`LocalAirflow`'s processes and
+    ``make e2e``'s containers. ``execution_api_url``: where task processes reach the API server
+    (default ``base``)."""
+    return {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{(execution_api_url or base).rstrip('/')}/execution/",
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs show the steps' progress
+    }
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None, *, parallelism: int = 2,
-                 poll_s: float = 1.0, use_job_schedule: bool = True):
-        """``use_job_schedule=False``: the scheduler creates no runs from the DAGs' schedules (only
-        triggered and backfill runs execute), for a deployment whose clock is not the calendar's."""
-        self.home = Path(home)
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.procs: dict[str, subprocess.Popen] = {}
+
+class AirflowAPI:
+    """A client of one Airflow deployment's public REST API (``/api/v2``) at ``base``: what an
+    operator does through it (unpause, trigger, backfill, clear) and reads from it (runs, task
+    states, health). :class:`LocalAirflow` starts a deployment as processes; ``make e2e``
+    (scripts/e2e.py) as containers of the Airflow image."""
+
+    def __init__(self, base: str, *, poll_s: float = 1.0):
+        self.base = base.rstrip("/")
         self.poll_s = poll_s
-        bindir = str(Path(sys.executable).parent)
-        self.env = {
-            **os.environ,
-            "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
-            "AIRFLOW__API__BASE_URL": self.base,
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(16).hex(),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(use_job_schedule),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs show the steps' progress
-            **(env or {}),
-        }
-        self.airflow = str(Path(sys.executable).with_name("airflow"))
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout_s: float = 180) -> "LocalAirflow":
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "logs").mkdir(exist_ok=True)
-        r = subprocess.run([self.airflow, "db", "migrate"], env=self.env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EcdctrError(f"airflow db migrate failed in {self.home}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-        for name in COMPONENTS:
-            log = open(self.home / "logs" / f"{name}.log", "ab")
-            args = [self.airflow, name] + (["--host", "127.0.0.1", "--port", str(self.port)]
-                                           if name == "api-server" else [])
-            self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            dead = [n for n, p in self.procs.items() if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                why = f"{', '.join(dead)} exited" if dead else f"not healthy after {timeout_s:.0f} s"
-                tail = {n: self.log_tail(n, 400) for n in (dead or COMPONENTS)}
-                self.stop()
-                raise EcdctrError(f"Airflow on {self.base} did not start ({why}): {tail}")
-            try:
-                health = self._get("/api/v2/monitor/health")
-                if all((health.get(c) or {}).get("status") == "healthy"
-                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
-                    return self
-            except (OSError, EcdctrError):
-                pass
-            time.sleep(1)
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 20
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    def __enter__(self) -> "LocalAirflow":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def log_tail(self, component: str, chars: int = 2000) -> str:
-        p = self.home / "logs" / f"{component}.log"
-        return p.read_text(errors="replace")[-chars:] if p.exists() else ""
+    def healthy(self) -> bool:
+        """Every component the health endpoint reports (database, scheduler, triggerer, DAG
+        processor) is healthy; False while the API server does not answer."""
+        try:
+            health = self._get("/api/v2/monitor/health")
+        except (OSError, EcdctrError, ValueError):
+            return False
+        return all((health.get(c) or {}).get("status") == "healthy"
+                   for c in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
 
     # ------------------------------------------------------------------ REST API (/api/v2)
     def token(self) -> str:
@@ -191,18 +143,6 @@ class LocalAirflow:
                                                        "to_date": f"{end}T00:00:00Z", "max_active_runs": 1,
                                                        "reprocess_behavior": "none"})
 
-    def backfill_cli(self, dag_id: str, start: str, end: str, tries: int = 5) -> subprocess.CompletedProcess:
-        """``airflow backfill create``: the same backfill from the command line (retried while
-        SQLite is locked by the scheduler)."""
-        for attempt in range(tries):
-            r = subprocess.run([self.airflow, "backfill", "create", "--dag-id", dag_id, "--from-date", start,
-                                "--to-date", end, "--max-active-runs", "1"], env=self.env, capture_output=True,
-                               text=True, timeout=120)
-            if r.returncode == 0 or "locked" not in (r.stdout + r.stderr) or attempt == tries - 1:
-                return r
-            time.sleep(2 + attempt)
-        return r
-
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
 
@@ -230,3 +170,106 @@ class LocalAirflow:
                 raise EcdctrError(f"runs not finished after {timeout_s:.0f} s: "
                                   f"{ {d: [(r['logical_date'], r['state']) for r in rs] for d, rs in runs.items()} }")
             time.sleep(self.poll_s)
+
+    def screenshot(self, page: str, out: Path, *, size: str = "1600,1000") -> Path:
+        """A PNG of the UI's ``page`` (e.g. ``/dags/<dag_id>``) taken by headless Chromium."""
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not chromium:
+            raise EcdctrError("chromium is not installed: `make chromium` installs Debian's package")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.png")
+        r = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            f"--window-size={size}", "--virtual-time-budget=15000", f"--screenshot={tmp}",
+                            self.base + page], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 or not tmp.is_file():
+            raise EcdctrError(f"chromium could not screenshot {self.base + page}: {r.stderr.strip()[-500:]}")
+        tmp.replace(out)
+        return out
+
+
+class LocalAirflow(AirflowAPI):
+    """``with LocalAirflow(home, env={...}) as af: af.unpause(...); af.trigger(...)``."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None, *, parallelism: int = 2,
+                 poll_s: float = 1.0, use_job_schedule: bool = True):
+        """``use_job_schedule=False``: the scheduler creates no runs from the DAGs' schedules (only
+        triggered and backfill runs execute), for a deployment whose clock is not the calendar's."""
+        self.home = Path(home)
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}", poll_s=poll_s)
+        self.procs: dict[str, subprocess.Popen] = {}
+        bindir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            **airflow_env(base=self.base, host="127.0.0.1", port=self.port, parallelism=parallelism,
+                          use_job_schedule=use_job_schedule),
+            **(env or {}),
+        }
+        self.airflow = str(Path(sys.executable).with_name("airflow"))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout_s: float = 180) -> "LocalAirflow":
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        r = subprocess.run([self.airflow, "db", "migrate"], env=self.env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EcdctrError(f"airflow db migrate failed in {self.home}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        for name in COMPONENTS:
+            log = open(self.home / "logs" / f"{name}.log", "ab")
+            args = [self.airflow, name] + (["--host", "127.0.0.1", "--port", str(self.port)]
+                                           if name == "api-server" else [])
+            self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                why = f"{', '.join(dead)} exited" if dead else f"not healthy after {timeout_s:.0f} s"
+                tail = {n: self.log_tail(n, 400) for n in (dead or COMPONENTS)}
+                self.stop()
+                raise EcdctrError(f"Airflow on {self.base} did not start ({why}): {tail}")
+            if self.healthy():
+                return self
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 20
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def __enter__(self) -> "LocalAirflow":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, component: str, chars: int = 2000) -> str:
+        p = self.home / "logs" / f"{component}.log"
+        return p.read_text(errors="replace")[-chars:] if p.exists() else ""
+
+    def backfill_cli(self, dag_id: str, start: str, end: str, tries: int = 5) -> subprocess.CompletedProcess:
+        """``airflow backfill create``: the same backfill from the command line (retried while
+        SQLite is locked by the scheduler)."""
+        for attempt in range(tries):
+            r = subprocess.run([self.airflow, "backfill", "create", "--dag-id", dag_id, "--from-date", start,
+                                "--to-date", end, "--max-active-runs", "1"], env=self.env, capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode == 0 or "locked" not in (r.stdout + r.stderr) or attempt == tries - 1:
+                return r
+            time.sleep(2 + attempt)
+        return r

@@ -76,10 +76,12 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
             "previous_attempt": existing.attempt, "previous_delta_tables": existing.inputs.delta_tables,
             "previous_raw_versions": {t: r.get("version") for t, r in existing.inputs.raw_tables.items()},
             "changed": [c.to_dict() for c in changed]}})
+    # first: a multi-worker runtime is configured before anything touches TensorFlow (A-CTR loads
+    # its CPM before it builds the model; TF refuses collective ops configured after that)
+    place = placement(args)
     t_train = time.perf_counter()
     result = mod.run_training(args)
     result.extra["train_seconds"] = round(time.perf_counter() - t_train, 2)  # training only (manifest extra)
-    place = placement(args)
     if not place.is_chief:  # a multi-worker run: worker 0 evaluates and publishes
         result.cleanup()
         return TierRun(tier, prefix, args.logical_date, False, result.train_metrics,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -116,19 +114,6 @@ def _progress(prefix: str):
     return show
 
 
-def _screenshot(url: str, out: Path) -> Path:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed: `make test` installs Debian's package"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    r = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--window-size=1600,1000", "--virtual-time-budget=15000", f"--screenshot={tmp}", url],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and tmp.is_file(), r.stderr[-2000:]
-    tmp.replace(out)
-    return out
-
-
 def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     af, settings, cfg, received = deployment
     store = open_store(settings.store)
@@ -175,7 +160,7 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     assert (sv.inputs.actr_model, sv.inputs.cpm_checkpoint, sv.inputs.embedding_set) == (DAYS[-1], "2026-11-23", "2026-10")
     assert received == []  # nothing failed, nothing was late: no alert
 
-    shot = _screenshot(f"{af.base}/dags/{ACTR}", SCREENSHOT)
+    shot = af.screenshot(f"/dags/{ACTR}", SCREENSHOT)
     assert shot.stat().st_size > 20_000  # a rendered page, not an empty canvas
 
 

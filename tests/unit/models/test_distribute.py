@@ -112,3 +112,41 @@ def test_two_worker_processes_match_one_device(distributed_runs, single):
     assert [r["worker"] for r in runs] == [0, 1] and all(r["replicas"] == 2 for r in runs)
     assert runs[0]["losses"] == runs[1]["losses"]  # one model, reduced across the workers
     assert_same_trajectory(runs[0]["losses"], single["losses"])
+
+
+@pytest.mark.slow
+def test_actr_trains_on_two_worker_processes_through_the_cli(cpm_trained_store, tmp_path):
+    """The A-CTR step's own command (``ecdctr train actr``) as two workers, as its two containers
+    (docker mode) or Indexed Job pods run it: A-CTR loads its CPM before it builds the model, and
+    TensorFlow refuses a multi-worker runtime configured after that (make e2e found it). Worker 0
+    publishes the model, worker 1 publishes nothing."""
+    import shutil
+
+    from ecdctr_pipeline.data import artifacts
+    from ecdctr_pipeline.core import paths
+    from ecdctr_pipeline.data.store import open_store
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(cpm_trained_store, store_dir)
+    s = tiny_settings(f"file://{store_dir}")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(settings_dict(s, mask=False)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECDCTR_", "TRAINER_", "TF_CONFIG"))}
+    hosts = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    ecdctr = str(Path(sys.executable).with_name("ecdctr"))
+    procs = [subprocess.Popen([ecdctr, "train", "actr", "--as-of", "2026-11-24", "--cpm", "2026-11-23", "--json"],
+                              env={**env, "ECDCTR_CONFIG": str(config), "TF_CPP_MIN_LOG_LEVEL": "3",
+                                   "ECDCTR_TRAINING__DISTRIBUTION": "multi_worker", "TRAINER_WORKER_HOSTS": hosts,
+                                   "JOB_COMPLETION_INDEX": str(i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    chief, other = (json.loads(o[o.index("{"):]) for o, _ in outs)
+    assert other["extra"] == {"worker": 1, "workers": 2, "published_by": "worker 0"}, other
+    m = artifacts.read_manifest(open_store(s.store), paths.actr_model("2026-11-24"))
+    assert m.inputs.cpm_checkpoint == "2026-11-23" and chief["logical_date"] == "2026-11-24"
