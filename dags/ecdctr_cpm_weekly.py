@@ -12,5 +12,5 @@ SCHEDULE = TIER.schedule
 TAGS = ["ecdctr", "cpm", "weekly"]
 S = af.settings()
 
-with DAG(dag_id=DAG_ID, schedule=SCHEDULE, tags=TAGS, doc_md=__doc__, **af.dag_kwargs(S)):
+with DAG(dag_id=DAG_ID, schedule=SCHEDULE, tags=TAGS, doc_md=__doc__, **af.dag_kwargs(S, TIER.name)):
     af.render_tier(TIER.name, S)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.core import calendar, paths
+from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.report import markdown_table, progress
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data.store import open_store
@@ -42,27 +43,6 @@ def demo_calendar(as_of: dt.date, days: int, settings: Settings):
     months = sorted({calendar.Month.parse(calendar.cpm_plan(w, cal).embedding_set) for w in mondays})
     first = calendar.tpm_plan(months[0], cal).data_window.start
     return months, mondays, actr_days, first
-
-
-def _plot(rows: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    days = [r["day"] for r in rows]
-    ax.plot(days, [r["actr"] for r in rows], marker="o", label="E-CDCTR (A-CTR)")
-    ax.plot(days, [r["target_only"] for r in rows], marker="s", label="Target-only", color="tab:gray")
-    ax.set_ylabel("GAUC on the holdout day")
-    ax.set_title("A-CTR vs Target-only, demo calendar")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def lineage_of_served(store) -> dict | None:
@@ -142,32 +122,22 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
                 failed.append(o)
                 print(f"{o.dag_id} {o.logical_date}: {o.state} {o.task_states}", file=sys.stderr, flush=True)
 
-    # 3. report
-    rows, unscored = [], []
-    for d in actr_days:
-        try:
-            r = json.loads(store.get_bytes(paths.evaluation_report(d)))
-        except FileNotFoundError:
-            continue
-        if r.get("not_evaluable"):  # published unblessed; no GAUC to show
-            unscored.append(f"- {d}: not evaluable ({r['not_evaluable']})")
-            continue
-        m = artifacts.find_manifest(store, paths.actr_model(d))
-        rows.append({"day": d.isoformat(), "actr": r["actr"]["gauc"], "target_only": r["target_only"]["gauc"],
-                     "lift": r["gauc_lift"], "coverage": r["actr"]["gauc_coverage"],
-                     "blessed": bool(m and m.blessed)})
+    # 3. report: the daily metrics page (the same one `ecdctr metrics` writes) and the lineage
+    from ecdctr_pipeline.app import metrics_page
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lineage = lineage_of_served(store)
     total = time.perf_counter() - t_all
     t_table = markdown_table(("stage", "seconds", "note"), [(n, f"{s:.1f}", note) for n, s, note in timings]
                              + [("total", f"{total:.1f}", "")])
-    g_table = markdown_table(("day", "A-CTR GAUC", "Target-only GAUC", "lift", "coverage", "blessed"),
-                             [(r["day"], r["actr"], r["target_only"], f"{r['lift']:+.4f}", r["coverage"], r["blessed"])
-                              for r in rows]) if rows else "(no evaluation reports)"
-    if unscored:
-        g_table += "\n\n" + "\n".join(unscored)
-    png = _plot(rows, out / "gauc_by_day.png") if rows else None
+    here = lambda text: text.replace(f"file://{Path.cwd()}/", "file://./").replace(f"{Path.cwd()}/", "./")  # noqa: E731
+    try:
+        page = metrics_page.write(store, actr_days[0], actr_days[-1], out / "metrics", label=here(store.root))
+        rows = page["rows"]
+        g_table = markdown_table(metrics_page.COLUMNS, [metrics_page.cells(r) for r in rows])
+    except EcdctrError as exc:  # no A-CTR model was published (the runs failed): say so in the report
+        rows, g_table = [], f"(no A-CTR model: {exc})"
     lin = "(nothing served)" if lineage is None else "\n".join(
         [f"- serving version {lineage['serving_version']} at {lineage['serving_uri']}",
          f"- ← A-CTR model {lineage['actr_model']} (ad window [{lineage['actr_window']['start']}, "
@@ -183,15 +153,17 @@ def run_demo(settings: Settings, *, as_of: str, days: int, json_out: bool = Fals
         ("serving versions + models.config", "serving"), ("quality results", paths.QUALITY),
         ("evaluation reports", "reports/actr")))
     md = (f"# E-CDCTR demo — A-CTR {actr_days[0]} .. {actr_days[-1]}\n\n## Stages\n\n{t_table}\n\n"
-          f"## GAUC on each day's holdout\n\n{g_table}\n\n" + (f"![GAUC by day]({png.name})\n\n" if png else "")
+          f"## GAUC on each day's holdout\n\n{g_table}\n\n" + ("![daily metrics](metrics/metrics.png)\n\n"
+                                                                 "Page: [metrics/metrics.html](metrics/metrics.html)\n\n"
+                                                                 if rows else "")
           + f"## Lineage of the served version\n\n{lin}\n\n## Where the artifacts are\n\n{where}\n"
           + (f"\n## The A-CTR DAG under a real scheduler\n\n{GRID_NOTE}\n\n![A-CTR grid]({GRID_PNG})\n"
              if (out / GRID_PNG).is_file() else ""))
     # the committed report names paths under the working directory relatively (no machine's paths)
-    (out / "demo.md").write_text(md.replace(f"file://{Path.cwd()}/", "file://./").replace(f"{Path.cwd()}/", "./"))
+    (out / "demo.md").write_text(here(md))
     if json_out:
         print(json.dumps({"timings": timings, "gauc": rows, "lineage": lineage, "report": str(out / "demo.md"),
                           "failed": [o.__dict__ for o in failed]}, indent=2, default=str))
     else:
-        print("\n" + md + f"\nreport: {out / 'demo.md'}" + (f", plot: {png}" if png else ""))
+        print("\n" + md + f"\nreport: {out / 'demo.md'}" + (f", page: {out / 'metrics' / 'metrics.html'}" if rows else ""))
     return 1 if failed else 0

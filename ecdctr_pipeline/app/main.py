@@ -20,13 +20,38 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.core.report import markdown_table
 
     rows = backfill(_store(args), parse_date(args.from_, what="--from"), parse_date(args.to, what="--to"),
-                    force=args.force, tiers=tuple(args.tiers.split(",")), config=args.config)
+                    force=args.force, tiers=tuple(args.tiers.split(",")), config=args.config,
+                    stop_on_error=args.fail_fast, dry_run=args.dry_run,
+                    only=tuple(s.strip() for s in args.steps.split(",") if s.strip()) if args.steps else None)
     failed = [r for r in rows if r.status.startswith("FAILED")]
     table = markdown_table(("tier", "logical date", "status", "seconds", "TPM set", "CPM", "detail"),
                            [(r.tier, r.logical_date, r.status, f"{r.seconds:.1f}", r.embedding_set, r.cpm_checkpoint,
                              r.detail) for r in rows])
-    _emit(args, [asdict(r) for r in rows], table + f"\n\n{len(rows)} run(s), {len(failed)} failed")
+    if args.dry_run:
+        table += "\n\n" + "\n".join(f"{r.tier} {r.logical_date}: {cmd}" for r in rows for cmd in r.results.values())
+    _emit(args, [asdict(r) for r in rows], table + f"\n\n{len(rows)} run(s), {len(failed)} failed"
+          + (" (dry run: nothing ran)" if args.dry_run else ""))
     return 1 if failed else 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecdctr_pipeline.app.metrics_page import COLUMNS, cells, write
+    from ecdctr_pipeline.core.calendar import parse_date
+    from ecdctr_pipeline.core.report import markdown_table, screenshot
+
+    r = write(_store(args), parse_date(args.since, what="--since"),
+              parse_date(args.until, what="--until") if args.until else None, Path(args.out))
+    if args.prometheus:
+        from ecdctr_pipeline.app.metrics_page import write_prometheus
+
+        r["prometheus"] = str(write_prometheus(r["rows"], Path(args.prometheus)))
+    if args.screenshot:
+        r["screenshot"] = str(screenshot(Path(r["html"]).resolve().as_uri(), Path(args.out) / "metrics_page.png",
+                                         size="1600,1100", budget_ms=3000))
+    _emit(args, r, markdown_table(COLUMNS, [cells(x) for x in r["rows"]]) + f"\n\npage: {r['html']}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -156,7 +181,12 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
                         parents=[common, js])
     bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
     bf.add_argument("--to", required=True, metavar="DATE", help="inclusive")
-    bf.add_argument("--force", action="store_true", help="rerun dates whose artifacts exist")
+    bf.add_argument("--force", action="store_true",
+                    help="pass --force to the steps that take it: retrain, re-extract, re-export what exists")
+    bf.add_argument("--steps", metavar="NAMES", default=None,
+                    help="comma-separated step names to run (default: all; sensor and branch steps always run)")
+    bf.add_argument("--dry-run", action="store_true", help="print every run's steps and argv; run nothing")
+    bf.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: go on)")
     bf.add_argument("--tiers", default="tpm,cpm,actr", help="comma-separated subset of tpm,cpm,actr")
     bf.set_defaults(func=cmd_backfill)
 
@@ -167,6 +197,17 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="reports/demo", help="folder for the Markdown report and PNG")
     demo.set_defaults(func=cmd_demo)
+
+    mt = sub.add_parser("metrics", help="the A-CTR days' history as a page: GAUC, served model, verdicts, served age "
+                        "(Markdown, HTML, PNG, JSON)", parents=[common, js])
+    mt.add_argument("--since", required=True, metavar="DATE", help="first A-CTR day")
+    mt.add_argument("--until", metavar="DATE", help="last A-CTR day (default: the newest in the store)")
+    mt.add_argument("--out", default="reports/metrics", help="folder for metrics.md/.html/.png/.json")
+    mt.add_argument("--prometheus", metavar="FILE", help="also the newest day's figures as Prometheus gauges "
+                    "(text format, for node_exporter's textfile collector; written atomically)")
+    mt.add_argument("--screenshot", action="store_true", help="also metrics_page.png: the HTML page rendered "
+                    "by headless Chromium")
+    mt.set_defaults(func=cmd_metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecdctr_pipeline.evaluation.protocol import seed_interval, seeds_needed  # noqa: F401 (re-exported)
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import Settings
@@ -75,33 +76,6 @@ def configs(seeds: list[int], vary: list[str]) -> dict[str, list[Config]]:
         else:
             out[v] = [Config(**{t: (s if t == v else base) for t in TIERS}) for s in seeds]
     return out
-
-
-def seed_interval(values: list[float], level: float = 0.95) -> dict:
-    """Mean, sample standard deviation and the t interval of the mean over replicates."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    mean = float(x.mean())
-    if n < 2:
-        return {"n": n, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def seeds_needed(sd: float, effect: float, level: float = 0.95, most: int = 1000) -> int | None:
-    """Fewest replicates whose t interval's half-width is at most ``effect`` given a
-    replicate-to-replicate standard deviation ``sd`` (None past ``most``)."""
-    from scipy import stats
-
-    if effect <= 0:
-        return None
-    for n in range(2, most + 1):
-        if stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n) <= effect:
-            return n
-    return None
 
 
 def _copy_inputs(src: ArtifactStore, dest: Path) -> None:

@@ -15,39 +15,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from ecdctr_pipeline.cli.context import emit as _emit
+from ecdctr_pipeline.cli.context import log
+from ecdctr_pipeline.cli.context import settings_of as _settings
+from ecdctr_pipeline.cli.context import store_of as _store
+from ecdctr_pipeline.cli.ops import add_ops_verbs
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import TRANSFER_POLICIES
 
-log = logging.getLogger("ecdctr")
-
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
-
-
-def _settings(args: argparse.Namespace):
-    """The command's settings, loaded once."""
-    if getattr(args, "_settings", None) is None:
-        from ecdctr_pipeline.core.settings import load_settings
-
-        args._settings = load_settings(args.config)
-    return args._settings
-
-
-def _store(args: argparse.Namespace):
-    """The command's store, opened once and passed to what the command calls."""
-    if getattr(args, "_store", None) is None:
-        from ecdctr_pipeline.data.store import open_store
-
-        args._store = open_store(_settings(args).store)
-    return args._store
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    args.result = data  # what execute() returns (the XCom of a DAG step)
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        print(text)
 
 
 # ----------------------------------------------------------------------------- config
@@ -137,7 +114,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines += ["", "Unreadable artifacts (retrain with --force to replace one)",
                   markdown_table(("artifact", "error"), corrupt)]
     if not tables and not arts and not corrupt:
-        lines.append("(empty: nothing published yet)")
+        # a mistyped --config / ECDCTR_STORE reads as an empty store: say so where an operator sees it
+        missing = next(iter(store.iter_children("")), None) is None
+        data["store_empty"] = missing
+        if missing:
+            log.warning("store %s holds nothing (it may not exist: check --config / ECDCTR_STORE; the default "
+                        "./ecdctr-data is relative to the working directory)", store.root)
+        lines.append("(empty: nothing published yet" + ("; the store holds no object at all)" if missing else ")"))
     _emit(args, data, "\n".join(lines))
     return 0
 
@@ -258,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     from ecdctr_pipeline.tiers.baselines import evaluate_day
 
-    r = evaluate_day(settings, _store(args), args.as_of)
+    r = evaluate_day(settings, _store(args), args.as_of, force=args.force)
     if r.get("not_evaluable"):
         _emit(args, r, f"A-CTR {r['day']}: no comparison with Target-only: not evaluable ({r['not_evaluable']})")
         return 0
@@ -272,6 +255,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text += (f"\nlast {g['days']} days: {g['compared']} compared"
              + (f", mean lift {g['mean_lift']:+.4f}" if g["mean_lift"] is not None else "")
              + (f": TRANSFER HARMFUL (below -{g['margin']}), alert sent" if g["harmful"] else ""))
+    if r.get("skipped"):
+        text += f"\n(the report of model attempt {r['actr_attempt']}, evaluated before: --force evaluates again)"
     _emit(args, r, text)
     return 0
 
@@ -502,6 +487,34 @@ def _import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
+def _meaningful(default: Any) -> bool:
+    """A default worth printing: not unset, not a switch's False, not an empty list (0 is one)."""
+    return not (default is None or default is False or default is argparse.SUPPRESS or default in ([], ()))
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help that names each option's default (when it has a meaningful one and the text does not
+    already say it): a bare ``ecdctr efficiency`` should not start an hour-long run unannounced."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (action.option_strings and _meaningful(d) and "default" not in text
+                and not isinstance(action, argparse._VersionAction)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _with_defaults_help(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _DefaultsHelp
+    for action in parser._actions:
+        if action.help is None and action.option_strings and _meaningful(action.default):
+            action.help = "(default: %(default)s)"  # argparse shows no help line for an option without text
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _with_defaults_help(child)
+
+
 def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.ArgumentParser], None] | None = None
                  ) -> argparse.ArgumentParser:
     """The parser of the step verbs; ``extend(subparsers, common, json_parent)`` adds more
@@ -519,6 +532,10 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     js.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = argparse.ArgumentParser(prog="ecdctr", description="E-CDCTR training pipeline", parents=[top])
+    from ecdctr_pipeline.data.artifacts import code_version
+
+    p.add_argument("--version", action="version", version=f"ecdctr {code_version()}",
+                   help="the code version manifests record (package version + git commit when known)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     cfg = sub.add_parser("config", help="settings", parents=[common])
@@ -584,7 +601,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     ec.add_argument("--domain", required=True, choices=["natural", "ad"])
     ec.add_argument("--as-of", required=True, metavar="DATE")
     for e in (et, ec):
-        e.add_argument("--force", action="store_true", help="recompute even if built from the same raw version")
+        e.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="recompute even if built from the same raw version")
         e.set_defaults(func=cmd_extract)
 
     tr = sub.add_parser("train", help="train and publish one tier for a logical date", parents=[common])
@@ -594,7 +611,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
                             ("actr", "DATE", "A-CTR fine-tuned from the plan's CPM, gated on the holdout")):
         t = tr_sub.add_parser(tier, help=hlp, parents=[common, js])
         t.add_argument("--as-of", required=True, metavar=meta)
-        t.add_argument("--force", action="store_true", help="retrain even if the artifact exists")
+        t.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="retrain even if the artifact exists")
         if tier == "actr":
             t.add_argument("--policy", choices=TRANSFER_POLICIES,
                            help="transfer policy (default: actr.transfer_policy)")
@@ -610,6 +627,8 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     ev.add_argument("--as-of", required=True, metavar="DATE")
     ev.add_argument("--compare", action="store_true",
                     help="actr: compare with Target-only even when orchestration.compare_target_only is false")
+    ev.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
+                    help="actr: evaluate again although the day's report holds this model attempt's evaluation")
     ev.set_defaults(func=cmd_evaluate)
 
     ck = sub.add_parser("check", help="what a sensor waits for, or whether a model is blessed (exit 75: not ready)",
@@ -639,10 +658,12 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     va.add_argument("--as-of", required=True, metavar="DATE", help="the partition's day (tpm_set: its month)")
     va.set_defaults(func=cmd_validate)
 
+    add_ops_verbs(sub, common, js)
+
     exp = sub.add_parser("export", help="export a blessed A-CTR model as the next TF Serving version",
                          parents=[common, js])
     exp.add_argument("--as-of", required=True, metavar="DATE")
-    exp.add_argument("--force", action="store_true", help="export again as a new version")
+    exp.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="export again as a new version")
     exp.set_defaults(func=cmd_export)
     rb = sub.add_parser("rollback", help="serve the previous serving version", parents=[common, js])
     rb.set_defaults(func=cmd_rollback)
@@ -678,6 +699,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
 
     if extend is not None:
         extend(sub, common, js)
+    _with_defaults_help(p)
     return p
 
 
@@ -786,7 +808,12 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     print one line and return the error's exit status."""
     import os
 
-    args = (parser or build_parser()).parse_args(argv)
+    parser = parser or build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:  # shell completion: answers and exits
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     try:
         level = log_level(args.verbose, os.environ.get("ECDCTR_LOG_LEVEL"))
     except EcdctrError as exc:

@@ -36,8 +36,10 @@ ENV_PROFILE = "ECDCTR_PROFILE"
 # ECDCTR_* variables of the process that are not settings: the console's log level (the images
 # set ECDCTR_LOG_LEVEL=INFO), the recorded code version (artifacts.code_version), where a pod
 # writes its step's JSON result for Airflow's XCom (cli/verbs.py) and a Spark pod's own name and
-# address (its driver's, orchestration/commands.py)
-ENV_NOT_SETTINGS = ("ECDCTR_LOG_LEVEL", "ECDCTR_CODE_VERSION", "ECDCTR_RESULT_FILE", "ECDCTR_POD_NAME", "ECDCTR_POD_IP")
+# address (its driver's, orchestration/commands.py), and the DAG run a step belongs to (recorded
+# in the manifests it publishes, data/artifacts.py)
+ENV_NOT_SETTINGS = ("ECDCTR_LOG_LEVEL", "ECDCTR_CODE_VERSION", "ECDCTR_RESULT_FILE", "ECDCTR_POD_NAME", "ECDCTR_POD_IP",
+                    "ECDCTR_RUN_ID")
 
 
 class _Section(BaseModel):
@@ -326,6 +328,9 @@ class ACTRSettings(_Section):
     epochs: int = Field(4, gt=0)
     seed: int = 0
     bless_tolerance: float = Field(0.002, ge=0)  # GAUC may drop at most this vs the served model
+    # the absolute floor (TFMA's value threshold beside its change threshold): a candidate whose
+    # holdout GAUC is below it is rejected whatever is served, the first model included
+    min_gauc: float = Field(0.5, ge=0, le=1)
     # a holdout whose GAUC covers less than this share of its impressions (users with both a click
     # and a non-click) cannot judge a model: the day's model is published as not evaluable, never
     # blessed (the served model stays), and an alert names the day and the coverage
@@ -402,6 +407,9 @@ class AlertSettings(_Section):
     smtp_starttls: bool = False
     email_from: str = "ecdctr@localhost"
     email_to: list[str] = Field(default_factory=list)
+    # served_model_stale: when a day's A-CTR model is not blessed (the served one stays) and the
+    # served version's A-CTR day is more than this many days before the run's day
+    max_served_age_days: int = Field(3, ge=1)
 
     @field_validator("webhook_url")
     @classmethod
@@ -502,6 +510,15 @@ class OrchestrationSettings(_Section):
     # pokes; poke: the worker waits (short waits only)
     sensor_mode: Literal["deferrable", "reschedule", "poke"] = "deferrable"
     compare_target_only: bool = True  # A-CTR DAG: also train Target-only for the evaluation report
+    # the Airflow pool every trainer step (GPU) runs in: the pool's slots bound how many train at
+    # once across the three DAGs (create it: `airflow pools set gpu 2 "ecdctr GPU trainers"`);
+    # None: Airflow's default_pool. A missing pool keeps the tasks queued: create it first
+    trainer_pool: str | None = None
+    # the A-CTR run must finish within this many hours after it was queued (an Airflow
+    # DeadlineAlert from DAGRUN_QUEUED_AT, checked by the scheduler, its callback run by the
+    # triggerer): a missed one alerts `deadline_missed`; backfill runs are not alerted (a backfill
+    # queues many days at once). None: no deadline
+    actr_deadline_h: float | None = Field(20.0, gt=0)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
 

@@ -8,6 +8,7 @@ size and SHA-256 the manifest records when it is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -72,19 +73,30 @@ class Blessing(BaseModel):
     candidate_gauc: float | None
     baseline: Baseline | None = None  # None: nothing was served yet
     tolerance: float
+    min_gauc: float | None = None  # the absolute floor it was judged against (None: before the floor existed)
     holdout: dict[str, str] | None = None  # the window it was judged on, half-open
     not_evaluable: str | None = None  # why the holdout could not judge the model (then never blessed)
     # actr.bless_requires_target_only: the Target-only model of the same window on the same
     # holdout (model "target-only"), and the margin the candidate had to stay within
     target_only: Baseline | None = None
     target_only_margin: float | None = None
+    # `ecdctr promote`: an operator's forced blessing {by, reason, at, verdict} (the gate's own
+    # verdict kept beside it); None: the gate decided
+    promoted: dict[str, str] | None = None
 
     def describe(self) -> str:
+        if self.promoted:
+            p = self.promoted
+            return f"PROMOTED by {p['by']} at {p['at']} ({p['reason']}); the gate said: {p['verdict']}"
         if self.not_evaluable:
             return f"NOT EVALUABLE: {self.not_evaluable}; not blessed, the served model stays"
         base = f"served model {self.baseline.model} GAUC {self.baseline.gauc}" if self.baseline else "no served model"
         text = (f"{'BLESSED' if self.blessed else 'REJECTED'}: GAUC {self.candidate_gauc} vs {base} "
-                f"(tolerance {self.tolerance})")
+                f"(tolerance {self.tolerance}")
+        if self.min_gauc is not None:
+            below = self.candidate_gauc is not None and self.candidate_gauc < self.min_gauc
+            text += f"; {'BELOW ' if below else ''}floor actr.min_gauc {self.min_gauc}"
+        text += ")"
         if self.target_only is not None:
             text += (f" and vs Target-only GAUC {self.target_only.gauc} (margin {self.target_only_margin}"
                      + (f"; {self.target_only.error}" if self.target_only.error else "") + ")")
@@ -240,6 +252,27 @@ def publish(
 PUBLISH_LEASE_S = 90  # renewed every 30 s while a publish runs; a killed publisher's lease expires after it
 
 
+# the DAG run a step runs for ("{{ run_id }}" in every step's environment: airflow_support,
+# containers); `ecdctr backfill` sets its own; recorded as Manifest.run_id
+ENV_RUN_ID = "ECDCTR_RUN_ID"
+
+
+@contextlib.contextmanager
+def run_id_env(run_id: str | None):
+    """While the block runs, manifests published by this process name ``run_id`` (None: leave
+    the environment as it is); the previous value is restored after."""
+    before = os.environ.get(ENV_RUN_ID)
+    if run_id:
+        os.environ[ENV_RUN_ID] = run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_RUN_ID, None)
+        else:
+            os.environ[ENV_RUN_ID] = before
+
+
 class ArtifactBusyError(EcdctrError):
     """Another process is publishing the same artifact."""
 
@@ -268,6 +301,8 @@ def _publish(store: ArtifactStore, prefix: str, files: Mapping[str, Source], man
             "files": entries,
             "attempt": attempt,
             "code_version": manifest.code_version or code_version(),
+            # the Airflow DAG run (or backfill) that published it: set by the operator of every step
+            "run_id": manifest.run_id or os.environ.get(ENV_RUN_ID) or None,
             "created_at": manifest.created_at
             or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -317,6 +352,24 @@ def require_schema(manifest: Manifest, schema, *, who: str) -> None:
 
     recorded = SchemaIdentity.from_dict(manifest.feature_schema) if manifest.feature_schema else None
     schema.require(recorded, f"{who}: {manifest.kind} {manifest.artifact_id}")
+
+
+def amend_manifest(store: ArtifactStore, prefix: str, update: Callable[[Manifest], Manifest], *, owner: str) -> Manifest:
+    """Rewrite a published artifact's manifest (same files, same attempt) with ``update(manifest)``,
+    holding the artifact's publish lease: one object write, so a reader sees the old manifest or
+    the new one. For records an operator adds after the fact (``ecdctr promote``)."""
+    from ecdctr_pipeline.data import leases
+
+    def busy(holder: str) -> Exception:
+        return ArtifactBusyError(f"{store.uri(prefix)} is being published by {holder}; nothing was changed")
+
+    with leases.hold(store, paths.writer_lease(prefix), owner=owner, ttl_s=PUBLISH_LEASE_S, busy=busy):
+        old = read_manifest(store, prefix)
+        new = update(old)
+        if (new.files, new.attempt) != (old.files, old.attempt):
+            raise ValueError("amend_manifest changes records, never the files or the attempt")
+        store.put_bytes(paths.manifest_key(prefix), new.to_json())
+        return new
 
 
 def read_manifest(store: ArtifactStore, prefix: str) -> Manifest:

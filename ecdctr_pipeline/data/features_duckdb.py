@@ -1,7 +1,7 @@
 """The complete features in DuckDB SQL: a single-machine reference engine.
 
-Same semantics as :func:`ecdctr_pipeline.data.features.complete_features` (point-in-time: only
-rows strictly before an impression's ``event_time`` count). Used by ``make bench-features``
+Same semantics as :func:`ecdctr_pipeline.data.features.complete_features` (point in time at day
+start: only the rows of the days before an impression's UTC day count). Used by ``make bench-features``
 as the reference Spark is measured against, and by the tests as an independent check of
 the Spark transformation.
 """
@@ -29,16 +29,17 @@ def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int
     for side in ("user", "item"):
         key = f"{side}_id"
         for d in counter_windows_days:
-            frame = f"(PARTITION BY {key} ORDER BY _ts RANGE BETWEEN {d * DAY_US} PRECEDING AND 1 PRECEDING)"
+            frame = f"(PARTITION BY {key} ORDER BY _day RANGE BETWEEN {d} PRECEDING AND 1 PRECEDING)"
             counters.append(f"CAST(count(*) FILTER (WHERE _own) OVER {frame} AS INTEGER) AS {side}_imp_{d}d")
             counters.append(f"CAST(coalesce(sum(click) FILTER (WHERE _own) OVER {frame}, 0) AS INTEGER) "
                             f"AS {side}_clk_{d}d")
-    hist_frame = f"(PARTITION BY user_id ORDER BY _ts RANGE BETWEEN {history_days * DAY_US} PRECEDING AND 1 PRECEDING)"
+    hist_frame = f"(PARTITION BY user_id ORDER BY _day RANGE BETWEEN {history_days} PRECEDING AND 1 PRECEDING)"
     names = ", ".join(raw_names)
     day = f"strftime(event_time AT TIME ZONE 'UTC', '%Y-%m-%d') AS {PARTITION}"
+    day_no = f"CAST(floor(epoch_us(event_time) / {DAY_US}) AS BIGINT)"  # the UTC day, as days since the epoch
     other = "" if other_clicks is None else f"""
   UNION ALL BY NAME
-  SELECT user_id, item_id, category_id, click, {day}, epoch_us(event_time) AS _ts, FALSE AS _own
+  SELECT user_id, item_id, category_id, click, {day}, epoch_us(event_time) AS _ts, {day_no} AS _day, FALSE AS _own
   FROM {other_clicks} WHERE click = 1"""
     # (list column, which clicks, output columns): the rows' own sequence, and the other domain's
     seqs = [("_h", " AND _own" if other_sequence else "", (SEQ_ITEMS, SEQ_CATS, SEQ_LEN))] + (
@@ -51,7 +52,7 @@ def complete_features_sql(source: str, start: str, end: str, *, max_seq_len: int
            f"CAST(len({h}_last) AS INTEGER) AS {length}" for h, _, (items, cats, length) in seqs]
     return f"""
 WITH r AS (
-  SELECT {names}, {day}, epoch_us(event_time) AS _ts, TRUE AS _own
+  SELECT {names}, {day}, epoch_us(event_time) AS _ts, {day_no} AS _day, TRUE AS _own
   FROM {source}{other}
 ), h AS (
   SELECT *,

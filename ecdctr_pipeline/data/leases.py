@@ -104,3 +104,42 @@ def _acquire(store: ArtifactStore, key: str, body, holder, busy, clock) -> None:
             store.delete(key)
         if not store.put_if_absent(key, body()):
             raise refuse("another holder that took the lease first")
+
+
+def list_leases(store: ArtifactStore, *, clock: Callable[[], float] = time.time) -> list[dict]:
+    """Every lease in the store (``leases/…``): its key, holder, host, pid, when it was renewed,
+    when it expires and whether it is ``live``, ``expired`` (the next holder takes it over) or
+    ``dead`` (its holder ran on this machine and its process is gone)."""
+    now, out = clock(), []
+    for key in sorted(store.list("leases/")):
+        try:
+            cur = json.loads(store.get_bytes(key))
+        except FileNotFoundError:  # released while listing
+            continue
+        except ValueError:
+            cur = {"owner": "? (unreadable lease)", "expires": 0}
+        state = "dead" if _dead_here(cur) else ("live" if cur.get("expires", 0) > now else "expired")
+
+        def iso(t):
+            return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds") if t else None
+
+        out.append({"key": key, "owner": cur.get("owner"), "host": cur.get("host"), "pid": cur.get("pid"),
+                    "renewed": iso(cur.get("renewed")), "expires": iso(cur.get("expires")), "state": state})
+    return out
+
+
+def break_lease(store: ArtifactStore, key: str, *, force: bool = False,
+                clock: Callable[[], float] = time.time) -> dict:
+    """Remove the lease ``key`` (``leases/…``). A live one only with ``force``: its holder may still
+    be writing, and a second writer is what the lease exists to prevent."""
+    from ecdctr_pipeline.core.errors import EcdctrError
+
+    found = {x["key"]: x for x in list_leases(store, clock=clock)}
+    if key not in found:
+        raise EcdctrError(f"no lease {key!r} in {store.root}: `ecdctr leases list` shows them")
+    lease = found[key]
+    if lease["state"] == "live" and not force:
+        raise EcdctrError(f"lease {key} is live (held by {lease['owner']}, pid {lease['pid']} on {lease['host']}, "
+                          f"expires {lease['expires']}): break it only when that holder is gone, with --force")
+    store.delete(key)
+    return lease

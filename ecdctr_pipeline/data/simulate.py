@@ -14,15 +14,31 @@ sets it:
 * **ad items ⊂ items** — ``ad_item_fraction`` of the items carry ads; ad impressions only
   show those.
 * **stable long-term + drifting short-term interests** — a user's taste is
-  ``u_long + u_short(month)``; ``u_long`` is fixed, ``u_short`` moves month to month on a
-  per-user periodic path (``drift``: its size, ``drift_period_months``: its speed).
+  ``u_long + u_short(month) + u_recent(day) + u_season(month)``; ``u_long`` is fixed,
+  ``u_short`` moves month to month on a per-user periodic path (``drift``: its size,
+  ``drift_period_months``: its speed, slower than the TPM months' lag so that months-old
+  embeddings still point the right way).
+* **recent interests that persist and decay** — each user starts interest episodes (a
+  Poisson process, ``interest_rate`` a day), each in a category drawn by popularity, whose
+  weight ``interest_strength`` halves every ``interest_halflife_days``: what a user clicked in
+  the last days predicts what they click today, so behaviour sequences carry real signal
+  (the episodes are drawn per 28-day block from the seed, so any day regenerates alone).
+* **long-term interests a 28-day window forgets** — each user has a seasonal category, active
+  one month in every ``seasonal_period_months`` (3, weight ``seasonal_strength``): in an active
+  month the previous 28 days show none of it, the month ``seasonal_period_months`` ago does —
+  the signal only monthly embeddings kept for months can carry.
 * **users absent for weeks who come back** — in each 4-week block a user is away with
-  probability ``absence_prob`` for 7–21 consecutive days, then returns.
+  probability ``absence_prob`` for 7–21 consecutive days, then returns; in each 12-week block
+  with probability ``long_absence_prob`` for 35–56 days (longer than any 28-day window: a
+  returning user has no recent history, only months-old embeddings).
 * **category structure** — items belong to ``n_categories`` categories whose latent vectors
   items scatter around (``item_spread``); exposure prefers the user's favourite categories
   (``exposure_focus``).
 * **profiles carry signal** — ``u_long`` is centred on a vector of the user's age × gender
-  group (``profile_signal``); item price bucket follows item quality.
+  group (``profile_signal``); item price bucket follows item quality; each city has a click
+  propensity of its own.
+* **context carries signal** — hour of day (an evening peak), weekday (weekends) and city
+  shift the click logit, weighted ``context_signal``; positions and devices as before.
 
 * **domain shift** — the ad domain is not the natural one with fewer rows: its click function
   has an ad-specific part (a per-user ad taste vector weighted ``ad_taste_shift``, an
@@ -39,7 +55,7 @@ vocabulary (hashed: 4x its buckets), per user, per item or per impression by its
 carries no signal.
 
 Click model: ``logit = bias_domain + affinity * z(<u, v_item>) + quality_item
-+ position_effect + device_effect``, where ``z`` standardises the taste match with a mean and
++ position_effect + device_effect + context_signal * (hour + weekend + city effects)``, where ``z`` standardises the taste match with a mean and
 spread measured once per world and domain on a calibration sample, so the CTR levels
 (``natural_bias``, ``ad_bias``) mean the same at every scale.
 """
@@ -60,6 +76,8 @@ from ecdctr_pipeline.core.schema import DEFAULT_SCHEMA, Column, FeatureSchema
 
 DOMAIN_CODE = {"natural": 1, "ad": 2}
 EPOCH = dt.date(2000, 1, 1)
+CALIBRATION_DAY = dt.date(2001, 1, 1)  # the day the taste-match spread is measured on
+INTEREST_HORIZON_DAYS = 56  # an episode older than this no longer counts (< 0.01% of its weight at 4 days)
 
 
 @dataclass(frozen=True)
@@ -76,8 +94,16 @@ class Scale:
     ad_bias: float = -3.1
     affinity: float = 1.2
     drift: float = 0.7
-    drift_period_months: float = 7.0
+    drift_period_months: float = 24.0
     absence_prob: float = 0.25
+    long_absence_prob: float = 0.15  # per 12-week block: away 35-56 days
+    interest_rate: float = 0.08  # recent-interest episodes a user starts per day
+    interest_halflife_days: float = 4.0
+    interest_strength: float = 2.0
+    seasonal_strength: float = 1.5  # weight of the seasonal category in its active month
+    seasonal_period_months: int = 3
+    context_signal: float = 1.0
+    exposure_follow: float = 0.5  # how far the feed's exposure follows the recent and seasonal interests
     item_spread: float = 0.6
     exposure_focus: float = 1.5
     profile_signal: float = 0.8
@@ -90,7 +116,11 @@ class Scale:
 
     def __post_init__(self):
         for knob, lo, hi in (("ad_taste_shift", 0.0, None), ("ad_quality_shift", 0.0, None),
-                             ("ad_feature_shift", 0.0, 1.0)):
+                             ("ad_feature_shift", 0.0, 1.0), ("long_absence_prob", 0.0, 1.0),
+                             ("interest_rate", 0.0, 1.0), ("interest_halflife_days", 0.1, None),
+                             ("interest_strength", 0.0, None), ("seasonal_strength", 0.0, None),
+                             ("seasonal_period_months", 2, None), ("context_signal", 0.0, None),
+                             ("drift_period_months", 1.0, None)):
             v = getattr(self, knob)
             if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
                 rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
@@ -126,6 +156,7 @@ class World:
         # categories and items
         self.cat_vec = rng.normal(size=(s.n_categories, k))
         cat_pop = rng.zipf(1.6, size=s.n_categories).astype(float)
+        self.cat_p = cat_pop / cat_pop.sum()
         self.item_cat = rng.choice(s.n_categories, size=s.n_items, p=cat_pop / cat_pop.sum())
         self.item_vec = self.cat_vec[self.item_cat] + s.item_spread * rng.normal(size=(s.n_items, k))
         self.item_quality = rng.normal(0, 0.4, size=s.n_items)
@@ -156,13 +187,22 @@ class World:
         shift_rng = np.random.default_rng([seed, 11])
         self.user_ad_taste = shift_rng.normal(size=(s.n_users, k))
         self.item_ad_quality = shift_rng.normal(0, 0.4, size=s.n_items)
+        # interests a 28-day window forgets, and context effects (streams of their own)
+        season_rng = np.random.default_rng([seed, 15])
+        self.season_cat = season_rng.choice(s.n_categories, size=s.n_users, p=self.cat_p)
+        self.season_phase = season_rng.integers(0, s.seasonal_period_months, size=s.n_users)
+        ctx_rng = np.random.default_rng([seed, 17])
+        self.hour_effect = 0.3 * np.cos(2 * np.pi * (np.arange(24) - 20) / 24)  # peaks at 20:00
+        self.weekend_effect = 0.15
+        self.city_effect = ctx_rng.normal(0, 0.2, size=64)
+        self._recent_cache: tuple[int, np.ndarray] | None = None
         # per-domain item samplers, grouped by category
         self._samplers = {d: self._sampler(self.is_ad_item if d == "ad" else np.ones(s.n_items, bool))
                           for d in DOMAIN_CODE}
         self._match_stats = {d: (0.0, 1.0) for d in DOMAIN_CODE}
         for d in DOMAIN_CODE:
             users = np.random.default_rng([seed, 9, DOMAIN_CODE[d]]).integers(0, s.n_users, 20_000)
-            match = self._exposure(d, users, 0, np.random.default_rng([seed, 10, DOMAIN_CODE[d]]))[1]
+            match = self._exposure(d, users, CALIBRATION_DAY, np.random.default_rng([seed, 10, DOMAIN_CODE[d]]))[1]
             self._match_stats[d] = (float(match.mean()), float(match.std() + 1e-9))
 
     def _sampler(self, allowed: np.ndarray):
@@ -188,8 +228,46 @@ class World:
         return self.scale.drift * (np.cos(angle)[:, None] * self.drift_a[users]
                                    + np.sin(angle)[:, None] * self.drift_b[users])
 
+    def season_active(self, users: np.ndarray, month_idx: int) -> np.ndarray:
+        """Whether ``month_idx`` is an active month of each user's seasonal category."""
+        return (month_idx + self.season_phase[users]) % self.scale.seasonal_period_months == 0
+
+    def user_season(self, users: np.ndarray, month_idx: int) -> np.ndarray:
+        active = self.season_active(users, month_idx)
+        return self.scale.seasonal_strength * active[:, None] * self.cat_vec[self.season_cat[users]]
+
+    def interest_episodes(self, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recent-interest episodes started in 28-day ``block``: (user, start day ordinal, category)."""
+        s = self.scale
+        rng = np.random.default_rng([self.seed, 14, block])
+        counts = rng.poisson(s.interest_rate * 28, size=s.n_users)
+        users = np.repeat(np.arange(s.n_users), counts)
+        start = block * 28 + rng.integers(0, 28, size=len(users))
+        cats = rng.integers(0, s.n_categories, size=len(users))
+        return users, start, cats
+
+    def user_recent(self, day: dt.date) -> np.ndarray:
+        """Every user's recent-interest vector on ``day``: the decayed sum of their episodes'
+        category vectors (an episode counts from its first day)."""
+        ordinal = (day - EPOCH).days
+        if self._recent_cache is not None and self._recent_cache[0] == ordinal:
+            return self._recent_cache[1]
+        s = self.scale
+        out = np.zeros((s.n_users, s.latent_dim))
+        if s.interest_strength and s.interest_rate:
+            first = (ordinal - INTEREST_HORIZON_DAYS) // 28
+            for block in range(max(first, 0), ordinal // 28 + 1):
+                users, start, cats = self.interest_episodes(block)
+                age = ordinal - start
+                keep = (age >= 0) & (age < INTEREST_HORIZON_DAYS)
+                w = s.interest_strength * np.exp2(-age[keep] / s.interest_halflife_days)
+                np.add.at(out, users[keep], w[:, None] * self.cat_vec[cats[keep]])
+        self._recent_cache = (ordinal, out)
+        return out
+
     def away(self, day: dt.date) -> np.ndarray:
-        """Users absent on ``day``: per 4-week block, an away spell of 7–21 days."""
+        """Users absent on ``day``: per 4-week block, an away spell of 7–21 days; per 12-week
+        block, with ``long_absence_prob``, one of 35–56 days."""
         ordinal = (day - EPOCH).days
         block, offset = divmod(ordinal, 28)
         rng = np.random.default_rng([self.seed, 7, block])
@@ -197,33 +275,46 @@ class World:
         is_away = rng.random(n) < self.scale.absence_prob
         start = rng.integers(0, 14, size=n)
         length = rng.integers(7, 22, size=n)
-        return is_away & (offset >= start) & (offset < start + length)
+        away = is_away & (offset >= start) & (offset < start + length)
+        if self.scale.long_absence_prob:
+            block, offset = divmod(ordinal, 84)
+            rng = np.random.default_rng([self.seed, 16, block])
+            is_long = rng.random(n) < self.scale.long_absence_prob
+            start = rng.integers(0, 84 - 35, size=n)
+            length = rng.integers(35, 57, size=n)
+            away |= is_long & (offset >= start) & (offset < start + length)
+        return away
 
-    def _exposure(self, domain: str, users: np.ndarray, month_idx: int, rng: np.random.Generator):
-        """Items shown to ``users``: a category by taste (Gumbel-max), then an item by popularity.
-        Returns the items and the raw taste match ``<u, v_item>/sqrt(k)``."""
+    def _exposure(self, domain: str, users: np.ndarray, day: dt.date, rng: np.random.Generator):
+        """Items shown to ``users`` on ``day``: a category by the slow part of their taste (long-term
+        + drift: the feed's recommender does not follow the recent and seasonal interests), by
+        Gumbel-max, then an item by popularity. Returns the items and the raw match of the whole
+        taste ``<u, v_item>/sqrt(k)`` (what the clicks follow)."""
         s, k = self.scale, self.scale.latent_dim
-        taste = self.user_long[users] + self.user_short(users, month_idx)
+        m = self.month_index(day)
+        slow = self.user_long[users] + self.user_short(users, m)
         if domain == "ad" and s.ad_taste_shift:
-            taste = taste + s.ad_taste_shift * self.user_ad_taste[users]
+            slow = slow + s.ad_taste_shift * self.user_ad_taste[users]
+        fast = self.user_recent(day)[users] + self.user_season(users, m)
         items, cum, base, total, has = self._samplers[domain]
-        logits = s.exposure_focus * (taste @ self.cat_vec.T) / np.sqrt(k)
+        logits = s.exposure_focus * ((slow + s.exposure_follow * fast) @ self.cat_vec.T) / np.sqrt(k)
         logits = np.where(has[None, :], logits, -np.inf)
         cats = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
         pick = base[cats] + rng.random(len(users)) * total[cats]
         item = items[np.minimum(np.searchsorted(cum, pick, side="right"), len(items) - 1)]
+        taste = slow + fast
         return item, np.einsum("ij,ij->i", taste, self.item_vec[item]) / np.sqrt(k)
 
     AD_SLOTS = np.array([0, 3, 7, 11], np.int8)  # sponsored positions of the ad domain's feed
     AD_DEVICES = np.array([0.75, 0.2, 0.04, 0.01])
 
-    def _ad_context(self, position: np.ndarray, device: np.ndarray, day: dt.date):
+    def _ad_context(self, position: np.ndarray, device: np.ndarray, day: dt.date, extra: tuple = ()):
         """With probability ``ad_feature_shift`` an ad impression sits in a sponsored slot and
         comes from the ad domain's device mix instead of the natural one."""
         f = self.scale.ad_feature_shift
         if not f:
             return position, device
-        rng = np.random.default_rng([self.seed, 12, (day - EPOCH).days])
+        rng = np.random.default_rng([self.seed, 12, (day - EPOCH).days, *extra])
         n = len(position)
         moved = rng.random(n) < f
         position = np.where(moved, self.AD_SLOTS[rng.integers(0, len(self.AD_SLOTS), n)], position).astype(np.int8)
@@ -232,11 +323,27 @@ class World:
 
     # -- one day ------------------------------------------------------------------
     def day(self, domain: str, day: dt.date) -> pa.Table:
+        """The impressions of ``domain`` on ``day`` (always the same rows for the world's seed)."""
+        return self._draw(domain, day, probe=0)[0]
+
+    def probe(self, domain: str, day: dt.date, multiple: int = 50, replicate: int = 1) -> tuple[pa.Table, np.ndarray]:
+        """An extra sample of ``day``: about ``multiple`` times its volume, drawn from the same
+        world (same users, items, tastes and click function) on a random stream of its own (the
+        day's own rows do not change), with each impression's true click probability. A holdout
+        nobody trains on, scored by the expected GAUC (``evaluation.metrics.expected_gauc``).
+        Day-start features make its rows' features those of the day's own rows: they depend on the
+        days before only."""
+        if multiple < 1 or replicate < 1:
+            raise EcdctrError(f"simulator probe: multiple and replicate must be >= 1, got {multiple}, {replicate}")
+        return self._draw(domain, day, probe=multiple, replicate=replicate)
+
+    def _draw(self, domain: str, day: dt.date, *, probe: int, replicate: int = 1) -> tuple[pa.Table, np.ndarray]:
         s = self.scale
         code = DOMAIN_CODE[domain]
-        rng = np.random.default_rng([self.seed, code, (day - EPOCH).days])
+        key = [self.seed, code, (day - EPOCH).days] + ([99, replicate] if probe else [])
+        rng = np.random.default_rng(key)
         mean = s.natural_per_day if domain == "natural" else s.ad_per_day
-        mean *= 1.1 if day.weekday() >= 5 else 1.0
+        mean *= (1.1 if day.weekday() >= 5 else 1.0) * max(probe, 1)
         n_target = int(rng.poisson(mean))
         sess = s.session_natural if domain == "natural" else s.session_ad
         n_sessions = max(1, int(round(n_target / sess)))
@@ -244,26 +351,31 @@ class World:
         session_users = rng.choice(s.n_users, size=n_sessions, p=weights / weights.sum())
         users = np.repeat(session_users, 1 + rng.poisson(sess - 1, size=n_sessions))
         n = len(users)
-        item, match = self._exposure(domain, users, self.month_index(day), rng)
+        item, match = self._exposure(domain, users, day, rng)
         position = np.minimum(19, rng.geometric(0.25, size=n) - 1).astype(np.int8)
         device = rng.choice(4, size=n, p=[0.55, 0.3, 0.1, 0.05]).astype(np.int8)
         quality = self.item_quality[item]
         if domain == "ad":
-            position, device = self._ad_context(position, device, day)
+            position, device = self._ad_context(position, device, day, tuple(key[3:]))
             quality = quality + s.ad_quality_shift * self.item_ad_quality[item]
-        bias = s.natural_bias if domain == "natural" else s.ad_bias
-        mu, sd = self._match_stats[domain]
-        logit = (bias + s.affinity * (match - mu) / sd
-                 + quality + self.position_effect[position] + self.device_effect[device])
-        click = (rng.random(n) < _sigmoid(logit)).astype(np.int8)
-        # times: an hour profile, strictly increasing microseconds within the day
+        # times: an hour profile, strictly increasing microseconds within the day (in row order,
+        # so a session's impressions are consecutive); the context effect uses each row's own hour
         hour = rng.choice(24, size=n, p=self.hour_profile)
         offs = np.sort(hour * 3_600_000_000 + rng.integers(0, 3_600_000_000 - n - 1, size=n))
         offs = offs + np.arange(n)
+        bias = s.natural_bias if domain == "natural" else s.ad_bias
+        mu, sd = self._match_stats[domain]
+        context = (self.hour_effect[offs // 3_600_000_000] + self.weekend_effect * (day.weekday() >= 5)
+                   + self.city_effect[self.user_city[users]])
+        logit = (bias + s.affinity * (match - mu) / sd + quality + self.position_effect[position]
+                 + self.device_effect[device] + s.context_signal * context)
+        prob = _sigmoid(logit)
+        click = (rng.random(n) < prob).astype(np.int8)
         order = np.argsort(offs, kind="stable")
         start_us = int((day - dt.date(1970, 1, 1)).days) * 86_400_000_000
         et = start_us + offs[order]
         users, item, position, device, click = users[order], item[order], position[order], device[order], click[order]
+        prob = prob[order]
         known = {
             "event_time": pa.array(et, type=pa.int64()).cast(self.schema.column("event_time").arrow),
             "user_id": pa.array(users.astype(np.int64)),
@@ -290,7 +402,7 @@ class World:
                 values = free[c.name]() if c.name in free else self._drawn(c, users, item, code, day)
                 size = c.vocab_size or c.max_value + 1
                 cols[c.name] = pa.array((np.asarray(values, np.int64) % size).astype(c.arrow.to_pandas_dtype()))
-        return pa.table(cols, schema=pa.schema([pa.field(c.name, c.arrow) for c in self.schema.columns]))
+        return pa.table(cols, schema=pa.schema([pa.field(c.name, c.arrow) for c in self.schema.columns])), prob
 
     def _drawn(self, c: Column, users: np.ndarray, items: np.ndarray, code: int, day: dt.date) -> np.ndarray:
         """A declared column the generators do not know: uniform over its vocabulary (hashed: 4x its

@@ -35,6 +35,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def master_status(url: str) -> dict | None:
+    """The master's ``/json/`` status, or None while it is not up: connection refused, or the UI
+    already listening but still answering with its HTML start page (seen on loaded machines)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            body = r.read()
+        status = json.loads(body)
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
 def spark_home() -> Path:
     import pyspark
 
@@ -79,9 +91,8 @@ class StandaloneCluster:
         self.procs.append(subprocess.Popen([str(spark_home() / "bin" / "spark-class"), *args], env=self._env(),
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
-    def status(self) -> dict:
-        with urllib.request.urlopen(f"http://{self.host}:{self.ui_port}/json/", timeout=2) as r:
-            return json.loads(r.read())
+    def status(self) -> dict | None:
+        return master_status(f"http://{self.host}:{self.ui_port}/json/")
 
     def start(self) -> "StandaloneCluster":
         self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", self.host, "--port", str(self.port),
@@ -93,12 +104,9 @@ class StandaloneCluster:
                                         self.master_url])
         deadline = time.monotonic() + self.start_timeout_s
         while True:
-            try:
-                alive = [w for w in self.status().get("workers", []) if w.get("state") == "ALIVE"]
-                if len(alive) >= self.workers:
-                    return self
-            except OSError:
-                pass
+            alive = [w for w in (self.status() or {}).get("workers", []) if w.get("state") == "ALIVE"]
+            if len(alive) >= self.workers:
+                return self
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 logs = "; ".join(f"{p.name}: {p.read_text(errors='replace')[-300:]}" for p in self.work.glob("*.log"))
                 self.stop()

@@ -1,6 +1,6 @@
-"""The blessing gate of A-CTR: a candidate is blessed when nothing is served yet, or when its
-holdout GAUC is not worse than the served model's on the same holdout by more than
-``actr.bless_tolerance``. The verdict is a typed :class:`~ecdctr_pipeline.data.artifacts.Blessing`
+"""The blessing gate of A-CTR: a candidate is blessed when its holdout GAUC reaches the absolute
+floor ``actr.min_gauc`` and either nothing is served yet or it is not worse than the served model's
+GAUC on the same holdout by more than ``actr.bless_tolerance``. The verdict is a typed :class:`~ecdctr_pipeline.data.artifacts.Blessing`
 record in the A-CTR manifest; export refuses anything not blessed."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def served_baseline(store: ArtifactStore, before: dt.date) -> tuple[str, artifac
 
 
 def judge(store: ArtifactStore, candidate_gauc: float, *, holdout_source, layout, day: dt.date, tolerance: float,
-          holdout: dict | None = None) -> artifacts.Blessing:
+          holdout: dict | None = None, floor: float = 0.0) -> artifacts.Blessing:
     """Score the served baseline on the same holdout rows and bless or reject the candidate."""
     from ecdctr_pipeline.evaluation.holdout import score
     from ecdctr_pipeline.modeling.training import load_model
@@ -46,5 +46,5 @@ def judge(store: ArtifactStore, candidate_gauc: float, *, holdout_source, layout
         except MetricError as exc:
             record = artifacts.Baseline(model=b_manifest.artifact_id, gauc=None, error=str(exc))
     return artifacts.Blessing(
-        blessed=is_blessed(candidate_gauc, record and record.gauc, tolerance), candidate_gauc=candidate_gauc,
-        baseline=record, tolerance=tolerance, holdout=holdout)
+        blessed=is_blessed(candidate_gauc, record and record.gauc, tolerance, floor), candidate_gauc=candidate_gauc,
+        baseline=record, tolerance=tolerance, holdout=holdout, min_gauc=floor)

@@ -106,6 +106,59 @@ def gauc(labels, scores, users) -> GaucResult:
                       int(w.size), n_users, int(np.asarray(labels).size))
 
 
+def expected_user_aucs(probs, scores, users) -> tuple[np.ndarray, np.ndarray, int]:
+    """The noise-free GAUC terms of a simulated holdout, whose click probabilities ``probs`` are
+    known: each user's expected AUC ``sum p_i (1 - p_j) [s_i > s_j] / sum p_i (1 - p_j)`` over the
+    pairs i != j of their impressions (ties in scores count one half), the expectation of the AUC
+    numerator and denominator over the clicks the probabilities would draw. Returned like
+    :func:`user_aucs`: the terms and impression counts of the users with at least two impressions,
+    and the number of users seen."""
+    p = np.asarray(probs, np.float64).ravel()
+    sc = np.asarray(scores, np.float64).ravel()
+    if p.shape != sc.shape or np.asarray(users).ravel().shape != p.shape:
+        raise MetricError(f"probabilities, scores and users must have the same length: {p.shape}, {sc.shape}")
+    if p.size == 0:
+        raise MetricError("no rows to evaluate")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise MetricError("click probabilities must lie in [0, 1]")
+    if not np.all(np.isfinite(sc)):
+        raise MetricError(f"{int((~np.isfinite(sc)).sum())} scores are not finite")
+    _, u = np.unique(np.asarray(users).ravel(), return_inverse=True)
+    _, score_rank = np.unique(sc, return_inverse=True)
+    order = np.argsort(u.astype(np.int64) * (int(score_rank.max()) + 1) + score_rank, kind="stable")
+    uo, so, po = u[order], score_rank[order], p[order]
+    qo = 1.0 - po
+    n = len(uo)
+    new_group = np.ones(n, bool)
+    new_group[1:] = uo[1:] != uo[:-1]
+    new_tie = new_group.copy()
+    new_tie[1:] |= so[1:] != so[:-1]
+    before = np.cumsum(qo) - qo  # sum of q over every earlier row (all groups)
+    group_base = before[np.maximum.accumulate(np.where(new_group, np.arange(n), 0))]
+    tie_start = np.maximum.accumulate(np.where(new_tie, np.arange(n), 0))
+    tie_id = np.cumsum(new_tie) - 1
+    tie_q = np.bincount(tie_id, weights=qo)[tie_id]
+    lower = before[tie_start] - group_base  # q of the group's rows scored strictly lower
+    num_rows = po * (lower + 0.5 * (tie_q - qo))
+    n_users = int(u.max()) + 1
+    group_q = np.bincount(uo, weights=qo, minlength=n_users)
+    num = np.bincount(uo, weights=num_rows, minlength=n_users)
+    den = np.bincount(uo, weights=po * (group_q[uo] - qo), minlength=n_users)
+    count = np.bincount(uo, minlength=n_users).astype(np.float64)
+    ok = (count >= 2) & (den > 0)
+    return num[ok] / den[ok], count[ok], n_users
+
+
+def expected_gauc(probs, scores, users) -> GaucResult:
+    """GAUC without label noise (see :func:`expected_user_aucs`), impression-weighted like
+    :func:`gauc`; ``coverage`` is the share of impressions in users with two or more."""
+    user_auc, w, n_users = expected_user_aucs(probs, scores, users)
+    if not w.size:
+        raise MetricError(f"expected GAUC coverage is zero: none of {n_users} users has two impressions")
+    return GaucResult(float(np.sum(user_auc * w) / w.sum()), float(w.sum() / np.asarray(probs).size),
+                      int(w.size), n_users, int(np.asarray(probs).size))
+
+
 def pooled_gauc(days: list[tuple]) -> GaucResult:
     """GAUC pooled over several holdouts, one ``(labels, users, scores)`` per day: a (day, user)
     group is the unit (the impression-weighted mean of the groups' AUCs)."""
@@ -173,10 +226,11 @@ def evaluate(labels, scores, users, *, allow_no_gauc: bool = False) -> dict:
     return out
 
 
-def is_blessed(candidate_gauc: float, baseline_gauc: float | None, tolerance: float) -> bool:
-    """Bless when there is no baseline, or the candidate is not worse by more than ``tolerance``."""
+def is_blessed(candidate_gauc: float, baseline_gauc: float | None, tolerance: float, floor: float = 0.0) -> bool:
+    """Bless when the candidate reaches the absolute ``floor`` and either there is no baseline or it
+    is not worse than the baseline by more than ``tolerance``."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0. Received: tolerance={tolerance}")
-    if not np.isfinite(candidate_gauc):
+    if not np.isfinite(candidate_gauc) or candidate_gauc < floor:
         return False
     return baseline_gauc is None or candidate_gauc >= baseline_gauc - tolerance

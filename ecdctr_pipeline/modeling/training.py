@@ -178,9 +178,12 @@ def open_source(args: "TrainArgs", window: calendar.Window):
     return streaming.open_source(args.store, args.data, window, who=args.who)
 
 
-def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str):
-    """Every day of ``window`` of ``table`` at its current version: ``(Arrow table, version)``."""
-    version, empty = pinned_version(store, table, [window], who=who, schema=layout.schema)
+def read_features(store: ArtifactStore, table: str, window: calendar.Window, layout: FeatureLayout, *, who: str,
+                  version: int | None = None):
+    """Every day of ``window`` of ``table`` at ``version`` (default: its current one; a model's
+    recorded version reads the rows it was judged on): ``(Arrow table, version)``."""
+    current, empty = pinned_version(store, table, [window], who=who, schema=layout.schema)
+    version = current if version is None else version
     data = DataSpec(table, version, window, None, layout, empty)
     return read_window(store, data, window, who=who), version
 

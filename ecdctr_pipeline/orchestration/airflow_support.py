@@ -10,6 +10,7 @@ from typing import Any
 
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.settings import Settings, load_settings
+from ecdctr_pipeline.data.artifacts import ENV_RUN_ID
 from ecdctr_pipeline.orchestration import callbacks, commands
 
 def settings() -> Settings:
@@ -33,9 +34,23 @@ def default_args(s: Settings) -> dict[str, Any]:
     }
 
 
-def dag_kwargs(s: Settings) -> dict[str, Any]:
-    return {"start_date": start_date(s), "catchup": s.orchestration.catchup,
-            "max_active_runs": s.orchestration.max_active_runs, "default_args": default_args(s)}
+def dag_kwargs(s: Settings, tier: str | None = None) -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    extra: dict[str, Any] = {}
+    if tier == "actr" and s.orchestration.actr_deadline_h:
+        from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+        h = s.orchestration.actr_deadline_h
+        extra["deadline"] = DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(hours=h),
+            callback=AsyncCallback(DEADLINE_CALLBACK, kwargs={"tier": tier, "hours": h}))
+    return {**extra, "start_date": start_date(s), "catchup": s.orchestration.catchup,
+            "max_active_runs": s.orchestration.max_active_runs, "default_args": default_args(s),
+            # a forced rerun from the UI ("Trigger DAG w/ config") or REST ({"conf": {"force": true}}):
+            # every step that takes --force gets it (re-extract, retrain, re-evaluate, re-export)
+            "params": {"force": Param(False, type="boolean", title="force",
+                                      description="redo each step's work although its result exists")}}
 
 
 def asset(s: Settings, prefix: str, name: str):
@@ -160,17 +175,24 @@ def worker_service_manifest(s: Settings) -> dict:
                      "ports": [{"name": "collective", "port": t.worker_port, "targetPort": t.worker_port}]}}
 
 
-def run_step(argv: list[str]):
+DEADLINE_CALLBACK = "ecdctr_pipeline.orchestration.callbacks.deadline_missed"
+RUN_ID = "{{ run_id }}"  # every step's ECDCTR_RUN_ID: the manifests it publishes name the DAG run
+
+
+def run_step(argv: list[str], run_id: str | None = None):
     """An in-process step: the rendered argv through the CLI entry point; its JSON result is the
     XCom. A missing upstream artifact or an I/O error may resolve itself (Airflow retries); any
-    other pipeline error (a gate, a calendar or lineage violation) fails the task at once."""
+    other pipeline error (a gate, a calendar or lineage violation) fails the task at once.
+    ``run_id``: the DAG run's, set as ECDCTR_RUN_ID while the step runs (its manifests record it)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from ecdctr_pipeline.cli.verbs import execute
     from ecdctr_pipeline.core.errors import ArtifactMissingError, EcdctrError
+    from ecdctr_pipeline.data.artifacts import run_id_env
 
     try:
-        rc, result = execute(list(argv))
+        with run_id_env(run_id):
+            rc, result = execute(list(argv))
     except (ArtifactMissingError, OSError):
         raise
     except EcdctrError as exc:
@@ -193,10 +215,12 @@ def _operator(step, s: Settings, tier: str):
 
     o = s.orchestration
     common = {"task_id": step.name, "doc": step.doc}
+    if step.kind == "trainer" and o.trainer_pool:
+        common["pool"] = o.trainer_pool
     if step.retries is not None:
         common["retries"] = step.retries
     outlets = [asset(s, *ASSETS[step.outlet])] if step.outlet else []
-    argv = list(step.argv)
+    argv = list(st.argv_of(step))
     if step.kind == "sensor":
         from ecdctr_pipeline.orchestration.sensors import StepSensor
 
@@ -228,7 +252,7 @@ def _operator(step, s: Settings, tier: str):
 
             return KubernetesJobOperator(namespace=o.kubernetes.namespace, full_job_spec=ApiClient().deserialize(
                 _Job(), "V1Job"), wait_until_job_complete=True, get_logs=True, do_xcom_push=False, outlets=outlets,
-                **waits, **common)
+                env_vars={ENV_RUN_ID: RUN_ID}, **waits, **common)
         manifest = pod_manifest(s, name=f"{tier}-{step.name}", kind=step.kind, command=command)
 
         class _Data:  # ApiClient.deserialize reads .data
@@ -237,10 +261,12 @@ def _operator(step, s: Settings, tier: str):
         pod = ApiClient().deserialize(_Data(), "V1Pod")
         return KubernetesPodOperator(namespace=o.kubernetes.namespace, full_pod_spec=pod, cmds=command[:1],
                                      arguments=command[1:], get_logs=True, on_finish_action="delete_succeeded_pod",
-                                     do_xcom_push=True, outlets=outlets, **waits, **common)
+                                     do_xcom_push=True, outlets=outlets, env_vars={ENV_RUN_ID: RUN_ID}, **waits,
+                                     **common)
     from airflow.providers.standard.operators.python import PythonOperator
 
-    return PythonOperator(python_callable=run_step, op_args=[argv], outlets=outlets, **common)
+    return PythonOperator(python_callable=run_step, op_args=[argv], op_kwargs={"run_id": RUN_ID}, outlets=outlets,
+                          **common)
 
 
 def render_tier(tier: str, s: Settings) -> list:

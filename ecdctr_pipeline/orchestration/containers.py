@@ -37,6 +37,7 @@ def container_name(tier: str, step_name: str) -> str:
 def container_spec(s: Settings, *, kind: str, command: list[str]) -> dict[str, Any]:
     """What a step's container is made of (the arguments :class:`StepContainerOperator` gets
     besides its name): image, entry point and arguments, environment, mounts, network."""
+    from ecdctr_pipeline.data.artifacts import ENV_RUN_ID
     from ecdctr_pipeline.orchestration.commands import ENV_RESULT_FILE
 
     from ecdctr_pipeline.orchestration.steps import POD_KINDS
@@ -53,6 +54,7 @@ def container_spec(s: Settings, *, kind: str, command: list[str]) -> dict[str, A
         "entrypoint": command[:1],
         "command": command[1:],
         "environment": {"ECDCTR_CONFIG": CONFIG_PATH, "ECDCTR_ORCHESTRATION__EXECUTION": "in_process",
+                        ENV_RUN_ID: "{{ run_id }}",
                         ENV_RESULT_FILE: RESULT_FILE},
         "mounts": mounts,
         "network_mode": d.network,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = ("success", "failed")
+# a sensor that is waiting: handed to the triggerer, between reschedules, or poking in a worker slot
+SENSOR_WAITING = ("deferred", "up_for_reschedule", "running")
 
 
 @dataclass
@@ -38,6 +39,19 @@ class TaskState:
     start: dt.datetime | None
     end: dt.datetime | None
     try_number: int
+
+
+def sensor_held(waiting: TaskState, after: TaskState, published_at: str) -> bool:
+    """A sensor held its run: ``waiting`` (the sensor) started before the upstream artifact was
+    published, and ``after`` (the step it guards) started no earlier than the publish. The publish
+    time is the manifest's ``created_at`` (whole seconds), not the upstream task's end in Airflow:
+    that is recorded once the task process (or container) has exited, which can be after the
+    sensor saw the manifest and the guarded step began."""
+    try:
+        at = _ts(published_at)
+    except ValueError:  # not a timestamp (the manifest could not be read): not held
+        return False
+    return bool(at and waiting.start and after.start) and waiting.start < at <= after.start
 
 
 def _ts(v: str | None) -> dt.datetime | None:
@@ -96,7 +110,9 @@ class AirflowAPI:
             return json.loads(r.read())["access_token"]
 
     def api(self, method: str, path: str, body: dict | None = None, *, retries: int = 10) -> Any:
-        """One REST call. HTTP 503 (SQLite busy: one writer at a time) is retried."""
+        """One REST call. SQLite allows one writer at a time: HTTP 503 (busy) and HTTP 500 "Database
+        error" (a locked database, e.g. on the audit-log insert that precedes the request's own work;
+        the transaction is rolled back, nothing was done) are retried."""
         if not getattr(self, "_token", None):
             self._token = self.token()
         for attempt in range(retries + 1):
@@ -110,7 +126,8 @@ class AirflowAPI:
                 return json.loads(raw) if raw else None
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:500]
-                if exc.code != 503 or attempt == retries:
+                locked = exc.code == 503 or (exc.code == 500 and '"reason":"Database error"' in detail)
+                if not locked or attempt == retries:
                     raise EcdctrError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
                 time.sleep(1 + attempt)
 
@@ -156,6 +173,23 @@ class AirflowAPI:
         return {t["task_id"]: TaskState(t["task_id"], t["state"], _ts(t.get("start_date")), _ts(t.get("end_date")),
                                         t.get("try_number") or 0) for t in r["task_instances"]}
 
+    def wait_task(self, dag_id: str, task_id: str, states: tuple[str, ...], timeout_s: float) -> TaskState:
+        """Until ``task_id`` of the DAG's first run is in one of ``states`` (e.g. a sensor ``deferred``): the
+        barrier that lets a caller hold a downstream run at its critical point before starting the upstream."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.runs(dag_id)
+            if runs:
+                t = self.task_states(dag_id, runs[0]["dag_run_id"]).get(task_id)
+                if t is not None and t.state in states:
+                    return t
+                if runs[0]["state"] in TERMINAL:
+                    raise EcdctrError(f"{dag_id} run {runs[0]['dag_run_id']} ended {runs[0]['state']} before "
+                                      f"{task_id} reached {'/'.join(states)}")
+            if time.monotonic() > deadline:
+                raise EcdctrError(f"{dag_id}.{task_id} not {'/'.join(states)} after {timeout_s:.0f} s")
+            time.sleep(self.poll_s)
+
     def wait_runs(self, expect: dict[str, int], timeout_s: float, progress=None) -> dict[str, list[dict]]:
         """Until each DAG in ``expect`` has that many runs, all finished (success or failed)."""
         deadline = time.monotonic() + timeout_s
@@ -173,18 +207,9 @@ class AirflowAPI:
 
     def screenshot(self, page: str, out: Path, *, size: str = "1600,1000") -> Path:
         """A PNG of the UI's ``page`` (e.g. ``/dags/<dag_id>``) taken by headless Chromium."""
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if not chromium:
-            raise EcdctrError("chromium is not installed: `make chromium` installs Debian's package")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp.png")
-        r = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--window-size={size}", "--virtual-time-budget=15000", f"--screenshot={tmp}",
-                            self.base + page], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0 or not tmp.is_file():
-            raise EcdctrError(f"chromium could not screenshot {self.base + page}: {r.stderr.strip()[-500:]}")
-        tmp.replace(out)
-        return out
+        from ecdctr_pipeline.core.report import screenshot
+
+        return screenshot(self.base + page, out, size=size)
 
 
 class LocalAirflow(AirflowAPI):

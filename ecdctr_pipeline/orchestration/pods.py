@@ -20,7 +20,7 @@ from ecdctr_pipeline.orchestration.airflow_support import (
 def production_steps(s: Settings) -> dict[str, tuple[str, list[str]]]:
     """``{<tier>-<step>: (kind, container command)}`` for every step that runs in a pod."""
     return {f"{tier}-{step.name}".replace("_", "-"): (step.kind, commands.pod_command(
-        step.kind, list(step.argv), spark_master=s.spark.master, kubernetes=s.orchestration.kubernetes))
+        step.kind, list(steps.argv_of(step)), spark_master=s.spark.master, kubernetes=s.orchestration.kubernetes))
             for tier, t in steps.TIERS.items() for step in t.steps if step.kind in steps.POD_KINDS}
 
 

@@ -36,6 +36,16 @@ KINDS = ("spark", "trainer", "job", "sensor", "branch")
 POD_KINDS = ("spark", "trainer", "job")
 
 
+# the DAG run's `force` param (set when triggering from the UI or REST: `{"conf": {"force": true}}`)
+# on every step that takes --force; `ecdctr backfill --force` renders it the same way
+FORCE = "{{ '--force' if params.force else '--no-force' }}"
+
+
+def argv_of(step: "Step") -> tuple[str, ...]:
+    """The step's argv as every runner renders it: its own, plus the force switch when it takes one."""
+    return (*step.argv, FORCE) if step.force_flag else tuple(step.argv)
+
+
 def xcom(task_id: str, key: str) -> str:
     """A template for a value an earlier step returned (its JSON result, pushed as XCom)."""
     return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task_id, key)
@@ -125,7 +135,7 @@ TIERS: dict[str, Tier] = {
          Step("train_actr", "trainer", ("train", "actr", "--as-of", DS, "--cpm", xcom("wait_for_cpm", "cpm_checkpoint"),
                                         "--json"), outlet="actr", force_flag=True,
               doc="fine-tune from the CPM the sensor chose; gated against the served model"),
-         Step("evaluate", "trainer", ("evaluate", "actr", "--as-of", DS, "--json"),
+         Step("evaluate", "trainer", ("evaluate", "actr", "--as-of", DS, "--json"), force_flag=True,
               doc="A-CTR vs Target-only on the holdout (orchestration.compare_target_only)"),
          Step("bless", "branch", ("check", "blessed", "--as-of", DS, "--json"), retries=0, condition="blessed",
               doc="export only a blessed model"),
@@ -138,9 +148,11 @@ TIERS: dict[str, Tier] = {
 DAG_IDS = {t: tier.dag_id for t, tier in TIERS.items()}
 
 
-def render(argv: tuple[str, ...] | list[str], ds: str, results: dict[str, dict] | None = None) -> list[str]:
+def render(argv: tuple[str, ...] | list[str], ds: str, results: dict[str, dict] | None = None,
+           params: dict | None = None) -> list[str]:
     """Render a step's argv templates outside Airflow (``ecdctr backfill``), with Jinja as
-    Airflow does: ``ds`` and ``ti.xcom_pull(task_ids=...)`` over earlier steps' results."""
+    Airflow does: ``ds``, ``params`` (the DAG's: ``force``) and ``ti.xcom_pull(task_ids=...)`` over
+    earlier steps' results."""
     import jinja2
 
     results = results or {}
@@ -153,4 +165,5 @@ def render(argv: tuple[str, ...] | list[str], ds: str, results: dict[str, dict] 
             return results[task_ids]
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    return [env.from_string(a).render(ds=ds, ti=_TI()) if "{" in a else a for a in argv]
+    params = {"force": False, **(params or {})}
+    return [env.from_string(a).render(ds=ds, ti=_TI(), params=params) if "{" in a else a for a in argv]

@@ -24,7 +24,9 @@ log = logging.getLogger("ecdctr.alerts")
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # "quality_gate" | "task_failure" | "sensor_timeout" | "cpm_fallback" | "not_evaluable" | "transfer_harmful"
+    # "quality_gate" | "task_failure" | "sensor_timeout" | "cpm_fallback" | "not_evaluable" |
+    # "model_rejected" | "served_model_stale" | "transfer_harmful" | "deadline_missed"
+    kind: str
     subject: str  # table or DAG id
     logical_date: str
     summary: str  # one line

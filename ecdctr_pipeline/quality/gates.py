@@ -38,11 +38,15 @@ def gate_days(settings: Settings, store: ArtifactStore, table: str, days: list[s
         alert = alerts.Alert(kind="quality_gate", subject=table, logical_date=ds,
                              summary=f"{len(details)} data-quality check(s) failed on {len(failed)} day(s) "
                                      f"({', '.join(r['as_of'] for r in failed[:3])})",
-                             details=details, context={"dag_id": dag_id, "results": [r["stored_at"] for r in failed]})
+                             details=details, context={"dag_id": dag_id, "results": [r["stored_at"] for r in failed],
+                                      "data_docs": [r.get("data_docs") for r in failed]})
         sent = alerts.send(settings.alerts, alert)
         raise suites.QualityGateFailed({**failed[0], "alerts": sent})
     return {"table": table, "days": days, "empty_days": empty, "checks": sum(r["checks"] for r in results),
             "seconds": round(sum(r["seconds"] for r in results), 2)}
+
+
+WEEK_DAYS = 7  # the CPM's cadence (its DAG runs every Monday)
 
 
 def gate(tier: str, settings: Settings, store: ArtifactStore, ds: str) -> dict:
@@ -54,7 +58,8 @@ def gate(tier: str, settings: Settings, store: ArtifactStore, ds: str) -> dict:
                          dag_id=dag_id, ds=ds)
     if tier == "cpm":
         plan = calendar.cpm_plan(ds, settings.calendar)
-        return gate_days(settings, store, paths.complete_features("natural"), plan.window.partitions()[-7:],
+        # the week's new days: the CPM runs weekly, earlier days of its window were gated by earlier runs
+        return gate_days(settings, store, paths.complete_features("natural"), plan.window.partitions()[-WEEK_DAYS:],
                          dag_id=dag_id, ds=ds)
     plan = calendar.actr_plan(ds, settings.calendar)
     days = plan.holdout_window.partitions()

@@ -245,7 +245,9 @@ def prepare(settings: Settings, store: ArtifactStore, table: str, as_of: str):
     for col in _list_columns(_schema_for(table, settings)):
         df[f"_len_{col}"] = df[col].map(len)
     if table == "raw/ad":
-        window = calendar.Window(day - dt.timedelta(days=28), day + dt.timedelta(days=1))
+        # known from the natural domain: the CPM's natural window (calendar.cpm_window_days) up to the day
+        trail = settings.calendar.cpm_window_days
+        window = calendar.Window(day - dt.timedelta(days=trail), day + dt.timedelta(days=1))
         nat_days = [d for d in window.partitions() if d in set(delta.partitions(store, "raw/natural"))]
         if nat_days:
             nat, _ = delta.read(store, "raw/natural", partitions=nat_days, columns=["user_id", "item_id"])
@@ -253,7 +255,7 @@ def prepare(settings: Settings, store: ArtifactStore, table: str, as_of: str):
             df["_item_known_natural"] = _known_share(df["item_id"], np.unique(np.asarray(nat["item_id"])))
             extra += ["_user_known_natural", "_item_known_natural"]
         else:
-            notes.append("cross-domain natural checks not evaluated: no raw/natural data in the trailing 28 days")
+            notes.append(f"cross-domain natural checks not evaluated: no raw/natural data in the trailing {trail} days")
     if table == "features/complete/ad":
         plan = calendar.actr_plan(day + dt.timedelta(days=1), settings.calendar)
         m = artifacts.find_manifest(store, paths.tpm_set(plan.expected_embedding_set))
@@ -359,8 +361,25 @@ def validate(settings: Settings, store: ArtifactStore, table: str, as_of: str) -
               "validated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     key = f"{paths.quality_result(table, day_key)}/result.json"
     result["stored_at"] = store.uri(key)
+    result["data_docs"] = _data_docs(store, res, f"{paths.quality_result(table, day_key)}/data_docs.html")
     store.put_bytes(key, json.dumps(result, indent=2, default=str).encode())
     return result
+
+
+def _data_docs(store: ArtifactStore, res, key: str) -> str | None:
+    """Great Expectations' own Data Docs page of this validation (its validation-results renderer),
+    stored beside the result; alerts link to it. Its styles load from public CDNs when opened. A
+    rendering failure is logged and never fails the gate."""
+    try:
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(res))
+    except Exception as exc:  # noqa: BLE001 - the gate's verdict stands without its page
+        log.warning("quality: Data Docs page not rendered (%s: %s)", type(exc).__name__, exc)
+        return None
+    store.put_bytes(key, page.encode())
+    return store.uri(key)
 
 
 def summary_text(result: dict) -> str:
@@ -378,5 +397,7 @@ def summary_text(result: dict) -> str:
         lines.append(f"warning: {w['label']}: observed {w['observed']} (quality.cross_domain: warn)")
     for n in result["notes"]:
         lines.append(f"note: {n}")
+    if result.get("data_docs"):
+        lines.append(f"Data Docs: {result['data_docs']}")
     lines.append(f"result stored at {result['stored_at']}")
     return "\n".join(lines)

@@ -166,8 +166,10 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
     # input pipeline and the attention over the monthly tables) vs the SavedModel's signature
     plan = calendar.actr_plan(day, settings.calendar)
     layout = FeatureLayout.complete(settings.features)
-    table, _ = training.read_features(store, paths.complete_features("ad"), plan.holdout_window, layout,
-                                      who=f"export {day}")
+    # the holdout rows the model was judged on: the feature-table version its manifest recorded
+    ad = paths.complete_features("ad")
+    table, _ = training.read_features(store, ad, plan.holdout_window, layout, who=f"export {day}",
+                                      version=a_manifest.inputs.delta_tables.get(ad))
     rows = raw_rows(table, settings)
     versions = [int(m.artifact_id) for _, m in artifacts.list_artifacts(store, "serving_version")]
     version = max(versions, default=0) + 1

@@ -19,12 +19,14 @@ alone unless ``force``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib
 import json
 import logging
 import time
 from types import ModuleType
 
+from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.core.settings import Settings
 from ecdctr_pipeline.data import artifacts, freshness
@@ -96,8 +98,8 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
         manifest = publish(args, result, metrics=metrics, blessing=blessing, files=files)
     finally:
         result.cleanup()
-    if blessing is not None and blessing.not_evaluable:
-        _alert_not_evaluable(settings, tier, args.logical_date, blessing, metrics)
+    if blessing is not None and not blessing.blessed:
+        _alert_unblessed(settings, store, tier, args.logical_date, blessing, metrics)
     clear_resume(args)  # published: the in-progress checkpoint is not needed any more
     return TierRun(tier, prefix, args.logical_date, False, manifest.metrics, mod.summary(manifest),
                    round(time.perf_counter() - t0, 2))
@@ -118,12 +120,43 @@ def with_raw_inputs(settings: Settings, store: ArtifactStore, tier: str, plan, a
     return dataclasses.replace(args, raw_inputs=raw or {})
 
 
-def _alert_not_evaluable(settings: Settings, tier: str, day: str, blessing, metrics: dict) -> None:
-    """The day's holdout could not judge its model: published unblessed, the served model stays."""
+def _alert_unblessed(settings: Settings, store: ArtifactStore, tier: str, day: str, blessing, metrics: dict) -> None:
+    """The day's model was not blessed: published unblessed, not exported, the served model stays.
+    ``not_evaluable`` when the holdout could not judge it, ``model_rejected`` when the gate did."""
     from ecdctr_pipeline.quality import alerts
 
+    details = {"gauc": metrics.get("gauc"), "gauc_coverage": metrics.get("gauc_coverage"),
+               "impressions": metrics.get("impressions"), "holdout": blessing.holdout}
+    if blessing.not_evaluable:
+        kind, why = "not_evaluable", f"not evaluable: {blessing.not_evaluable}"
+    else:
+        kind, why = "model_rejected", blessing.describe()
+        details.update(min_gauc=blessing.min_gauc, tolerance=blessing.tolerance,
+                       served_model=blessing.baseline and blessing.baseline.model,
+                       served_gauc=blessing.baseline and blessing.baseline.gauc)
     alerts.send(settings.alerts, alerts.Alert(
-        kind="not_evaluable", subject=f"ecdctr_{tier}", logical_date=day,
-        summary=f"{tier} {day} not evaluable: {blessing.not_evaluable}; published unblessed, the served model stays",
-        details=[{"gauc_coverage": metrics.get("gauc_coverage"), "impressions": metrics.get("impressions"),
-                  "holdout": blessing.holdout}]))
+        kind=kind, subject=f"ecdctr_{tier}", logical_date=day,
+        summary=f"{tier} {day} {why}; published unblessed, the served model stays", details=[details]))
+    _alert_if_served_stale(settings, store, tier, day)
+
+
+def _alert_if_served_stale(settings: Settings, store: ArtifactStore, tier: str, day: str) -> None:
+    """``served_model_stale``: the served version's A-CTR day is more than
+    ``alerts.max_served_age_days`` before ``day`` (checked whenever a day's model is not blessed:
+    a blessed one is exported and served next)."""
+    from ecdctr_pipeline.quality import alerts
+    from ecdctr_pipeline.serving.pointer import read_served
+
+    version = read_served(store).get("version")
+    m = artifacts.find_manifest(store, paths.serving_version(version)) if version is not None else None
+    if m is None or not m.inputs.actr_model:
+        return
+    age = (dt.date.fromisoformat(day) - dt.date.fromisoformat(m.inputs.actr_model)).days
+    limit = settings.alerts.max_served_age_days
+    if age > limit:
+        alerts.send(settings.alerts, alerts.Alert(
+            kind="served_model_stale", subject=f"ecdctr_{tier}", logical_date=day,
+            summary=(f"the served model (version {version}, A-CTR {m.inputs.actr_model}) is {age} days old on {day}, "
+                     f"more than alerts.max_served_age_days {limit}: no model since was blessed"),
+            details=[{"served_version": version, "served_actr_model": m.inputs.actr_model, "age_days": age,
+                      "max_served_age_days": limit}]))

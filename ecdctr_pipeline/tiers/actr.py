@@ -90,7 +90,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.ACTRPlan, *, c
         features=settings.features, data_window=p.window, training=settings.training,
         params={"train_window": p.train_window.to_dict(), "holdout_window": p.holdout_window.to_dict(),
                 "learning_rate": a.learning_rate, "epochs": a.epochs, "batch_size": a.batch_size,
-                "bless_tolerance": a.bless_tolerance, "min_gauc_coverage": a.min_gauc_coverage,
+                "bless_tolerance": a.bless_tolerance, "min_gauc": a.min_gauc, "min_gauc_coverage": a.min_gauc_coverage,
                 **({"bless_requires_target_only": True, "target_only_margin": a.target_only_margin}
                    if a.bless_requires_target_only and not target_only else {})},
     )
@@ -176,7 +176,8 @@ def assess(args: TrainArgs, result: TrainResult):
                                       holdout=p.holdout_window.to_dict(), not_evaluable=reason)
     else:
         blessing = judge(args.store, metrics["gauc"], holdout_source=holdout, layout=args.data.layout, day=p.day,
-                         tolerance=tolerance, holdout=p.holdout_window.to_dict())
+                         tolerance=tolerance, holdout=p.holdout_window.to_dict(),
+                         floor=float(args.params.get("min_gauc", 0.0)))
         if args.params.get("bless_requires_target_only"):
             blessing = against_target_only(args, blessing, holdout)
     return {**metrics, **result.train_metrics}, blessing

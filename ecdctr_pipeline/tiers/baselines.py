@@ -64,25 +64,40 @@ def target_only(settings: Settings, store: ArtifactStore, day: str | dt.date, *,
     return evaluate(labels, scores, users)
 
 
-def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date) -> dict:
-    """Holdout metrics of the published A-CTR model of ``day`` and of a Target-only model."""
+def evaluate_day(settings: Settings, store: ArtifactStore, day: str | dt.date, *, force: bool = False) -> dict:
+    """Holdout metrics of the published A-CTR model of ``day`` and of a Target-only model. The
+    day's report names the model attempt it evaluated: a report of the same attempt is returned
+    as it is (``skipped``), unless ``force``; a retrained model is evaluated again."""
     from ecdctr_pipeline.evaluation.holdout import evaluate_model
     from ecdctr_pipeline.modeling.training import load_model
 
     p = actr.plan(settings, day)
     prefix = paths.actr_model(p.day)
     manifest = artifacts.read_manifest(store, prefix)
+    key = paths.evaluation_report(p.day)
+    if not force and store.exists(key):
+        old = json.loads(store.get_bytes(key))
+        if old.get("actr_attempt") == manifest.attempt:
+            return {**old, "skipped": True}
     if manifest.blessing is not None and manifest.blessing.not_evaluable:  # the holdout cannot compare models
         report = {"day": p.day.isoformat(), "holdout": p.holdout_window.to_dict(),
-                  "not_evaluable": manifest.blessing.not_evaluable, "blessed": False,
+                  "not_evaluable": manifest.blessing.not_evaluable, "blessed": False, "actr_attempt": manifest.attempt,
                   "cpm_checkpoint": manifest.inputs.cpm_checkpoint, "embedding_set": manifest.inputs.embedding_set}
         store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())
         return report
-    args = actr.resolve(settings, store, p, target_only=True)  # the same window and table version rules
-    a = evaluate_model(args, load_model(store, prefix, manifest))[0]
+    args = actr.resolve(settings, store, p, target_only=True)  # the same window rules
+    recorded = manifest.inputs.delta_tables.get(args.data.table)
+    if recorded is not None and recorded != args.data.version:  # the rows the model was trained and judged on
+        args = dataclasses.replace(args, data=dataclasses.replace(args.data, version=recorded))
     t = target_only(settings, store, p.day, args=args)
+    # the A-CTR model's holdout metrics are its manifest's (the gate scored those rows); scored again
+    # only for a manifest from before they were recorded
+    a = {k: manifest.metrics[k] for k in t if k in manifest.metrics}
+    if set(a) != set(t):
+        a = evaluate_model(args, load_model(store, prefix, manifest))[0]
     report = {"day": p.day.isoformat(), "holdout": p.holdout_window.to_dict(), "actr": a, "target_only": t,
-              "gauc_lift": a["gauc"] - t["gauc"], "blessed": manifest.blessed,
+              "gauc_lift": a["gauc"] - t["gauc"], "blessed": manifest.blessed, "actr_attempt": manifest.attempt,
+              "table_version": {args.data.table: args.data.version},
               "cpm_checkpoint": manifest.inputs.cpm_checkpoint, "embedding_set": manifest.inputs.embedding_set}
     report["transfer_guard"] = transfer_guard(settings, store, p.day, current=report["gauc_lift"])
     store.put_bytes(paths.evaluation_report(p.day), json.dumps(report, indent=2).encode())

@@ -16,6 +16,7 @@ import yaml
 from ecdctr_pipeline.data import artifacts
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.data.store import open_store
+from ecdctr_pipeline.orchestration import steps
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ MODEL = {"features": {"max_seq_len": 10, "hash_buckets": {"user_id": 400, "item_
                                                            "item_brand": 50}},
          "tpm": {"batch_size": 1024, "hidden_units": [16]},
          "cpm": {"hidden_units": [32, 16], "batch_size": 512, "epochs": 1, "attention_units": [8]},
-         "actr": {"batch_size": 256, "epochs": 1},
+         "actr": {"batch_size": 256, "epochs": 1, "min_gauc": 0.0},  # tiny: GAUC is noise (tests/conftest.py)
          "spark": {"master": "local[2]", "shuffle_partitions": 2}}
 
 
@@ -96,6 +97,25 @@ def test_dagbag_integrity_and_parse_time(airflow_db):
         assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == graph
         for t in dag.tasks:
             assert t.owner == "ml-platform" and t.on_failure_callback
+        assert dag.params["force"] is False and dag.params.get_param("force").schema["type"] == "boolean"
+    # the daily model's deadline: 20 h after the run was queued, its callback importable on the triggerer
+    from ecdctr_pipeline.orchestration import airflow_support, callbacks
+
+    deadlines = {d: bag.get_dag(d).deadline for d in want}
+    assert [d for d, x in deadlines.items() if x] == ["ecdctr_actr_daily"]
+    (alert,) = deadlines["ecdctr_actr_daily"] if isinstance(deadlines["ecdctr_actr_daily"], list) else \
+        [deadlines["ecdctr_actr_daily"]]
+    assert alert.interval.total_seconds() == 20 * 3600 and type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert airflow_support.DEADLINE_CALLBACK == f"{callbacks.__name__}.deadline_missed"
+    # the `force` param (UI "Trigger DAG w/ config", REST conf) reaches every step that takes --force,
+    # rendered by Airflow's own templating
+    from ecdctr_pipeline.cli.verbs import build_parser
+
+    export = bag.get_dag("ecdctr_actr_daily").get_task("export_serving")
+    for force, flag in ((False, "--no-force"), (True, "--force")):
+        rendered = export.render_template(export.op_args, {"ds": "2026-11-24", "params": {"force": force}})
+        assert rendered == [["export", "--as-of", "2026-11-24", "--json", flag]]
+        assert build_parser().parse_args(rendered[0]).force is force
     # DAG files import nothing heavy at parse time
     code = ("import sys; from airflow.dag_processing.dagbag import DagBag; DagBag(dag_folder=%r); "
             "print(sorted(m for m in ('tensorflow','pyspark','great_expectations','keras','deltalake') if m in sys.modules))"
@@ -110,13 +130,19 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     from ecdctr_pipeline.orchestration.runner import DAGS_FOLDER
 
     monkeypatch.setenv("ECDCTR_ORCHESTRATION__EXECUTION", "kubernetes")
+    monkeypatch.setenv("ECDCTR_ORCHESTRATION__TRAINER_POOL", "gpu")
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
     op = bag.get_dag("ecdctr_actr_daily").get_task("train_actr")
     assert type(op).__name__ == "KubernetesPodOperator"
+    # the GPU steps share one pool across the three DAGs; everything else stays in the default pool
+    pools = {(d, t.task_id): t.pool for d in steps.DAG_IDS.values() for t in bag.get_dag(d).tasks}
+    assert {k for k, p in pools.items() if p == "gpu"} == {
+        (steps.TIERS[tier].dag_id, s.name) for tier in steps.TIERS for s in steps.TIERS[tier].steps if s.kind == "trainer"}
+    assert set(pools.values()) == {"gpu", "default_pool"}
     assert op.cmds == ["ecdctr"] and op.arguments == [
         "train", "actr", "--as-of", "{{ ds }}", "--cpm", "{{ ti.xcom_pull(task_ids='wait_for_cpm')['cpm_checkpoint'] }}",
-        "--json"]
+        "--json", "{{ '--force' if params.force else '--no-force' }}"]
     pod = op.full_pod_spec
     c = pod.spec.containers[0]
     assert c.image == "ecdctr/trainer:0.1.0" and c.resources.limits["nvidia.com/gpu"] == "1"
@@ -124,8 +150,8 @@ def test_kubernetes_mode_builds_gpu_pods(airflow_db, monkeypatch):
     assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
     assert {e.name: e.value for e in c.env}["ECDCTR_CONFIG"] == "/etc/ecdctr/config.yaml"
     spark = bag.get_dag("ecdctr_actr_daily").get_task("extract_ad_features")
-    assert spark.cmds == ["spark-submit"] and spark.arguments[-7:] == [
-        "extract", "complete", "--domain", "ad", "--as-of", "{{ ds }}", "--json"]
+    assert spark.cmds == ["spark-submit"] and spark.arguments[-8:] == [
+        "extract", "complete", "--domain", "ad", "--as-of", "{{ ds }}", "--json", "{{ '--force' if params.force else '--no-force' }}"]
     assert "nvidia.com/gpu" not in (spark.full_pod_spec.spec.containers[0].resources.limits or {})
 
 
@@ -187,9 +213,10 @@ def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
                 continue
             pods += 1
             assert type(op).__name__ == "KubernetesPodOperator", f"{t.dag_id}.{step.name}"
+            assert op.env_vars == {"ECDCTR_RUN_ID": "{{ run_id }}"} and "env_vars" in op.template_fields
             command = [*op.cmds, *op.arguments]
-            assert command == commands.pod_command(step.kind, list(step.argv), spark_master="local[*]")
-            argv = list(step.argv)
+            assert command == commands.pod_command(step.kind, list(steps.argv_of(step)), spark_master="local[*]")
+            argv = list(steps.argv_of(step))
             if step.kind == "spark":
                 assert command[:2] == ["spark-submit", "--master"] and command[3].endswith("/ecdctr_cli.py")
                 assert (DAGS_FOLDER.parent / "spark_jobs" / commands.SPARK_CLI_JOB).is_file()
@@ -202,8 +229,8 @@ def test_kubernetes_mode_every_pod_runs_a_real_command(airflow_db, monkeypatch):
             gpu = (op.full_pod_spec.spec.containers[0].resources.limits or {}).get("nvidia.com/gpu")
             assert (gpu == "1") == (step.kind == "trainer"), f"{t.dag_id}.{step.name}: GPU {gpu}"
     assert pods == 12
-    assert steps.render(bag.get_dag("ecdctr_actr_daily").get_task("train_actr").arguments, "2026-11-24", xcoms)[-3:] == [
-        "--cpm", "2026-11-23", "--json"]
+    assert steps.render(bag.get_dag("ecdctr_actr_daily").get_task("train_actr").arguments, "2026-11-24", xcoms)[-4:] == [
+        "--cpm", "2026-11-23", "--json", "--no-force"]
 
 
 def test_registry_checks_run_in_process(tiny_env, capsys):
@@ -368,6 +395,7 @@ def test_docker_mode_runs_every_step_with_its_pods_command(airflow_db, monkeypat
             pod_env = {e.name: e.value for e in pod.full_pod_spec.spec.containers[0].env if e.value}
             assert op.environment["ECDCTR_CONFIG"] == pod_env["ECDCTR_CONFIG"] == containers.CONFIG_PATH
             assert op.environment["ECDCTR_ORCHESTRATION__EXECUTION"] == "in_process"
+            assert op.environment["ECDCTR_RUN_ID"] == "{{ run_id }}"  # each step names its DAG run
             assert op.retrieve_output and op.retrieve_output_path == op.environment["ECDCTR_RESULT_FILE"]
             assert op.container_name == op.hostname and containers.NAME_SUFFIX in op.container_name
             assert op.workers == 1

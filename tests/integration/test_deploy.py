@@ -75,7 +75,7 @@ def test_training_pod_requests_a_gpu(lint_deploy):
     c = pod["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert [*c["command"], *c["args"]] == commands.pod_command(
-        "trainer", list(steps.TIERS["actr"].step("train_actr").argv), spark_master="unused")
+        "trainer", list(steps.argv_of(steps.TIERS["actr"].step("train_actr"))), spark_master="unused")
     assert pod["spec"]["serviceAccountName"] == "ecdctr" and pod["spec"]["tolerations"]
 
 

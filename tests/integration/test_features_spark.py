@@ -1,4 +1,5 @@
-"""Point-in-time feature logic on a hand-built log, with exact expected values."""
+"""Point-in-time feature logic (day-start snapshots: only the days before a row's day count) on a
+hand-built log, with exact expected values."""
 
 import datetime as dt
 
@@ -22,49 +23,67 @@ LOG = {
     "r1": (1, 10, 1, T(1, 1, 10), 1),        # history only (before the window); u1's first impression
     "r2": (1, 11, 2, T(1, 5, 10), 0),
     "r3": (1, 12, 1, T(1, 5, 10), 1),        # same instant as r2: neither sees the other
-    "r4": (1, 10, 1, T(1, 5, 10, us=1), 0),  # 1 µs later: sees r3's click
-    "r5": (1, 13, 3, T(1, 9, 12), 1),
-    "r6": (1, 14, 2, T(1, 9, 12), 0),        # a click (r5) at the same instant is not seen
+    "r4": (1, 10, 1, T(1, 5, 10, us=1), 0),  # 1 µs later, same day: does not see r3's click (nor r8 on i10)
+    "r5": (1, 13, 3, T(1, 9, 12), 1),        # sees all of Jan 5 (7-day window from Jan 9 00:00: Jan 2..8)
+    "r6": (1, 14, 2, T(1, 9, 12), 0),        # a click (r5) on the same day is not seen
     "r7": (1, 11, 2, T(1, 20), 0),           # sequence truncated to the last 2 clicks
     "r8": (2, 10, 1, T(1, 5, 10), 1),        # u2's first impression: empty sequence
     "r9": (2, 10, 1, T(2, 20), 0),           # u2 returns after > 28 days: history expired
     "r10": (2, 15, 4, T(2, 20), 0),          # tie with r9
+    "r11": (3, 16, 5, T(1, 7, 23, 59, 999_999), 1),  # the last minute of Jan 7
+    "r12": (3, 17, 5, T(1, 8), 0),           # 00:00 the next day: sees r11
+    "r13": (3, 16, 5, T(1, 15), 0),          # 7-day window Jan 8..14: r12 in it, r11 only in the 28-day one
 }
 
 # name: (hist items, hist categories, user imp7, clk7, imp28, clk28, item imp7, clk7, imp28, clk28)
 EXPECTED = {
     "r2": ([10], [1], 1, 1, 1, 1, 0, 0, 0, 0),
     "r3": ([10], [1], 1, 1, 1, 1, 0, 0, 0, 0),
-    "r4": ([10, 12], [1, 1], 3, 2, 3, 2, 2, 2, 2, 2),
+    "r4": ([10], [1], 1, 1, 1, 1, 1, 1, 1, 1),
     "r5": ([10, 12], [1, 1], 3, 1, 4, 2, 0, 0, 0, 0),
     "r6": ([10, 12], [1, 1], 3, 1, 4, 2, 0, 0, 0, 0),
     "r7": ([12, 13], [1, 3], 0, 0, 6, 3, 0, 0, 1, 0),
     "r8": ([], [], 0, 0, 0, 0, 1, 1, 1, 1),
     "r9": ([], [], 0, 0, 0, 0, 0, 0, 0, 0),
     "r10": ([], [], 0, 0, 0, 0, 0, 0, 0, 0),
+    "r11": ([], [], 0, 0, 0, 0, 0, 0, 0, 0),
+    "r12": ([16], [5], 1, 1, 1, 1, 0, 0, 0, 0),
+    "r13": ([16], [5], 1, 0, 2, 1, 0, 0, 1, 1),
 }
 
 
 @pytest.fixture(scope="module")
 def raw_df(spark):
-    rows = [(t, u, i, c, k, 2, 1, 5, 7, 3, t.hour, t.weekday(), 0, 1) for (u, i, c, t, k) in LOG.values()]
-    return spark.createDataFrame(rows, schema=spark_raw_schema(DEFAULT_SCHEMA))
+    return spark.createDataFrame(_raw_rows(LOG), schema=spark_raw_schema(DEFAULT_SCHEMA))
 
 
 def test_hand_built_log_exact(raw_df):
-    out = complete_features(raw_df, "2026-01-05", "2026-02-21", max_seq_len=2, history_days=28,
-                            counter_windows_days=[7, 28]).collect()
-    by_key = {(r.user_id, r.item_id, r.event_time.replace(tzinfo=UTC) if r.event_time.tzinfo is None
-               else r.event_time.astimezone(UTC)): r for r in out}
-    assert len(out) == len(EXPECTED)  # r1 lies before the window: history only
-    for name, exp in EXPECTED.items():
-        u, i, _c, t, _k = LOG[name]
-        r = by_key[(u, i, t)]
-        got = (r.hist_item_ids, r.hist_category_ids, r.user_imp_7d, r.user_clk_7d, r.user_imp_28d, r.user_clk_28d,
-               r.item_imp_7d, r.item_clk_7d, r.item_imp_28d, r.item_clk_28d)
-        assert got == exp, name
-        assert r.hist_len == len(exp[0]), name
-        assert r.dt == t.date().isoformat()
+    """Both engines give the exact day-start values of the hand-built log."""
+    import duckdb
+    import pyarrow as pa
+
+    from ecdctr_pipeline.data.features_duckdb import complete_features_sql
+
+    kw = dict(max_seq_len=2, history_days=28, counter_windows_days=[7, 28])
+    spark_rows = [r.asDict() for r in complete_features(raw_df, "2026-01-05", "2026-02-21", **kw).collect()]
+    con = duckdb.connect()
+    con.register("raw", pa.Table.from_pylist([dict(zip(DEFAULT_SCHEMA.names, r)) for r in _raw_rows(LOG)],
+                                             schema=DEFAULT_SCHEMA.raw_schema))
+    duck_rows = con.sql(complete_features_sql("raw", "2026-01-05", "2026-02-21", raw_names=DEFAULT_SCHEMA.names,
+                                              **kw)).fetch_arrow_table().to_pylist()
+    for engine, out in (("spark", spark_rows), ("duckdb", duck_rows)):
+        by_key = {(r["user_id"], r["item_id"], r["event_time"].replace(tzinfo=UTC) if r["event_time"].tzinfo is None
+                   else r["event_time"].astimezone(UTC)): r for r in out}
+        assert len(out) == len(EXPECTED), engine  # r1 lies before the window: history only
+        for name, exp in EXPECTED.items():
+            u, i, _c, t, _k = LOG[name]
+            r = by_key[(u, i, t)]
+            got = tuple(r[c] for c in ("hist_item_ids", "hist_category_ids", "user_imp_7d", "user_clk_7d",
+                                       "user_imp_28d", "user_clk_28d", "item_imp_7d", "item_clk_7d",
+                                       "item_imp_28d", "item_clk_28d"))
+            assert got == exp, (engine, name)
+            assert r["hist_len"] == len(exp[0]), (engine, name)
+            assert r["dt"] == t.date().isoformat(), (engine, name)
 
 
 def test_tpm_features_columns(raw_df):
@@ -97,6 +116,15 @@ def test_duckdb_reference_agrees_with_spark_on_simulated_data(spark, tmp_path):
     duck_rows = sorted((tuple(r.values()) for r in duck.drop_columns(["event_time"]).to_pylist()), key=repr)
     assert len(spark_rows) == len(duck_rows) > 1000
     assert spark_rows == duck_rows
+    # day-start snapshots: every row of a (user, day) carries the same user-side values, so no
+    # same-day click can order the rows of a GAUC group
+    user_side = ["hist_item_ids", "hist_category_ids", "hist_len", "user_imp_3d", "user_clk_3d", "user_imp_7d",
+                 "user_clk_7d"]
+    groups: dict = {}
+    for r in duck.to_pylist():
+        groups.setdefault((r["user_id"], r["dt"]), set()).add(repr([r[c] for c in user_side]))
+    assert sum(1 for g in groups.values() if len(g) > 1) == 0
+    assert sum(1 for r in duck.to_pylist() if r["hist_len"] > 0) > 100  # and the history is not empty
 
 
 # platform-wide history: name: (user, item, category, time, click)

@@ -3,8 +3,9 @@ API server as separate processes (LocalExecutor, SQLite, a private AIRFLOW_HOME)
 loopback S3 server, driven as an operator drives them — Airflow's REST API and ``airflow backfill
 create`` — then ``ecdctr backfill`` over the same range, and a failing gate.
 
-All runs are submitted at once; only the sensors (deferred to the triggerer) hold the CPM back
-until TPM has published its set, and the A-CTR days until their CPM exists.
+The CPM and the A-CTR day are submitted first and must be waiting at their sensors (deferred to the
+triggerer) before TPM is triggered — a barrier, so the sensors' hold is exercised on every run: only
+they keep the CPM back until TPM has published its set, and the A-CTR day until its CPM exists.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from ecdctr_pipeline.data import artifacts, delta
 from ecdctr_pipeline.core import paths
+from ecdctr_pipeline.orchestration.local_airflow import SENSOR_WAITING, sensor_held
 from ecdctr_pipeline.orchestration.steps import DAG_IDS, TIERS
 from ecdctr_pipeline.serving.pointer import read_served
 from ecdctr_pipeline.data.store import open_store
@@ -48,7 +50,7 @@ def _config(path: Path, st, webhook: str) -> Path:
         # blessing is not what these tests are about (unit tests cover the gate, and a day's GAUC on
         # the tiny log swings by more than the default tolerance): every model passes, so the
         # export runs on each day and the served version is the last day's
-        "actr": {"batch_size": 256, "epochs": 1, "bless_tolerance": 1.0},
+        "actr": {"batch_size": 256, "epochs": 1, "bless_tolerance": 1.0, "min_gauc": 0.0},
         # the evaluate step runs, but skips the Target-only comparison (tested with the trainers)
         "orchestration": {"retries": 0, "sensor_mode": "deferrable", "sensor_poke_interval_s": 1,
                           "sensor_timeout_s": 1200, "compare_target_only": False},
@@ -121,12 +123,15 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
     af.wait_for_dags([TPM, CPM, ACTR])
     for d in (TPM, CPM, ACTR):
         assert af.unpause(d)["is_paused"] is False
-    # three ways an operator starts runs: a REST trigger, the CLI backfill, a REST backfill
-    af.trigger(TPM, "2026-10-01")
+    # three ways an operator starts runs: a REST trigger, the CLI backfill, a REST backfill. Downstream first,
+    # held at their sensors (a barrier) before TPM starts, so the sensors' hold is exercised every run
     r = af.backfill_cli(CPM, "2026-11-23", "2026-11-23")
     assert r.returncode == 0, r.stderr[-2000:]
     bf = af.backfill(ACTR, DAYS[0], DAYS[-1])
     assert bf["dag_id"] == ACTR and bf["max_active_runs"] == 1
+    af.wait_task(CPM, "wait_for_embedding_set", SENSOR_WAITING, timeout_s=600)
+    af.wait_task(ACTR, "wait_for_cpm", SENSOR_WAITING, timeout_s=600)
+    af.trigger(TPM, "2026-10-01")
     runs = af.wait_runs({TPM: 1, CPM: 1, ACTR: len(DAYS)}, timeout_s=1200, progress=_progress("runs:"))
     took = time.perf_counter() - t0
     print(f"scheduler-driven TPM -> CPM -> A-CTR x{len(DAYS)}: {took:.0f} s (Airflow start {af.started_s:.0f} s)")
@@ -139,25 +144,31 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
         assert [s.name for s in TIERS[{v: k for k, v in DAG_IDS.items()}[d]].steps] == sorted(
             tasks, key=lambda t: tasks[t].start), f"{d} {day}: tasks ran out of order"
         assert all(t.state == "success" for t in tasks.values()), (d, day, {k: t.state for k, t in tasks.items()})
-    tpm, cpm = ti[(TPM, "2026-10-01")], ti[(CPM, "2026-11-23")]
+    cpm = ti[(CPM, "2026-11-23")]
     a1 = ti[(ACTR, DAYS[0])]
-    # the sensors held the downstream tiers: each waited while its upstream trained
-    assert cpm["wait_for_embedding_set"].start < tpm["train_tpm"].end <= cpm["train_cpm"].start
-    assert a1["wait_for_cpm"].start < cpm["train_cpm"].end <= a1["train_actr"].start
+    # the sensors held the downstream tiers: each waited until its upstream published
+    tpm_at = artifacts.read_manifest(store, paths.tpm_set("2026-10")).created_at
+    cpm_at = artifacts.read_manifest(store, paths.cpm_checkpoint("2026-11-23")).created_at
+    assert sensor_held(cpm["wait_for_embedding_set"], cpm["train_cpm"], tpm_at), (cpm, tpm_at)
+    assert sensor_held(a1["wait_for_cpm"], a1["train_actr"], cpm_at), (a1, cpm_at)
     # ... in the triggerer (deferred), not by holding a worker slot
     log = (af.home / "logs" / f"dag_id={CPM}").rglob("task_id=wait_for_embedding_set/*.log")
     text = "".join(p.read_text(errors="replace") for p in log)
     assert "deferring to the triggerer" in text and "embedding set 2026-10" in text
 
     # the CPM the sensor chose reached the trainer and is in the manifest
+    run_ids = {(d, r["logical_date"][:10]): r["dag_run_id"] for d, rs in runs.items() for r in rs}
     for day in DAYS:
         m = artifacts.read_manifest(store, paths.actr_model(day))
+        assert m.run_id == run_ids[(ACTR, day)]  # the model names the DAG run that trained it
         assert m.inputs.cpm_checkpoint == "2026-11-23"
         assert m.extra["cpm_choice"] == {"checkpoint": "2026-11-23", "fallback": False,
                                          "chosen_by": "--cpm (the wait_for_cpm sensor)"}
     served = read_served(store)["version"]
     sv = artifacts.read_manifest(store, paths.serving_version(served))
     assert (sv.inputs.actr_model, sv.inputs.cpm_checkpoint, sv.inputs.embedding_set) == (DAYS[-1], "2026-11-23", "2026-10")
+    assert sv.run_id == run_ids[(ACTR, DAYS[-1])]
+    assert artifacts.read_manifest(store, paths.cpm_checkpoint("2026-11-23")).run_id == run_ids[(CPM, "2026-11-23")]
     assert received == []  # nothing failed, nothing was late: no alert
 
     shot = af.screenshot(f"/dags/{ACTR}", SCREENSHOT)
@@ -165,18 +176,39 @@ def test_scheduler_runs_the_calendar_in_dependency_order(deployment):
 
 
 def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys):
-    """After the scheduler's pass, ``ecdctr backfill`` over the same range finds every artifact
-    (nothing rerun); forced, it runs every A-CTR step's argv in-process and serves a new version."""
+    """After the scheduler's pass, ``ecdctr backfill`` over the same range runs every step and each
+    finds its work done (nothing rerun: "up to date"); with ``serving/`` removed it repairs exactly
+    that (re-exports, serves); ``--dry-run`` prints the argv and runs nothing; forced, it runs
+    every A-CTR step's argv in-process and serves a new version."""
     from ecdctr_pipeline.app.main import main
 
     af, settings, cfg, _ = deployment
     store = open_store(settings.store)
     before = {p: m.attempt for p, m in artifacts.list_artifacts(store)}
-    assert main(["--config", str(cfg), "backfill", "--from", DAYS[0], "--to", DAYS[-1], "--json"]) == 0
+    span = ["--config", str(cfg), "backfill", "--from", DAYS[0], "--to", DAYS[-1], "--tiers", "actr"]
+    assert main([*span, "--json"]) == 0
     rows = _json_list(capsys.readouterr().out)
-    assert [(r["tier"], r["logical_date"], r["status"]) for r in rows] == [("actr", d, "skipped (exists)") for d in DAYS]
+    assert [(r["tier"], r["logical_date"], r["status"]) for r in rows] == [("actr", d, "up to date") for d in DAYS]
+    assert rows[-1]["steps"] == [s.name for s in TIERS["actr"].steps]
     after = {p: m.attempt for p, m in artifacts.list_artifacts(store)}
     assert after == before
+
+    # a store that lost its serving versions: the backfill re-exports the last day, nothing else
+    served_day = read_served(store)
+    assert store.delete_prefix("serving/") > 0 and read_served(store).get("version") is None
+    assert main([*span, "--dry-run", "--json"]) == 0  # the plan: nothing runs
+    plan = _json_list(capsys.readouterr().out)
+    assert [r["status"] for r in plan] == ["planned"] * len(DAYS) and read_served(store).get("version") is None
+    assert plan[-1]["results"]["train_actr"].endswith(
+        f"train actr --as-of {DAYS[-1]} --cpm <wait_for_cpm.cpm_checkpoint> --json --no-force --config {cfg}")
+    assert main([*span, "--json"]) == 0
+    rows = _json_list(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["done"] * len(DAYS), rows
+    assert rows[-1]["results"]["train_actr"]["skipped"] and not rows[-1]["results"]["export_serving"]["skipped"]
+    sv = artifacts.read_manifest(store, paths.serving_version(read_served(store)["version"]))
+    assert sv.inputs.actr_model == DAYS[-1] and served_day["version"] is not None
+    assert {p: m.attempt for p, m in artifacts.list_artifacts(store) if not p.startswith("serving/")} == {
+        p: a for p, a in before.items() if not p.startswith("serving/")}
 
     served = read_served(store)["version"]
     old = artifacts.read_manifest(store, paths.actr_model(DAYS[-1]))
@@ -187,6 +219,7 @@ def test_ecdctr_backfill_renders_the_same_steps(deployment, capsys):
     assert rows[0]["steps"] == [s.name for s in TIERS["actr"].steps]
     new = artifacts.read_manifest(store, paths.actr_model(DAYS[-1]))
     assert new.attempt != old.attempt and new.extra["cpm_choice"]["chosen_by"] == "--cpm (the wait_for_cpm sensor)"
+    assert new.run_id.startswith(f"ecdctr_backfill__actr__{DAYS[-1]}__") and new.run_id != old.run_id
     assert set(store.iter_children(paths.actr_model(DAYS[-1]))) == {new.attempt, "MANIFEST.json"}
     assert read_served(store)["version"] == served + 1
 

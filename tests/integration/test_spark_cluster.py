@@ -45,7 +45,7 @@ def _submit_env(store_settings) -> dict[str, str]:
 
 def _extract_ad(day: str) -> list[str]:
     """The A-CTR DAG's extraction step, rendered for ``day``: what its Spark pod runs."""
-    return steps.render(steps.TIERS["actr"].step("extract_ad_features").argv, day)
+    return steps.render(steps.argv_of(steps.TIERS["actr"].step("extract_ad_features")), day)
 
 
 def _result(stdout: str) -> dict:

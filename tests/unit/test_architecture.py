@@ -147,3 +147,11 @@ def test_the_reports_the_readme_names_are_committed_or_say_they_are_not():
     assert named, "the README names no report file: the pattern is stale"
     missing = [f"README.md:{n}: {path}" for n, path in named if path not in tracked]
     assert not missing, f"named as if committed, not tracked by git: {missing}"
+    # a report folder the README names holds tracked files, or its paragraph says it is not
+    # committed, or it is a command's output destination ("→ `reports/…/`")
+    folders = [(para[:60], path) for para in (ROOT / "README.md").read_text().split("\n\n")
+               for path in re.findall(r"(?<!→ `)reports/[\w./=-]+/(?=[`\s)])", para)
+               if "not committed" not in para and "not in the repository" not in para]
+    assert folders, "the README names no report folder: the pattern is stale"
+    empty = [f"{path} ({para!r}…)" for para, path in folders if not any(t.startswith(path) for t in tracked)]
+    assert not empty, f"report folders named as if committed, nothing under them tracked by git: {empty}"

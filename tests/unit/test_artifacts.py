@@ -182,3 +182,15 @@ def test_a_failing_clean_up_after_the_manifest_does_not_fail_the_publish(local_s
     monkeypatch.undo()
     third = artifacts.publish(store, prefix, {"a.bin": b"three"}, manifest)
     assert set(store.iter_children(prefix)) == {third.attempt, "MANIFEST.json"} and first.attempt != second.attempt
+
+
+def test_a_manifest_names_the_run_that_published_it(local_store_settings, monkeypatch):
+    """ECDCTR_RUN_ID (every DAG step's environment, or ``ecdctr backfill``'s) lands in the manifest;
+    by hand (unset) it stays None."""
+    store = open_store(local_store_settings)
+    m = artifacts.Manifest(kind="cpm_checkpoint", artifact_id="2026-11-23", logical_date="2026-11-23")
+    assert artifacts.publish(store, paths.cpm_checkpoint("2026-11-23"), {"model.keras": b"x"}, m).run_id is None
+    monkeypatch.setenv(artifacts.ENV_RUN_ID, "scheduled__2026-11-23T00:00:00+00:00")
+    artifacts.publish(store, paths.cpm_checkpoint("2026-11-23"), {"model.keras": b"y"}, m)
+    assert artifacts.read_manifest(store, paths.cpm_checkpoint("2026-11-23")).run_id == \
+        "scheduled__2026-11-23T00:00:00+00:00"

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ecdctr_pipeline.app.main import main
 
 
@@ -143,3 +145,88 @@ def test_a_pod_writes_its_result_where_the_xcom_sidecar_reads_it(tmp_path, capsy
     out.unlink()
     assert main(["plan", "--as-of", "2026-02-30"]) == 2
     assert not out.exists()
+
+
+def test_version_and_a_dry_run_backfill(tmp_path, capsys, monkeypatch, caplog):
+    """``--version`` prints the code version manifests record; ``backfill --dry-run`` prints each
+    run's steps (``--steps`` plus the sensors and branches) with their argv and writes nothing."""
+    from ecdctr_pipeline.data.artifacts import code_version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"ecdctr {code_version()}"
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path}/store")
+    assert main(["backfill", "--from", "2026-11-23", "--to", "2026-11-24", "--tiers", "actr", "--steps",
+                 "export_serving", "--dry-run", "--force", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["logical_date"], r["status"], r["steps"]) for r in rows] == [
+        (d, "planned", ["wait_for_cpm", "bless", "export_serving"]) for d in ("2026-11-23", "2026-11-24")]
+    assert rows[1]["results"]["export_serving"] == "ecdctr export --as-of 2026-11-24 --json --force"
+    assert rows[1]["results"]["wait_for_cpm"] == "ecdctr check cpm --as-of 2026-11-24 --alert --json"
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+    # a store that holds nothing (a mistyped ECDCTR_STORE, say) is reported as such, with a warning
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["store_empty"] is True
+    assert "holds nothing (it may not exist" in caplog.text
+
+
+def test_leases_list_and_break(tmp_path, capsys, monkeypatch):
+    """``leases list`` shows each lease's holder and state; ``leases break`` removes an expired
+    one, refuses a live one (one line naming the holder) unless ``--force``, and names an unknown key."""
+    import time
+
+    from ecdctr_pipeline.core.settings import StoreSettings
+    from ecdctr_pipeline.data.store import open_store
+
+    monkeypatch.setenv("ECDCTR_STORE", f"file://{tmp_path}/store")
+    store = open_store(StoreSettings(root=f"file://{tmp_path}/store"))
+    now = time.time()
+    for key, expires in (("leases/features/complete/ad.json", now + 600), ("leases/artifacts/x.json", now - 5)):
+        store.put_bytes(key, json.dumps({"owner": f"writer of {key}", "host": "elsewhere", "pid": 7,
+                                         "renewed": now - 10, "expires": expires}).encode())
+    assert main(["leases", "list", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {k: r["state"] for k, r in rows.items()} == {"leases/artifacts/x.json": "expired",
+                                                         "leases/features/complete/ad.json": "live"}
+    assert rows["leases/features/complete/ad.json"]["owner"] == "writer of leases/features/complete/ad.json"
+    assert main(["leases", "break", "leases/artifacts/x.json"]) == 0
+    capsys.readouterr()
+    assert main(["leases", "break", "leases/features/complete/ad.json"]) != 0
+    err = capsys.readouterr().err
+    assert "is live (held by writer of leases/features/complete/ad.json, pid 7 on elsewhere" in err
+    assert len(err.strip().splitlines()) == 1 and store.exists("leases/features/complete/ad.json")
+    assert main(["leases", "break", "leases/nope.json"]) != 0 and "no lease 'leases/nope.json'" in capsys.readouterr().err
+    assert main(["leases", "break", "leases/features/complete/ad.json", "--force"]) == 0
+    assert not store.list("leases/")
+    assert main(["leases", "list"]) == 0 and "(no leases" in capsys.readouterr().out
+
+
+def test_help_names_the_defaults(capsys):
+    """A bare long-running command must not surprise: its help says what it runs by default."""
+    with pytest.raises(SystemExit):
+        main(["efficiency", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scale {tiny,small,medium,large} (default: medium)" in text and "(default: 2)" in text
+    with pytest.raises(SystemExit):
+        main(["backfill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: tpm,cpm,actr)" in text and "(default: False)" not in text
+
+
+def test_shell_completion_answers_commands_and_options(tmp_path):
+    """``eval "$(register-python-argcomplete ecdctr)"``: the shell asks ecdctr (argcomplete's
+    protocol) and gets the commands and the options of the one typed so far."""
+    import os
+
+    def complete(line: str) -> list[str]:
+        out = tmp_path / "completions"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+               "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+        r = subprocess.run([sys.executable, "-m", "ecdctr_pipeline.app.main"], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-1000:]
+        return [c.strip() for c in out.read_text().split("\n") if c.strip()]
+
+    assert complete("ecdctr lea") == ["leases"]
+    assert set(complete("ecdctr backfill --")) >= {"--dry-run", "--fail-fast", "--steps", "--force", "--tiers"}
+    assert complete("ecdctr leases b") == ["break"]

@@ -120,3 +120,77 @@ def test_pod_commands_put_the_argv_behind_each_image_entrypoint():
         assert commands.pod_command(kind, argv, spark_master="unused") == ["ecdctr", *argv]
     with pytest.raises(ValueError, match="sensor"):
         commands.pod_command("sensor", argv, spark_master="unused")
+
+
+def test_an_unblessed_day_alerts_when_the_served_model_is_too_old(store, webhook_receiver):
+    """``served_model_stale``: a day whose model is not blessed keeps the served one; when the served
+    version's A-CTR day is more than ``alerts.max_served_age_days`` before the day, one alert."""
+    import json
+
+    from ecdctr_pipeline import tiers
+    from ecdctr_pipeline.core.settings import Settings
+    from ecdctr_pipeline.serving.pointer import SERVED_POINTER
+
+    url, received = webhook_receiver
+    settings = Settings.model_validate({"store": {"root": store.root}, "alerts": {
+        "notifiers": ["webhook"], "webhook_url": f"{url}/hook", "max_served_age_days": 3}})
+    tiers._alert_if_served_stale(settings, store, "actr", "2026-11-24")  # nothing served: nothing to say
+    m = artifacts.Manifest(kind="serving_version", artifact_id="4", logical_date="2026-11-20",
+                           inputs=artifacts.Inputs(actr_model="2026-11-20"))
+    artifacts.publish(store, paths.serving_version(4), {"saved_model.pb": b"x"}, m)
+    store.put_bytes(SERVED_POINTER, json.dumps({"version": 4, "history": []}).encode())
+    tiers._alert_if_served_stale(settings, store, "actr", "2026-11-23")  # 3 days: within the limit
+    assert received == []
+    tiers._alert_if_served_stale(settings, store, "actr", "2026-11-24")
+    assert [(a["kind"], a["logical_date"]) for a in received] == [("served_model_stale", "2026-11-24")]
+    assert received[0]["details"][0] == {"served_version": 4, "served_actr_model": "2026-11-20", "age_days": 4,
+                                         "max_served_age_days": 3}
+    assert "is 4 days old on 2026-11-24, more than alerts.max_served_age_days 3" in received[0]["summary"]
+
+
+def test_promote_blesses_a_rejected_model_with_an_audit_record(store, capsys):
+    """``ecdctr promote``: a rejected day becomes blessed, its manifest records who, why, when and
+    the gate's verdict (same files, same attempt); ``check blessed`` then passes; an already blessed
+    model or an empty reason is refused in one line, changing nothing."""
+    from ecdctr_pipeline.app.main import main
+
+    _publish_actr(store, blessed=False)
+    before = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    assert main(["promote", "--as-of", "2026-11-24", "--by", "ops-oncall", "--reason", " "]) == 2
+    assert "must not be empty" in capsys.readouterr().err
+    assert main(["promote", "--as-of", "2026-11-24", "--by", "ops-oncall", "--reason", "the holdout day was an outage",
+                 "--json"]) == 0
+    capsys.readouterr()
+    m = artifacts.read_manifest(store, paths.actr_model("2026-11-24"))
+    assert m.blessed and (m.attempt, m.files) == (before.attempt, before.files)
+    p = m.blessing.promoted
+    assert (p["by"], p["reason"]) == ("ops-oncall", "the holdout day was an outage") and p["at"]
+    assert p["verdict"] == before.blessing.describe() and p["verdict"].startswith("REJECTED: GAUC 0.6")
+    assert m.blessing.describe().startswith("PROMOTED by ops-oncall at ")
+    assert main(["check", "blessed", "--as-of", "2026-11-24"]) == 0
+    capsys.readouterr()
+    assert main(["promote", "--as-of", "2026-11-24", "--by", "x", "--reason", "again"]) == 2
+    err = capsys.readouterr().err
+    assert "is already blessed (PROMOTED by ops-oncall" in err and len(err.strip().splitlines()) == 1
+    assert artifacts.read_manifest(store, paths.actr_model("2026-11-24")).blessing.promoted["reason"] == \
+        "the holdout day was an outage"
+
+
+def test_a_missed_deadline_alerts_once_unless_the_run_is_a_backfill(webhook_receiver, monkeypatch):
+    """The DeadlineAlert callback (what the triggerer awaits): one ``deadline_missed`` alert naming
+    the run; a backfill run's missed deadline is logged, not alerted."""
+    from ecdctr_pipeline.orchestration.callbacks import deadline_missed
+
+    url, received = webhook_receiver
+    monkeypatch.setenv("ECDCTR_ALERTS__NOTIFIERS", "[webhook]")
+    monkeypatch.setenv("ECDCTR_ALERTS__WEBHOOK_URL", f"{url}/hook")
+    run = {"dag_id": "ecdctr_actr_daily", "dag_run_id": "scheduled__2026-11-25T00:00:00+00:00",
+           "logical_date": "2026-11-25T00:00:00Z", "state": "running", "run_type": "scheduled"}
+    ctx = {"dag_run": run, "deadline": {"deadline_time": "2026-11-25T20:00:00Z"}}
+    asyncio.run(deadline_missed(context={**ctx, "dag_run": {**run, "run_type": "backfill"}}, tier="actr", hours=20))
+    assert received == []
+    asyncio.run(deadline_missed(context=ctx, tier="actr", hours=20))
+    assert [(a["kind"], a["subject"], a["logical_date"]) for a in received] == [
+        ("deadline_missed", "ecdctr_actr_daily", "2026-11-25")]
+    assert "run scheduled__2026-11-25T00:00:00+00:00 not finished 20 h after it was queued (state running" in \
+        received[0]["summary"]

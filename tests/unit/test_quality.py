@@ -233,6 +233,18 @@ def test_failed_gate_sends_one_alert_per_notifier_and_masks_secrets(tmp_path, we
     assert a["details"][0]["label"] == "click in {0,1}" and a["details"][0]["examples"] == [2]
     assert len(messages) == 1 and "click in {0,1}" in messages[0] and "oncall@example.org" in messages[0]
     stored = store.get_bytes("quality/raw/natural/2026-11-20/result.json").decode()
+    # the alert links Great Expectations' Data Docs page of the run, stored beside the result
+    docs = store.uri("quality/raw/natural/2026-11-20/data_docs.html")
+    assert a["context"]["data_docs"] == [docs] and json.loads(stored)["data_docs"] == docs
+    page = store.get_bytes("quality/raw/natural/2026-11-20/data_docs.html").decode()
+    assert "Expectation Validation Result" in page and "click" in page and "Unsuccessful Expectations" in page
+    from PIL import Image
+
+    from ecdctr_pipeline.core.report import screenshot
+
+    shot = screenshot(docs, tmp_path / "data_docs.png", size="1200,900", budget_ms=3000)
+    with Image.open(shot) as im:  # rendered by a browser: text on the page, not a blank canvas
+        assert len(im.convert("RGB").getcolors(1 << 20) or []) > 20
     logs = caplog.text + capsys.readouterr().err
     for secret in ("secret-token-123", "smtp-secret-456"):
         assert secret not in stored and secret not in logs and secret not in json.dumps(a)

@@ -43,8 +43,8 @@ def test_shared_users_and_ad_items_subset(tables):
     assert len(ad_items) < len(set(nat["item_id"].to_pylist()))
 
 
-def _category_share(table, month):
-    t = table.filter(pa.compute.equal(pa.compute.utf8_slice_codeunits(table["dt"], 0, 7), month))
+def _shares(t):
+    """Each user's (with >= 20 impressions) share of impressions per category."""
     users = np.asarray(t["user_id"])
     cats = np.asarray(t["category_id"])
     n_cat = int(cats.max()) + 1
@@ -56,18 +56,84 @@ def _category_share(table, month):
     return out
 
 
-def test_interests_drift_month_to_month_but_keep_a_stable_part(tables):
-    _, nat, _ = tables
-    jan, feb, apr = (_category_share(nat, m) for m in ("2026-01", "2026-02", "2026-04"))
-    users = sorted(set(jan) & set(feb) & set(apr))
+def _days(world, domain, first, n_days):
+    return pa.concat_tables([world.day(domain, first + dt.timedelta(days=i)) for i in range(n_days)])
+
+
+def test_interests_drift_month_to_month_but_keep_a_stable_part():
+    # drift alone (the recent and seasonal interests off): Jan, Feb and the July half a period later
+    world = World(get_scale("tiny", interest_strength=0.0, seasonal_strength=0.0, drift_period_months=12.0), 11)
+    jan, feb, jul = (_shares(_days(world, "natural", dt.date(2026, m, 1), 28)) for m in (1, 2, 7))
+    users = sorted(set(jan) & set(feb) & set(jul))
     assert len(users) > 30
     l1 = lambda a, b: np.mean([np.abs(a[u] - b[u]).sum() for u in users])  # noqa: E731
     rng = np.random.default_rng(0)
     shuffled = {u: jan[v] for u, v in zip(users, rng.permutation(users))}
-    # the short-term part drifts: interests move more over 3 months than over 1
-    assert l1(jan, apr) > l1(jan, feb)
-    # the long-term part is stable: a user's April is closer to their own January than to a stranger's
-    assert l1(jan, apr) < l1(shuffled, apr)
+    # the short-term part drifts: interests move more over 6 months than over 1
+    assert l1(jan, jul) > l1(jan, feb)
+    # the long-term part is stable: a user's July is closer to their own January than to a stranger's
+    assert l1(jan, jul) < l1(shuffled, jul)
+
+
+def _after_click_ratio(world, n_days=50):
+    """CTR on a user's minor categories (< 15% of their clicks) the day after clicking that category,
+    over the CTR 12 days after: > 1 when a click marks a recent interest that persists and fades."""
+    t = _days(world, "natural", dt.date(2026, 3, 1), n_days)
+    day = np.asarray(pa.compute.cast(t["event_time"], pa.int64())) // 86_400_000_000
+    users, cats, click = np.asarray(t["user_id"]), np.asarray(t["category_id"]), np.asarray(t["click"]) == 1
+    share = np.zeros((world.scale.n_users, int(cats.max()) + 1))
+    np.add.at(share, (users[click], cats[click]), 1)
+    share /= np.maximum(share.sum(1, keepdims=True), 1)
+    clicked = set(zip(users[click], cats[click], day[click]))
+    minor = share[users, cats] < 0.15
+    ctr = []
+    for gap in (1, 12):
+        after = np.array([(u, c, d - gap) in clicked for u, c, d in zip(users, cats, day)])
+        ctr.append(click[after & minor].mean())
+    return ctr[0] / ctr[1]
+
+
+def test_recent_interests_persist_and_decay():
+    """A click in a category marks an interest episode: the day after, the user clicks that
+    category far more often than 12 days after (measured on minor categories, where the long-term
+    taste gives little); with the episodes off the ratio is about 1. Seeds 1, 2, 3 measured
+    1.50 / 1.66 / 1.55 with the episodes and 1.19 / 1.10 / 0.97 without."""
+    on = _after_click_ratio(World(get_scale("tiny", natural_per_day=3000), 2))
+    off = _after_click_ratio(World(get_scale("tiny", natural_per_day=3000, interest_strength=0.0), 2))
+    assert on > 1.4 and on > off + 0.3, (on, off)
+
+
+def test_seasonal_interests_skip_the_last_28_days_but_not_the_months_before():
+    """In a user's active month their seasonal category gets a far larger share of their clicks
+    than in the month before (what a 28-day window sees) — the same as 3 months before."""
+    world = World(get_scale("tiny", natural_per_day=3000), 6)
+    share = {}
+    for m in (1, 3, 4):
+        t = _days(world, "natural", dt.date(2026, m, 1), 28)
+        users, cats, click = np.asarray(t["user_id"]), np.asarray(t["category_id"]), np.asarray(t["click"]) == 1
+        active = world.season_active(users, World.month_index(dt.date(2026, m, 1)))
+        on_season = cats == world.season_cat[users]
+        share[m] = (on_season[click & active].mean(), on_season[click & ~active].mean())
+    # users active in April were active in January and inactive in March
+    apr_active = {u for u in range(world.scale.n_users) if world.season_active(np.array([u]),
+                                                                               World.month_index(dt.date(2026, 4, 1)))[0]}
+    assert apr_active and all(world.season_active(np.array([u]), World.month_index(dt.date(2026, 1, 1)))[0]
+                              for u in apr_active)
+    for m in (1, 3, 4):
+        on, off = share[m]
+        assert on > off + 0.1, (m, share)
+
+
+def test_context_and_city_shift_the_click_rate():
+    world = World(get_scale("tiny", natural_per_day=4000), 7)
+    t = _days(world, "natural", dt.date(2026, 3, 2), 28)
+    hour, click = np.asarray(t["hour"]), np.asarray(t["click"])
+    evening, night = click[(hour >= 18) & (hour <= 22)].mean(), click[(hour >= 2) & (hour <= 7)].mean()
+    assert evening > 1.2 * night, (evening, night)
+    flat = World(get_scale("tiny", natural_per_day=4000, context_signal=0.0), 7)
+    t0 = _days(flat, "natural", dt.date(2026, 3, 2), 28)
+    h0, c0 = np.asarray(t0["hour"]), np.asarray(t0["click"])
+    assert abs(c0[(h0 >= 18) & (h0 <= 22)].mean() / c0[(h0 >= 2) & (h0 <= 7)].mean() - 1) < 0.2
 
 
 def test_users_absent_for_weeks_come_back(tables):
@@ -80,6 +146,14 @@ def test_users_absent_for_weeks_come_back(tables):
         if len(d) > 1 and np.max(np.diff(d)) >= 10:
             returning += 1
     assert returning >= 20
+
+
+def test_some_users_are_away_longer_than_any_28_day_window(tables):
+    _, nat, _ = tables
+    days = np.asarray(pa.compute.cast(nat["event_time"], pa.int64())) // 86_400_000_000
+    users = np.asarray(nat["user_id"])
+    long_gaps = sum(1 for u in np.unique(users) if np.max(np.diff(np.unique(days[users == u])), initial=0) > 30)
+    assert long_gaps >= 10
 
 
 def test_profiles_carry_signal(tables):

@@ -79,6 +79,13 @@ def test_is_blessed(cand, base, tol, blessed):
     assert is_blessed(cand, base, tol) is blessed
 
 
+@pytest.mark.parametrize("cand, base, floor, blessed", [
+    (0.49, None, 0.5, False), (0.50, None, 0.5, True), (0.55, 0.50, 0.6, False), (0.61, 0.62, 0.6, True),
+])
+def test_is_blessed_below_the_absolute_floor_never(cand, base, floor, blessed):
+    assert is_blessed(cand, base, 0.002 if base is None else 0.02, floor) is blessed
+
+
 def test_paired_gauc_lift_interval_covers_the_lift_and_separates_a_better_model():
     from ecdctr_pipeline.evaluation.metrics import paired_gauc_lift
 

@@ -185,7 +185,8 @@ def test_actr_publishes_lineage_and_warm_start_report(cpm_ready):
     report = baselines.evaluate_day(cpm_ready, store, "2026-11-24")
     assert report["target_only"]["gauc_coverage"] > 0 and report["cpm_checkpoint"] == "2026-11-23"
     assert report["gauc_lift"] == pytest.approx(report["actr"]["gauc"] - report["target_only"]["gauc"])
-    assert report["actr"]["gauc"] == pytest.approx(m.metrics["gauc"], abs=1e-6)
+    assert report["actr"]["gauc"] == m.metrics["gauc"]  # the gate's figure, not a second scoring
+    assert report["table_version"] == m.inputs.delta_tables  # Target-only on the rows A-CTR was trained on
     assert json.loads(store.get_bytes(paths.evaluation_report("2026-11-24"))) == report
 
 
@@ -218,6 +219,12 @@ def test_a_holdout_that_cannot_judge_the_model_publishes_it_not_evaluable(cpm_re
     assert not verdict.blessed and verdict.baseline is None and metrics["gauc"] is not None
     assert verdict.not_evaluable == (f"GAUC coverage {metrics['gauc_coverage']:.3f} of holdout [{holdout}, {day}) "
                                      "is below actr.min_gauc_coverage 1.0")
+    # the absolute floor actr.min_gauc: rejected below it whatever is served (nothing is here), blessed at it
+    g = metrics["gauc"]
+    for floor, blessed in ((g + 0.01, False), (g, True)):
+        _, verdict = actr.assess(dataclasses.replace(args, params={**args.params, "min_gauc": floor}), scored)
+        assert (verdict.blessed, verdict.min_gauc, verdict.baseline) == (blessed, floor, None)
+        assert ("BELOW floor actr.min_gauc" in verdict.describe()) is not blessed
 
     # every user of the holdout day has one class (clicks by user parity): no GAUC at all
     t, _ = delta.read(store, "features/complete/ad", partitions=[holdout])
@@ -237,6 +244,16 @@ def test_a_holdout_that_cannot_judge_the_model_publishes_it_not_evaluable(cpm_re
     assert report["not_evaluable"] == m.blessing.not_evaluable and report["blessed"] is False
     with pytest.raises(ExportRefused, match=r"A-CTR model 2026-11-24 was rejected by its gate \(NOT EVALUABLE: holdout"):
         export_version(cpm_ready, store, day)
+    # a model the gate rejected (here: below the floor) alerts model_rejected, naming the floor
+    from ecdctr_pipeline import tiers
+
+    rejected = artifacts.Blessing(blessed=False, candidate_gauc=0.41, tolerance=0.002, min_gauc=0.5,
+                                  holdout={"start": holdout, "end": day})
+    tiers._alert_unblessed(cpm_ready, store, "actr", day, rejected, {"gauc": 0.41, "gauc_coverage": 0.3})
+    assert received[-1]["kind"] == "model_rejected" and received[-1]["logical_date"] == day
+    assert "REJECTED: GAUC 0.41 vs no served model (tolerance 0.002; BELOW floor actr.min_gauc 0.5)" in \
+        received[-1]["summary"]
+    assert received[-1]["details"][0]["min_gauc"] == 0.5 and received[-1]["details"][0]["served_model"] is None
 
 
 def test_the_blessing_can_require_beating_target_only(cpm_ready):
