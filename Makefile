@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+# make test's pytest-xdist workers (each test process has its own AIRFLOW_HOME, buckets and ports)
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 TOOLS := .tools-venv
@@ -64,7 +66,7 @@ demo: venv
 # helm compiles (minutes of CPU), so most of the compile hides behind them.
 test:
 	@$(MAKE) --no-print-directory -j5 venv chromium tools
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist worksteal
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.
 test-fast: venv

@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU benchmarks)")
     p.add_argument("--input", choices=("stream", "memory"), default="stream",
                    help="memory: the reference that reads the whole window into memory first")
+    p.add_argument("--score-start", help="after training, score this window's rows (with --score-end)")
+    p.add_argument("--score-end")
+    p.add_argument("--scores-out", type=Path, help="where the scored rows go (.npz: labels, users, scores)")
     return p
 
 
@@ -55,7 +58,7 @@ def run(a: argparse.Namespace, settings=None) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     from ecdctr_pipeline.core import calendar
-    from ecdctr_pipeline.core.settings import TrainingSettings, load_settings
+    from ecdctr_pipeline.core.settings import load_settings
     from ecdctr_pipeline.data import delta
     from ecdctr_pipeline.data.store import open_store
     from ecdctr_pipeline.modeling import distribute
@@ -72,13 +75,18 @@ def run(a: argparse.Namespace, settings=None) -> dict:
     store = open_store(s.store)
     window = calendar.Window(dt.date.fromisoformat(a.start), dt.date.fromisoformat(a.end))
     source = WindowSource.open(store, a.table, delta.version(store, a.table), window)
-    training = TrainingSettings(distribution=a.distribution, shuffle_buffer_rows=s.training.shuffle_buffer_rows,
-                                read_batch_rows=s.training.read_batch_rows)
+    training = s.training.model_copy(update={"distribution": a.distribution})
     place = distribute.placement(a.distribution)
     layout = FeatureLayout.complete(s.features)
     keras.utils.set_random_seed(a.seed)
+    try:
+        from ecdctr_pipeline.modeling.models import compile_options
+    except ImportError:  # make bench-train's reference commit predates them: its compile_model's defaults
+        def compile_options(training) -> dict:
+            return {}
     with place.strategy.scope():
-        model = compile_model(build_complete_model(s.cpm, s.features, None, name="bench"), s.actr.learning_rate)
+        model = compile_model(build_complete_model(s.cpm, s.features, None, name="bench"), s.actr.learning_rate,
+                              **compile_options(training))
 
     losses: list[float] = []
 
@@ -88,9 +96,15 @@ def run(a: argparse.Namespace, settings=None) -> dict:
 
     epoch_s: list[float] = []
 
+    first_step: list[float] = []
+
     class Clock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not first_step:  # process start (the parent's launch time) to the end of the first step
+                first_step.append(time.time() - float(os.environ.get("BENCH_LAUNCHED_AT", time.time())))
 
         def on_epoch_end(self, epoch, logs=None):
             epoch_s.append(time.perf_counter() - self.t)
@@ -109,7 +123,16 @@ def run(a: argparse.Namespace, settings=None) -> dict:
     else:
         fit(model, source, layout, hparams=hp, training=training, label="train_worker", callbacks=(Log(), Clock()))
     seconds = time.perf_counter() - t0
-    return {"losses": losses, "seconds": seconds, "epoch_seconds": epoch_s, "samples": source.num_rows * a.epochs,
+    if a.score_start:  # the trained model's scores of another window (make bench-train's paired GAUC)
+        import numpy as np
+
+        from ecdctr_pipeline.modeling.streaming import score_stream
+
+        held = calendar.Window(dt.date.fromisoformat(a.score_start), dt.date.fromisoformat(a.score_end))
+        labels, scores, users = score_stream(model, WindowSource.open(store, a.table, delta.version(store, a.table),
+                                                                      held), layout)
+        np.savez(a.scores_out, labels=labels, scores=scores, users=users)
+    return {"first_step_s": first_step[0] if first_step else None,"losses": losses, "seconds": seconds, "epoch_seconds": epoch_s, "samples": source.num_rows * a.epochs,
             "rows": source.num_rows, "placement": place.describe(), "worker": place.worker,
             "replicas": place.replicas, "input": a.input,
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -26,6 +26,14 @@ for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_k, None)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with a slow test first (whole modules, their order otherwise kept): ``make test``
+    spreads the tests over workers (pytest-xdist, work stealing), and a long test that starts
+    last leaves the other workers idle at the end."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 def json_result(printed: str) -> dict:
     """The JSON object ``ecdctr ... --json`` printed (log lines of Airflow, GX or Spark may surround it)."""
     import json

@@ -357,6 +357,10 @@ class TrainingSettings(_Section):
     # are read this many rows at a time; peak memory follows these, not the window
     shuffle_buffer_rows: int = Field(65_536, gt=0)
     read_batch_rows: int = Field(8_192, gt=0)
+    # a shard (one worker's files) whose decoded rows fit this budget is decoded once and kept in
+    # memory across epochs (each epoch a fresh permutation of all its rows); larger shards stream
+    # with the bounded shuffle above. 0: always stream.
+    input_cache_mb: int = Field(1024, ge=0)
     # auto: multi_worker when TF_CONFIG / TRAINER_WORKER_HOSTS name several workers, mirrored
     # when the pod sees several GPUs, else one device
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
@@ -366,6 +370,10 @@ class TrainingSettings(_Section):
     # epoch's weights are kept (`epochs` is then the maximum). 0: train all epochs, no slice.
     validation_days: int = Field(0, ge=0)
     early_stopping_patience: int = Field(1, ge=0)
+    # the compiled train step (make bench-train measures both; README "Benchmarks"): XLA for the
+    # whole step, and steps run per call of the traced function (fewer Python round trips)
+    jit_compile: bool = False
+    steps_per_execution: int = Field(1, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=64)  # Kubernetes mode: pods of a trainer step (an Indexed Job)
     worker_port: int = Field(2222, gt=0, lt=65536)  # the workers' collective port (headless Service)
 

@@ -38,3 +38,43 @@ def make_dataset(arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_siz
     if shuffle:
         ds = ds.shuffle(n_batches, seed=seed, reshuffle_each_iteration=True)
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle).prefetch(tf.data.AUTOTUNE)
+
+
+def epochs_dataset(arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_size: int, *, shuffle: bool,
+                   seed: int = 0, first_epoch: int = 0, repeat: bool = False):
+    """Passes over raw in-memory columns, each a fresh permutation of the rows (the streaming
+    trainers' cache, :func:`~ecdctr_pipeline.modeling.streaming.make_dataset`): each iteration of
+    the dataset is one pass (epoch ``first_epoch``, then +1 ...), its rows permuted by the
+    stateless seed ``(seed, epoch)`` — so epoch ``e`` is the same whether a run started at 0 or
+    resumed at ``e``; ``repeat`` makes it endless (one epoch after the other). No Python runs per
+    batch."""
+    import itertools
+
+    import tensorflow as tf
+
+    n = len(arrays[LABEL])
+    if n == 0:
+        raise ValueError("no rows to train or evaluate on")
+    tensors = {k: tf.constant(v) for k, v in arrays.items()}
+    n_batches = -(-n // batch_size)
+    epochs = itertools.count(first_epoch)
+
+    def next_epochs():
+        yield from (epochs if repeat else [next(epochs)])
+
+    def one_pass(epoch):
+        rows = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            rows = tf.random.experimental.stateless_shuffle(rows, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+
+        def gather(b):
+            idx = rows[b * batch_size: tf.minimum((b + 1) * batch_size, n)]
+            raw = {k: tf.gather(t, idx) for k, t in tensors.items() if k != LABEL}
+            return transform(raw, layout), tf.gather(tensors[LABEL], idx)
+
+        return tf.data.Dataset.range(n_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = tf.data.Dataset.from_generator(next_epochs, output_signature=tf.TensorSpec((), tf.int64)).flat_map(one_pass)
+    if not repeat:  # Keras knows the epoch's length
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return ds

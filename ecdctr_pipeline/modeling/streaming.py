@@ -242,18 +242,42 @@ def signature(layout: FeatureLayout, extra: dict[str, Any] | None = None) -> dic
     return spec
 
 
+def decoded_bytes(source: WindowSource, layout: FeatureLayout) -> int:
+    """Bytes of ``source``'s rows decoded into raw columns (int64/float: 8 bytes a value, a
+    sequence ``max_seq_len`` values): what :func:`make_dataset`'s cache would hold."""
+    per_row = 8 * (len(layout.columns) + (layout.max_seq_len - 1) * len(layout.sequences))
+    return per_row * source.num_rows
+
+
 def make_dataset(source: WindowSource, layout: FeatureLayout, batch_size: int, *, shuffle: bool, seed: int = 0,
                  buffer_rows: int = BUFFER_ROWS, read_rows: int = READ_BATCH_ROWS, first_epoch: int = 0,
-                 repeat: bool = False):
+                 repeat: bool = False, cache_bytes: int = 0):
     """``(model inputs, label)`` batches of ``source`` through the shared preprocessing graph.
     Each iteration of the dataset is one pass (epoch ``first_epoch``, then +1 ...) reshuffled with
-    ``seed + epoch``; ``repeat`` makes it endless (multi-worker training sets the steps)."""
+    ``seed + epoch``; ``repeat`` makes it endless (multi-worker training sets the steps).
+
+    ``cache_bytes``: when the shard's decoded rows fit (:func:`decoded_bytes`), they are read
+    once, record batch by record batch, and every pass is a fresh permutation of them in memory
+    (:func:`~ecdctr_pipeline.modeling.inputs.epochs_dataset`), so the files are decoded once,
+    not once an epoch; larger shards stream. The trainers pass ``training.input_cache_mb``."""
     import itertools
 
     import tensorflow as tf
 
     from ecdctr_pipeline.modeling.preprocessing import transform
 
+    options = tf.data.Options()
+    # the source is sharded by file above; tf.distribute must not shard it again
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    if cache_bytes and decoded_bytes(source, layout) <= cache_bytes:
+        from ecdctr_pipeline.modeling.inputs import epochs_dataset
+
+        arrays = _concat(list(raw_batches(source, layout, read_rows, shuffle=False, read_rows=read_rows)))
+        log.debug("%s: %d rows decoded once into memory (%.0f MB)", source.describe(), source.num_rows,
+                  decoded_bytes(source, layout) / 2**20)
+        ds = epochs_dataset(arrays, layout, batch_size, shuffle=shuffle, seed=seed, first_epoch=first_epoch,
+                            repeat=repeat)
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
     epochs = itertools.count(first_epoch)
 
     def generate():
@@ -272,9 +296,6 @@ def make_dataset(source: WindowSource, layout: FeatureLayout, batch_size: int, *
         return transform({k: v for k, v in raw.items() if k != LABEL}, layout), raw[LABEL]
 
     ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # the source is sharded by file above; tf.distribute must not shard it again
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

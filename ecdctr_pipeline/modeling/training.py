@@ -234,7 +234,8 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
     def make(index: int, count: int, batch: int):
         return streaming.make_dataset(source.shard(index, count), layout, batch, shuffle=True, seed=hp.seed,
                                       buffer_rows=training.shuffle_buffer_rows, read_rows=training.read_batch_rows,
-                                      first_epoch=first_epoch, repeat=endless)
+                                      first_epoch=first_epoch, repeat=endless,
+                                      cache_bytes=training.input_cache_mb * 2**20)
 
     ds = distribute.distribute(place, make, hp.batch_size)
     if endless:
@@ -249,7 +250,8 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
 
         def make_val(index: int, count: int, batch: int):
             return streaming.make_dataset(validation.shard(index, count), layout, batch, shuffle=False,
-                                          read_rows=training.read_batch_rows, repeat=endless)
+                                          read_rows=training.read_batch_rows, repeat=endless,
+                                          cache_bytes=training.input_cache_mb * 2**20)
 
         val = distribute.distribute(place, make_val, hp.batch_size)
         val_steps = -(-validation.num_rows // hp.batch_size) if endless else None

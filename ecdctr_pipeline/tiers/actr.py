@@ -117,7 +117,7 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
     """Fine-tune from the CPM (or, for Target-only, train from random weights) on the ad window.
     ``base``: a Keras model to start from instead of ``args.base_model`` (experiments' baselines,
     e.g. the re-pretrained complete model; ``args.transfer_policy`` applies)."""
-    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model, compile_options
     from ecdctr_pipeline.modeling.transfer import warm_start
 
     hp = args.hparams
@@ -131,7 +131,7 @@ def run_training(args: TrainArgs, *, base=None) -> TrainResult:
                                      name="actr" if base is not None else "target_only",
                                      source_sequence=args.data.layout.source_sequence)
         extra = {"warm_start": warm_start(model, base, args.transfer_policy)} if base is not None else {}
-        compile_model(model, hp.learning_rate)
+        compile_model(model, hp.learning_rate, **compile_options(args.training))
     if args.artifact:  # a published run checkpoints each epoch in the store and resumes after a kill
         model, fit_metrics, resumed = fit_resumable(args, model, train, val)
         if resumed >= 0:

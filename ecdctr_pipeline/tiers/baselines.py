@@ -242,7 +242,7 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
     of a multi-domain model (Table 2's Share-Bottom, MMoE, STAR, CoNet), whose head routes each
     row by its domain. Returns ``(labels, scores, users, what training recorded)``."""
     from ecdctr_pipeline.evaluation.holdout import holdout_source
-    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model, compile_options
     from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
     from ecdctr_pipeline.modeling.streaming import TaggedSource, score_stream
     from ecdctr_pipeline.modeling.training import (
@@ -265,7 +265,8 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
     name = head or "sample_merging"
     with placement(ad).strategy.scope():
         model = compile_model(build_complete_model(settings.cpm, settings.features, None, name=name,
-                                                   domain_indicator=True, head=head), hp.learning_rate)
+                                                   domain_indicator=True, head=head), hp.learning_rate,
+                              **compile_options(ad.training))
     m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"{name} {p.day}",
             validation=tagged((ad_val, "ad")) if ad_val is not None else None)
     labels, scores, users = score_stream(model, tagged((holdout_source(ad), "ad")), layout)

@@ -76,14 +76,15 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.CPMPlan, *, tp
 
 
 def run_training(args: TrainArgs) -> TrainResult:
-    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model
+    from ecdctr_pipeline.modeling.models import build_complete_model, compile_model, compile_options
 
     hp = args.hparams
     hist = historical_tables(args)
     train, val = training_sources(args)
     set_seed(hp.seed)
     with placement(args).strategy.scope():
-        model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate)
+        model = compile_model(build_complete_model(args.model, args.features, hist, name="cpm"), hp.learning_rate,
+                              **compile_options(args.training))
     if args.artifact:  # the CPM checkpoints each epoch in the store and resumes after a kill
         model, fit_metrics, resumed = fit_resumable(args, model, train, val)
     else:  # the re-pretraining baseline (never published)

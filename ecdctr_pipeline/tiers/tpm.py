@@ -48,7 +48,7 @@ def run_training(args: TrainArgs) -> TrainResult:
 
     from ecdctr_pipeline.data import embedding_sets
     from ecdctr_pipeline.modeling import streaming
-    from ecdctr_pipeline.modeling.models import build_tpm_model, compile_model
+    from ecdctr_pipeline.modeling.models import build_tpm_model, compile_model, compile_options
 
     p, hp, layout = args.plan, args.hparams, args.data.layout
     months = {}
@@ -59,7 +59,8 @@ def run_training(args: TrainArgs) -> TrainResult:
     item_vocab = np.unique(np.concatenate([i for _, i in ids.values()]))
     set_seed(hp.seed)
     with placement(args).strategy.scope():
-        model = compile_model(build_tpm_model(args.model, args.features, user_vocab, item_vocab), hp.learning_rate)
+        model = compile_model(build_tpm_model(args.model, args.features, user_vocab, item_vocab), hp.learning_rate,
+                              **compile_options(args.training))
     seen_users = np.zeros(len(user_vocab), bool)
     seen_items = np.zeros(len(item_vocab), bool)
     result = TrainResult(scratch=args.store.scratch_dir("ecdctr-tpm-"))

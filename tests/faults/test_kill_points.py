@@ -104,6 +104,7 @@ def _raw_day(tmp_path: Path, day: str, name: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_ingest_and_extraction_killed_at_every_commit(tmp_path, fault_counts):
     """A new raw table (its first commit, then its feature-schema record), a day added to it, and
     a forced re-extraction, each killed before every Delta commit: the table stays readable at its

@@ -62,6 +62,7 @@ def _day_counts(store, table: str, day: str) -> tuple[int, int]:
     return t.num_rows, int(pc.sum(t["click"]).as_py() or 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["duckdb", "spark"])
 def test_forced_extraction_never_hides_a_later_raw_change(engine, tmp_path, monkeypatch, request, fault_counts):
     spark = request.getfixturevalue("spark") if engine == "spark" else None

@@ -168,6 +168,7 @@ def run_read_only(root: Path, *argv: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_read_only_store_fails_before_training_and_export_is_one_line(cpm_trained_store, tmp_path, capsys,
                                                                         fault_counts):
     if not _can_mount_read_only(tmp_path):

@@ -89,6 +89,7 @@ def _smoke(t: experiments.Table) -> experiments.Table:
                                orderings=tuple(o for o in t.orderings if o[0] in keep and o[2] in keep))
 
 
+@pytest.mark.slow
 def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp_path):
     """One run of the runner serves the efficiency report and the tables (as the CLI's variants
     are trained once per day); every table with one variant of each family (``SMOKE_LEAVES_OUT``)."""

@@ -143,3 +143,38 @@ def test_tagged_source_reads_every_part_once_with_its_tag(ad):
     assert 0 < got[DOMAIN][: len(got[DOMAIN]) // 2].mean() < 1  # the file order mixes the parts
     with pytest.raises(streaming.StreamError, match="one input pipeline, not 2"):
         tagged.shard(0, 2)
+
+
+def test_a_cached_window_is_decoded_once_and_each_epoch_permutes_every_row(ad, monkeypatch):
+    _, _, _, layout, source, full = ad
+    reads = []
+    real = streaming.raw_batches
+    monkeypatch.setattr(streaming, "raw_batches", lambda *a, **k: reads.append(1) or real(*a, **k))
+    budget = streaming.decoded_bytes(source, layout)
+
+    def epoch_rows(ds):
+        batches = list(ds)
+        assert all(len(y) == 256 for _, y in batches[:-1])
+        return (np.concatenate([x["user_id"].numpy().ravel() for x, _ in batches]),
+                np.concatenate([x["item_id"].numpy().ravel() for x, _ in batches]))
+
+    ds = streaming.make_dataset(source, layout, 256, shuffle=True, seed=0, cache_bytes=budget)
+    assert int(ds.cardinality()) == -(-source.num_rows // 256)
+    e0, e1 = epoch_rows(ds), epoch_rows(ds)
+    assert len(reads) == 1  # the files were decoded once, for both epochs
+    keys = lambda u, i: sorted(zip(u.tolist(), i.tolist()))  # noqa: E731
+    assert keys(*e0) == keys(*e1) == sorted(zip(full["user_id"].tolist(), full["item_id"].tolist()))
+    assert not np.array_equal(e0[0], e1[0])  # a new permutation of the rows, not only of the batches
+    # epoch 1 is the same whether a run starts at 0 or resumes at 1 (stateless seed (seed, epoch))
+    resumed = streaming.make_dataset(source, layout, 256, shuffle=True, seed=0, cache_bytes=budget, first_epoch=1)
+    assert np.array_equal(epoch_rows(resumed)[0], e1[0])
+    # endless for the replicas: one epoch after the other
+    endless = streaming.make_dataset(source, layout, 256, shuffle=True, seed=0, cache_bytes=budget, repeat=True)
+    n = -(-source.num_rows // 256)
+    first = np.concatenate([x["user_id"].numpy().ravel() for x, _ in endless.take(2 * n)])
+    assert np.array_equal(first, np.concatenate([e0[0], e1[0]]))
+    # one byte short of the budget: it streams (the files are read again each epoch)
+    reads.clear()
+    small = streaming.make_dataset(source, layout, 256, shuffle=True, seed=0, cache_bytes=budget - 1)
+    epoch_rows(small), epoch_rows(small)
+    assert len(reads) == 2
