@@ -66,7 +66,7 @@ demo: venv
 # helm compiles (minutes of CPU), so most of the compile hides behind them.
 test:
 	@$(MAKE) --no-print-directory -j5 venv chromium tools
-	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist load
 
 # Unit tests only: no Spark, no Airflow DB, no S3 server.
 test-fast: venv

@@ -28,10 +28,54 @@ for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
 
 def pytest_collection_modifyitems(session, config, items):
     """Modules with a slow test first (whole modules, their order otherwise kept): ``make test``
-    spreads the tests over workers (pytest-xdist, work stealing), and a long test that starts
-    last leaves the other workers idle at the end."""
+    spreads the tests over workers (pytest-xdist ``--dist load`` hands them out from the front),
+    and a long test that starts last leaves the other workers idle at the end."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
+def _fault_counts(config) -> dict[str, int]:
+    if not hasattr(config, "_ecdctr_fault_counts"):
+        config._ecdctr_fault_counts = {}
+    return config._ecdctr_fault_counts
+
+
+@pytest.fixture(scope="session")
+def fault_counts(pytestconfig) -> dict[str, int]:
+    """What the fault suite tried (name → count), summed over the run's workers."""
+    return _fault_counts(pytestconfig)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # a pytest-xdist worker: its counts go to the controller
+        import json
+
+        output["fault_counts"] = json.dumps(_fault_counts(session.config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    import json
+
+    counts = _fault_counts(node.config)
+    for name, n in json.loads(getattr(node, "workeroutput", {}).get("fault_counts", "{}")).items():
+        counts[name] = counts.get(name, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    import json
+
+    counts = _fault_counts(config)
+    if not counts or getattr(config, "workeroutput", None) is not None:
+        return
+    terminalreporter.section("fault suite")
+    for name, n in sorted(counts.items()):
+        terminalreporter.write_line(f"{name}: {n}")
+    try:
+        (config._tmp_path_factory.getbasetemp() / "fault-counts.json").write_text(json.dumps(counts, indent=2))
+    except Exception:  # noqa: BLE001 - the summary is a convenience
+        pass
 
 
 def json_result(printed: str) -> dict:
