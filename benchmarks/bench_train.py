@@ -282,7 +282,7 @@ def bench_training(repeat: int, gpu: bool, reference: str) -> str:
                      f"({holdout.start}..{holdout.end}, paired bootstrap by user). Goals: >= 4x samples/s "
                      f"({'met' if stream / ref_rate >= 4 else 'NOT met'}); first step <= 3 s "
                      f"({'met' if ours['first_step_s'] <= 3 else 'NOT met'}); GAUC no worse "
-                     f"({'met' if lift['ci_high'] >= 0 else 'NOT met'}).")
+                     f"({'NOT met: worse' if lift['ci_high'] < 0 else 'met' if lift['ci_low'] >= 0 else 'unresolved: the interval holds 0'}).")
         text += (f"\n\nInput\n\n{t1}\n\nGoal: trainers' input / in-memory >= 0.95 "
                  f"({'met' if stream / mem >= 0.95 else 'NOT met'}).\n\nPeak RSS of one epoch, streaming without the "
                  f"cache (one process each)\n\n{t2}\n\nGoal: streaming 8x within 1.3x of 1x "
