@@ -1,18 +1,38 @@
 """``ecdctr experiments --table T[,T…]``: the paper's comparisons on the simulator, with the
-evaluation protocol that can resolve them.
+evaluation protocol that can resolve them (issue 31).
 
-Protocol. For each seed: simulate ``scale`` into a fresh store, extract the features, train the
-week-level models once (:func:`~ecdctr_pipeline.tiers.variants.prepare_week`), then for each of
-``days`` consecutive A-CTR days train every variant of the requested tables on that day's ad
-window and score it on that day's holdout (a variant is trained once even when several tables
-show it). Scores of one day are on the same rows for every variant, so comparisons are paired:
-a (seed, day, user) group is the unit of GAUC, the pooled GAUC of a variant is the
-impression-weighted mean of its groups' AUCs, and each ordering's lift carries a 95% bootstrap
-interval from resampling groups (users of a day, pooled over days and seeds). Every variant gets
-the same tuning: the settings' epochs, and early stopping when ``training.validation_days`` > 0.
+Replicates. A replicate is one simulated world (``--worlds``) × one training seed
+(``--train-seeds``): the world seed draws the users, items, tastes and clicks; the training seed
+initialises and orders every model of the replicate (TPM, CPM, A-CTR and the baselines). The
+days, users and models of one replicate share their world and their training run, so they are
+not independent: the unit of every interval and test is the replicate, never a (day, user)
+group. Each world is simulated and its features extracted once; each training seed trains in a
+scratch copy of that world's tables (hard links), so nothing one seed publishes is reused by
+another.
 
-An ordering "A > B" *holds* when the lift's interval is above 0, is *reversed* when it is below
-0, and is *unresolved* when it contains 0; "A ≥ B" holds unless the interval is below 0.
+Per replicate: the week-level models are trained once
+(:func:`~ecdctr_pipeline.tiers.variants.prepare_week`), then for each of ``days`` consecutive
+A-CTR days every variant of the requested tables is trained on that day's ad window and scored
+on that day's holdout (a variant is trained once even when several tables show it). Scores of a
+day are on the same rows for every variant, so a replicate's lift (A minus B, GAUC pooled over
+its days) is paired.
+
+Two metrics. *Observed*: the GAUC of the holdout's drawn clicks. *Expected* (when
+``--probe-multiple`` > 0): every model also scores a probe holdout, about that many times the
+day's ad volume drawn from the same world for the holdout day (``World.probe``), its features
+extracted by the same job in a store of its own; its GAUC is the expected GAUC over the true
+click probabilities (``metrics.expected_gauc``), free of label noise. Verdicts use the expected
+GAUC when it exists, the observed one otherwise; the report gives both.
+
+Statistics (:mod:`ecdctr_pipeline.evaluation.protocol`): per ordering the paired t test over
+replicates, Holm's correction across the table's orderings, and the minimum detectable effect at
+80% power for the replicates run. "A > B" holds when significant after the correction and A is
+above, is reversed when significant and below, else unresolved; "A >= B" is a non-inferiority
+test (one-sided, ``--margin``); "A ~ B" (the instrument's A/A check) is "no difference detected"
+unless significant. One replicate gives no interval: every verdict is then "unresolved".
+
+Every fine-tuned variant gets the same tuning and budget: the settings' epochs (``--max-epochs``)
+and early stopping when ``training.validation_days`` > 0; the samples each one saw are reported.
 """
 
 from __future__ import annotations
@@ -44,13 +64,17 @@ class Table:
     title: str
     variants: tuple[str, ...]
     reference: str  # lifts in the table are against this variant
-    orderings: tuple[tuple[str, str, str], ...]  # (a, ">" | ">=", b): the paper's claims
+    orderings: tuple[tuple[str, str, str], ...]  # (a, ">" | ">=" | "~", b): the paper's claims ("~": A/A)
     not_built: tuple[str, ...] = ()  # the paper's rows this project does not implement
 
 
 TABLES: dict[str, Table] = {t.key: t for t in (
     Table("main", "E-CDCTR vs Target-only", ("target_only", "ecdctr"), "target_only",
           (("ecdctr", ">", "target_only"),)),
+    # the instrument's own check: a planted effect must be found, an A/A difference must not
+    Table("aa", "The instrument: a planted effect and an A/A comparison",
+          ("target_only", "target_only_reseeded", "planted"), "target_only",
+          (("planted", ">", "target_only"), ("target_only_reseeded", "~", "target_only"))),
     Table("2", "Table 2: E-CDCTR against cross-domain and multi-domain models",
           ("target_only", "share_bottom", "mmoe", "star", "conet", "minet", "keep", "ecdctr"), "target_only",
           tuple(("ecdctr", ">", b) for b in ("target_only", "share_bottom", "mmoe", "star", "conet", "minet", "keep")),
@@ -98,81 +122,216 @@ def actr_days(settings: Settings, monday: dt.date, days: int) -> list[dt.date]:
     return out
 
 
-def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str], *,
-             repretrain_months: int | None = None) -> tuple[list[dict], dict]:
-    """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them
-    (features are extracted here; the ``repretrained`` variant's longer natural window must be
-    extracted by the caller). Returns one ``{"day", "labels", "users", "scores": {variant: array},
-    "training": {variant: info}}`` per day, and the week-level models with what they recorded."""
-    from ecdctr_pipeline.core.report import progress
+def extract_inputs(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, needs: set[str]) -> Settings:
+    """The feature tables the variants that ``needs`` these week-level inputs read on ``days`` A-CTR
+    days from ``monday`` (a table already built from the same raw versions is skipped). Returns
+    the settings the features were extracted under."""
     from ecdctr_pipeline.tiers import variants as registry
 
-    specs = [registry.get(v) for v in variants]
-    needs = set().union(*(s.needs for s in specs))
     settings = registry.with_needed_features(settings, needs)
     p = calendar.cpm_plan(monday, settings.calendar)
     if needs:
         extract.extract_tpm(settings, store, calendar.tpm_plan(p.embedding_set, settings.calendar).month)
         extract.extract_complete(settings, store, "natural", monday)
+    for d in actr_days(settings, monday, days):
+        extract.extract_complete(settings, store, "ad", d)
+    return settings
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe holdout of one A-CTR day: a store whose raw ad table holds the probe rows on that
+    day (and the world's own rows before it), and each probe row's true click probability."""
+
+    store: ArtifactStore | None  # None: the day's own holdout (its true probabilities only)
+    probs: np.ndarray
+    clicks: np.ndarray  # the clicks the simulator drew: the holdout's labels, row for row
+
+
+def _check_drawn(labels: np.ndarray, drawn: Probe, what: str) -> None:
+    """The scored rows are the simulator's rows in its order (else probabilities would be paired
+    with the wrong rows)."""
+    if labels.size != drawn.probs.size or not np.array_equal(np.asarray(labels, np.int64),
+                                                              np.asarray(drawn.clicks, np.int64)):
+        raise EcdctrError(f"experiments: {what} has {labels.size} rows whose labels are not the {drawn.probs.size} "
+                          "clicks the simulator drew in that order")
+
+
+def _planted(base: np.ndarray, probs: np.ndarray, fraction: float) -> np.ndarray:
+    """``base`` scores moved by ``fraction`` x the true click logit (in logit space)."""
+    eps = 1e-6
+    b = np.clip(np.asarray(base, np.float64), eps, 1 - eps)
+    p = np.clip(np.asarray(probs, np.float64), eps, 1 - eps)
+    z = np.log(b / (1 - b)) + fraction * np.log(p / (1 - p))
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def run_days(settings: Settings, store: ArtifactStore, monday: dt.date, days: int, variants: list[str], *,
+             repretrain_months: int | None = None, truth: dict[str, Probe] | None = None,
+             probes: dict[str, Probe] | None = None, planted: float = 0.0) -> tuple[list[dict], dict]:
+    """Every variant on ``days`` A-CTR days from ``monday`` in a store whose raw tables cover them
+    (features are extracted here; the ``repretrained`` variant's longer natural window must be
+    extracted by the caller). Returns one ``{"day", "labels", "users", "scores": {variant: array},
+    "training": {variant: info}}`` per day, and the week-level models with what they recorded.
+
+    On a simulated world: ``truth`` (day → the true click probability and drawn click of each
+    holdout row, in the holdout's order) and ``probes`` (day → :class:`Probe`) add ``"probs"`` and ``"probe":
+    {"labels", "users", "probs", "scores"}`` to a day; a derived variant (``planted``) is
+    Target-only's scores moved by ``planted`` x the true logit, on both holdouts."""
+    from ecdctr_pipeline.core.report import progress
+    from ecdctr_pipeline.evaluation.holdout import probing
+    from ecdctr_pipeline.tiers import variants as registry
+
+    specs = [registry.get(v) for v in variants]
+    derived = [s for s in specs if s.derived_from]
+    for s in derived:
+        if s.derived_from not in variants:
+            raise EcdctrError(f"experiments: {s.name} is derived from {s.derived_from}; run both")
+        if truth is None or probes is None:
+            raise EcdctrError(f"experiments: {s.name} needs a simulated world's true click probabilities "
+                              f"(--probe-multiple > 0)")
+    trained = [s for s in specs if not s.derived_from]
+    needs = set().union(*(s.needs for s in specs))
+    settings = extract_inputs(settings, store, monday, days, needs)
     out = []
     day_list = actr_days(settings, monday, days)
-    for d in day_list:
-        extract.extract_complete(settings, store, "ad", d)
     week = registry.prepare_week(settings, store, monday, needs, repretrain_months=repretrain_months)
     for d in day_list:
-        row: dict = {"day": d.isoformat(), "scores": {}, "training": {}}
-        for spec in progress(specs, desc=f"variants {d}", unit="model"):
+        key = d.isoformat()
+        probe = (probes or {}).get(key)
+        if probes is not None and probe is None:
+            raise EcdctrError(f"experiments: no probe holdout for {key}")
+        if probe is not None:
+            extract.extract_complete(settings, probe.store, "ad", d)
+        row: dict = {"day": key, "scores": {}, "training": {}}
+        if probe is not None:
+            row["probe"] = {"probs": probe.probs, "scores": {}}
+        for spec in progress(trained, desc=f"variants {d}", unit="model"):
             t0 = time.perf_counter()
-            labels, scores, users, info = spec.score(settings, store, d, week)
+            with probing(probe.store if probe is not None else None):
+                labels, scores, users, info = spec.score(settings, store, d, week)
             info["seconds"] = round(time.perf_counter() - t0, 2)  # training and scoring
             if "rows" in info:  # trained on the ad window: the epochs it used
                 info.setdefault("epochs_run", settings.actr.epochs)
+            if probe is not None:
+                pl, ps, pu = info.pop("probe")
+                _same_rows(row["probe"], pl, pu, f"{spec.name}'s probe holdout of {key}")
+                row["probe"]["scores"][spec.name] = ps
             row["training"][spec.name] = info
-            if "labels" not in row:
-                row["labels"], row["users"] = labels, users
-            elif not (np.array_equal(row["labels"], labels) and np.array_equal(row["users"], users)):
-                raise EcdctrError(f"experiments: {spec.name} scored other holdout rows of {d} than {specs[0].name}")
+            _same_rows(row, labels, users, f"{spec.name}'s holdout of {key}")
             row["scores"][spec.name] = scores
+        if probe is not None:
+            _check_drawn(row["probe"]["labels"], probe, f"the probe holdout of {key}")
+        if truth is not None:
+            _check_drawn(row["labels"], truth[key], f"the holdout of {key}")
+            row["probs"] = truth[key].probs
+        for spec in derived:
+            row["scores"][spec.name] = _planted(row["scores"][spec.derived_from], row["probs"], planted)
+            row["probe"]["scores"][spec.name] = _planted(row["probe"]["scores"][spec.derived_from],
+                                                         row["probe"]["probs"], planted)
+            row["training"][spec.name] = {"planted": planted}
         out.append(row)
     return out, week
 
 
-def _verdict(op: str, lo: float, hi: float) -> str:
+def _same_rows(row: dict, labels, users, what: str) -> None:
+    if "labels" not in row:
+        row["labels"], row["users"] = labels, users
+    elif not (np.array_equal(row["labels"], labels) and np.array_equal(row["users"], users)):
+        raise EcdctrError(f"experiments: {what} has other rows than the first variant's")
+
+
+ALPHA = 0.05
+
+
+def _replicate_gauc(rep: dict, variant: str, metric: str) -> float:
+    from ecdctr_pipeline.evaluation.metrics import pooled_gauc
+
+    if metric == "expected":
+        return pooled_gauc([(r["probe"]["probs"], r["probe"]["users"], r["probe"]["scores"][variant])
+                            for r in rep["days"]], expected=True).gauc
+    return pooled_gauc([(r["labels"], r["users"], r["scores"][variant]) for r in rep["days"]]).gauc
+
+
+def _test(lifts: list[float], op: str, margin: float) -> dict:
+    from ecdctr_pipeline.evaluation.protocol import mde, paired_test, seed_interval
+
+    ci = seed_interval(lifts)
+    out = {"lift": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "sd": ci["sd"],
+           "replicates": len(lifts), "lifts": list(lifts), "mde": mde(ci["sd"], len(lifts)), "p": None}
+    if len(lifts) >= 2:
+        t = paired_test(lifts, margin=margin if op == ">=" else 0.0,
+                        alternative="greater" if op == ">=" else "two-sided")
+        out["p"], out["test"] = t["p"], t
+    return out
+
+
+def _ordering_verdict(op: str, x: dict) -> str:
+    from ecdctr_pipeline.evaluation.protocol import verdict
+
+    if x["p"] is None:
+        return "unresolved (1 replicate)"
+    if op == "~":
+        return "differs" if x["p_holm"] <= ALPHA else "no difference detected"
     if op == ">=":
-        return "holds" if hi >= 0 else "does not hold"
-    return "holds" if lo > 0 else ("reversed" if hi < 0 else "unresolved")
+        return "holds" if x["p_holm"] <= ALPHA else "unresolved"
+    return verdict(x["test"], x["p_holm"], alpha=ALPHA)
 
 
-def summarize(table: Table, runs: dict[int, list[dict]], *, n_boot: int = 2000) -> dict:
-    """Per-variant GAUC (mean ± std over seeds, pooled over days), lifts and orderings with CIs."""
-    from ecdctr_pipeline.evaluation.metrics import paired_gauc_lift, pooled_gauc
+def summarize(table: Table, runs: dict[str, dict], *, margin: float = 0.002) -> dict:
+    """Per-variant GAUC over replicates and each ordering's test. ``runs``: replicate key →
+    ``{"world", "seed", "days": run_days' rows}``."""
+    from ecdctr_pipeline.evaluation.metrics import pooled_gauc
+    from ecdctr_pipeline.evaluation.protocol import holm
 
-    seeds = sorted(runs)
+    keys = sorted(runs)
+    if not keys:
+        raise EcdctrError("experiments: no replicates to summarize")
+    probed = all("probe" in r for k in keys for r in runs[k]["days"])
+    metric = "expected" if probed else "observed"
+    metrics = ("observed", "expected") if probed else ("observed",)
+    g = {(v, m): np.array([_replicate_gauc(runs[k], v, m) for k in keys]) for v in table.variants for m in metrics}
 
-    def pairs(a: str, b: str):
-        return [(r["labels"], r["users"], r["scores"][a], r["scores"][b]) for s in seeds for r in runs[s]]
+    def spread(x):
+        return float(x.std(ddof=1)) if x.size > 1 else 0.0
 
-    def pooled(v: str, s: int):
-        return pooled_gauc([(r["labels"], r["users"], r["scores"][v]) for r in runs[s]])
-
-    per_seed = {v: [pooled(v, s).gauc for s in seeds] for v in table.variants}
-    everything = pooled_gauc([(r["labels"], r["users"], r["scores"][table.reference]) for s in seeds for r in runs[s]])
     rows = []
     for v in table.variants:
-        g = np.array(per_seed[v])
-        lift = paired_gauc_lift(pairs(v, table.reference), n_boot=n_boot) if v != table.reference else None
-        epochs = [r["training"][v]["epochs_run"] for s in seeds for r in runs[s] if "epochs_run" in r["training"][v]]
-        rows.append({"variant": v, "epochs_used": float(np.mean(epochs)) if epochs else None, "gauc_mean": float(g.mean()), "gauc_std": float(g.std(ddof=1)) if len(g) > 1 else 0.0,
-                     "gauc_per_seed": g.tolist(), "lift_vs_reference": lift})
-    orderings = []
-    for a, op, b in table.orderings:
-        lift = paired_gauc_lift(pairs(a, b), n_boot=n_boot)
-        orderings.append({"a": a, "op": op, "b": b, "lift": lift["lift"], "ci_low": lift["ci_low"],
-                          "ci_high": lift["ci_high"], "verdict": _verdict(op, lift["ci_low"], lift["ci_high"])})
-    return {"table": table.key, "title": table.title, "reference": table.reference, "seeds": seeds,
-            "days": [r["day"] for r in runs[seeds[0]]], "rows": rows, "orderings": orderings,
-            "coverage": everything.coverage, "groups": everything.users_scored,
-            "not_built": list(table.not_built)}
+        infos = [r["training"][v] for k in keys for r in runs[k]["days"]]
+        epochs = [i["epochs_run"] for i in infos if "epochs_run" in i]
+        samples = [i["rows"] * i["epochs_run"] for i in infos if "epochs_run" in i and "rows" in i]
+        row = {"variant": v, "epochs_used": float(np.mean(epochs)) if epochs else None,
+               "samples_seen": float(np.mean(samples)) if samples else None,
+               "gauc_mean": float(g[v, "observed"].mean()), "gauc_std": spread(g[v, "observed"]),
+               "gauc_per_replicate": g[v, "observed"].tolist(),
+               "lift_vs_reference": None if v == table.reference else
+               _test((g[v, metric] - g[table.reference, metric]).tolist(), ">", margin)}
+        if probed:
+            row.update(expected_mean=float(g[v, "expected"].mean()), expected_std=spread(g[v, "expected"]),
+                       expected_per_replicate=g[v, "expected"].tolist())
+        rows.append(row)
+    orderings = [{"a": a, "op": op, "b": b, **_test((g[a, metric] - g[b, metric]).tolist(), op, margin)}
+                 for a, op, b in table.orderings]
+    adjusted = holm({str(i): o["p"] for i, o in enumerate(orderings) if o["p"] is not None})
+    for i, o in enumerate(orderings):
+        o["p_holm"] = adjusted.get(str(i))
+        o["verdict"] = _ordering_verdict(o["op"], o)
+    mdes = [o["mde"] for o in orderings] or [r["lift_vs_reference"]["mde"] for r in rows if r["lift_vs_reference"]]
+    mdes = [m for m in mdes if m is not None]
+    everything = pooled_gauc([(r["labels"], r["users"], r["scores"][table.reference])
+                              for k in keys for r in runs[k]["days"]])
+    out = {"table": table.key, "title": table.title, "reference": table.reference, "metric": metric,
+           "margin": margin, "alpha": ALPHA, "replicates": [{"key": k, "world": runs[k]["world"],
+                                                           "seed": runs[k]["seed"]} for k in keys],
+           "days": [r["day"] for r in runs[keys[0]]["days"]], "rows": rows, "orderings": orderings,
+           "mde": max(mdes) if mdes else None, "coverage": everything.coverage, "groups": everything.users_scored,
+           "not_built": list(table.not_built)}
+    if probed:  # the ceiling: the true probabilities themselves scored on the probe holdouts
+        ceiling = [pooled_gauc([(r["probe"]["probs"], r["probe"]["users"], r["probe"]["probs"])
+                                for r in runs[k]["days"]], expected=True).gauc for k in keys]
+        out["expected_ceiling"] = float(np.mean(ceiling))
+        out["probe_rows"] = int(np.mean([sum(r["probe"]["probs"].size for r in runs[k]["days"]) for k in keys]))
+    return out
 
 
 def _plot(summary: dict, path: Path) -> Path:
@@ -184,34 +343,42 @@ def _plot(summary: dict, path: Path) -> Path:
     from ecdctr_pipeline.tiers.variants import get
 
     rows = summary["rows"]
+    m = "expected" if summary["metric"] == "expected" else "gauc"
+    what = ("expected GAUC on the probe holdouts" if m == "expected" else "GAUC") + " (mean ± sd over replicates)"
+    mean, sd = [r[f"{m}_mean"] for r in rows], [r[f"{m}_std"] for r in rows]
     if summary["table"] == "fig4":  # a curve over the dimension, as the paper draws it
         fig, ax = plt.subplots(figsize=(6, 3.6))
         dims = [int(r["variant"].rsplit("_", 1)[1]) for r in rows]
-        ax.errorbar(dims, [r["gauc_mean"] for r in rows], yerr=[r["gauc_std"] for r in rows], marker="o", capsize=3)
+        ax.errorbar(dims, mean, yerr=sd, marker="o", capsize=3)
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.set_xlabel("TPM embedding dimension")
-        ax.set_ylabel("A-CTR GAUC (mean ± std over seeds)")
-        ax.set_title(summary["title"])
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.6))
-    labels = [get(r["variant"]).label for r in rows]
-    ax.barh(labels, [r["gauc_mean"] for r in rows], xerr=[r["gauc_std"] for r in rows], color="tab:blue",
-            alpha=0.8, capsize=3)
-    lo = min(r["gauc_mean"] - r["gauc_std"] for r in rows)
-    hi = max(r["gauc_mean"] + r["gauc_std"] for r in rows)
-    ax.set_xlim(lo - 0.02, hi + 0.02)
-    ax.set_xlabel("GAUC pooled over the A-CTR days (mean ± std over seeds)")
-    ax.set_title(summary["title"])
-    ax.grid(axis="x", alpha=0.3)
+        ax.set_ylabel(what, fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.6))
+        ax.barh([get(r["variant"]).label for r in rows], mean, xerr=sd, color="tab:blue", alpha=0.8, capsize=3)
+        lo, hi = min(a - b for a, b in zip(mean, sd)), max(a + b for a, b in zip(mean, sd))
+        if "expected_ceiling" in summary and m == "expected":
+            ax.axvline(summary["expected_ceiling"], color="tab:green", ls="--", label="the true probabilities")
+            hi = max(hi, summary["expected_ceiling"])
+            ax.legend(loc="lower right", fontsize=8)
+        ax.axvline(0.5, color="grey", lw=0.8)
+        ax.set_xlim(min(lo - 0.02, 0.49), hi + 0.02)
+        ax.set_xlabel(what)
+        ax.grid(axis="x", alpha=0.3)
+    ax.set_title(summary["title"], fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _signed(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.4f}"
+
+
+def _interval(x: dict) -> str:
+    return "— (1 replicate)" if x["ci_low"] is None else f"[{x['ci_low']:+.4f}, {x['ci_high']:+.4f}]"
 
 
 def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> Path:
@@ -221,25 +388,44 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = report_name(summary["table"])
     png = _plot(summary, out_dir / f"{name}.png")
+    probed = summary["metric"] == "expected"
+    reps = summary["replicates"]
     t = markdown_table(
-        ("variant", "how it is trained", "epochs used (mean)", "GAUC (mean ± std over seeds)",
-         f"lift vs {summary['reference']} [95% CI]"),
+        ("variant", "how it is trained", "epochs used (mean)", "samples seen (mean)", "GAUC (mean ± sd)")
+        + (("expected GAUC, probe (mean ± sd)",) if probed else ())
+        + (f"lift vs {get(summary['reference']).label} [95% CI over replicates]",),
         [(get(r["variant"]).label, get(r["variant"]).what,
-          "—" if r["epochs_used"] is None else f"{r['epochs_used']:.1f}", f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f}",
-          "reference" if r["lift_vs_reference"] is None else
-          f"{r['lift_vs_reference']['lift']:+.4f} [{r['lift_vs_reference']['ci_low']:+.4f}, "
-          f"{r['lift_vs_reference']['ci_high']:+.4f}]") for r in summary["rows"]])
-    o = markdown_table(("the paper's ordering", "lift", "95% CI", "verdict"),
-                       [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}", f"{x['lift']:+.4f}",
-                         f"[{x['ci_low']:+.4f}, {x['ci_high']:+.4f}]", x["verdict"]) for x in summary["orderings"]])
+          "—" if r["epochs_used"] is None else f"{r['epochs_used']:.1f}",
+          "—" if r["samples_seen"] is None else f"{r['samples_seen']:,.0f}",
+          f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f}")
+         + ((f"{r['expected_mean']:.4f} ± {r['expected_std']:.4f}",) if probed else ())
+         + ("reference" if r["lift_vs_reference"] is None else
+            f"{_signed(r['lift_vs_reference']['lift'])} {_interval(r['lift_vs_reference'])}",)
+         for r in summary["rows"]])
+    o = markdown_table(("the ordering", "mean lift", "95% CI over replicates", "p (Holm)", "MDE (80% power)",
+                        "verdict"),
+                       [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}", _signed(x["lift"]), _interval(x),
+                         "—" if x["p_holm"] is None else f"{x['p_holm']:.3g}",
+                         "—" if x["mde"] is None else f"{x['mde']:.4f}", x["verdict"]) for x in summary["orderings"]])
     missing = "".join(f"- not built: {x}\n" for x in summary["not_built"])
-    md = (f"# {summary['title']} — scale {scale}, seeds {', '.join(map(str, summary['seeds']))}\n\n"
-          f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} per seed; {summary['groups']} (seed, day, user) "
-          f"groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); {seconds:.0f} s on this machine.\n\n"
+    worlds = sorted({r["world"] for r in reps})
+    seeds = sorted({r["seed"] for r in reps})
+    metric = (f"the expected GAUC on probe holdouts (~{summary['probe_rows']:,} rows per replicate, "
+              f"the true probabilities score {summary['expected_ceiling']:.4f})" if probed else
+              "the observed GAUC (no probe holdout)")
+    mde = ("the minimum detectable effect at 80% power is "
+           + (f"**{summary['mde']:.4f}** GAUC (the largest over the orderings)" if summary["mde"] is not None
+              else "undefined (one replicate)"))
+    md = (f"# {summary['title']} — scale {scale}, {len(reps)} replicates\n\n"
+          f"Replicates: worlds {', '.join(map(str, worlds))} × training seeds {', '.join(map(str, seeds))}; "
+          f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} in each; {summary['groups']} (replicate, "
+          f"day, user) groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); "
+          f"{seconds:.0f} s on this machine.\n\nVerdicts use {metric}; {mde}.\n\n"
           f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
           f"{_tuning(summary)}"
-          f"\nProtocol: `ecdctr_pipeline/app/experiments.py` (paired bootstrap over (seed, day, user) groups; "
-          f"'holds' = interval above 0, 'reversed' = below 0, 'unresolved' = contains 0).\n")
+          f"\nProtocol: `ecdctr_pipeline/app/experiments.py` — the unit is the replicate (world × training "
+          f"seed); paired t test over replicates, Holm across the table's orderings at α = {summary['alpha']}; "
+          f"'≥' is non-inferiority within {summary['margin']} GAUC; '~' is an A/A check.\n")
     path = out_dir / f"{name}.md"
     path.write_text(md)
     (out_dir / f"{name}.json").write_text(json.dumps({**summary, "scale": scale, "seconds": seconds}, indent=2))
@@ -261,15 +447,47 @@ def _tuning(summary: dict) -> str:
             f"epoch kept), learning rate {a['learning_rate']}, batch {a['batch_size']} (profile `{t['profile']}`).\n")
 
 
-def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: str, monday: str, days: int,
-               out_dir: Path, validation_days: int = 2, max_epochs: int = 10) -> dict:
-    """Simulate each seed into a scratch store, run the union of the tables' variants on the same
-    days, write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
-    stopping on the last ``validation_days`` days of its ad window (the same tuning for all).
-    Returns ``{"tables": {table key: summary}, "seconds": …}``."""
-    from ecdctr_pipeline.data.simulate import simulate
+def _probe_store(world_store: ArtifactStore, world, day: dt.date, multiple: int, folder: Path, *,
+                 settings: Settings) -> Probe:
+    """A store holding ``world_store``'s raw tables with the ad rows of ``day`` (an A-CTR day's
+    holdout day) replaced by a probe of
+    ``multiple`` times the day's volume (day-start features: the rows before the day are what the
+    probe rows' features are computed from, exactly as for the day's own rows)."""
+    from ecdctr_pipeline.app.replicates import copy_inputs
+    from ecdctr_pipeline.data.ingest import validate, write_raw
     from ecdctr_pipeline.data.store import open_store
 
+    copy_inputs(world_store, folder, ("raw", "empty_days"))
+    s = settings.model_copy(deep=True)
+    s.store.root = f"file://{folder}"
+    store = open_store(s.store)
+    schema = settings.features.feature_schema()
+    table, probs = world.probe("ad", day, multiple)
+    clicks = np.asarray(table["click"])
+    now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    write_raw(store, "ad", validate(table, None, now=now, domain="ad", schema=schema), schema=schema)
+    return Probe(store, probs, clicks)
+
+
+def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_seeds: list[int], scale: str,
+               monday: str, days: int, out_dir: Path, validation_days: int = 2, max_epochs: int = 10,
+               probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002) -> dict:
+    """Simulate each world into a scratch store, extract its features once, train the union of
+    the tables' variants for each training seed on the same days (a scratch copy per seed),
+    write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
+    stopping on the last ``validation_days`` days of its ad window (the same tuning for all).
+    Returns ``{"tables": {table key: summary}, "seconds": …}``."""
+    from ecdctr_pipeline.app.replicates import copy_inputs
+    from ecdctr_pipeline.core.report import progress
+    from ecdctr_pipeline.data.simulate import World, get_scale, simulate
+    from ecdctr_pipeline.data.store import open_store
+    from ecdctr_pipeline.tiers import variants as registry
+
+    if not worlds or not train_seeds or len(set(worlds)) != len(worlds) or len(set(train_seeds)) != len(train_seeds):
+        raise EcdctrError(f"experiments: --worlds {worlds} and --train-seeds {train_seeds}: distinct integers, "
+                          "at least one each")
+    if probe_multiple < 0:
+        raise EcdctrError(f"experiments: --probe-multiple {probe_multiple}: 0 (off) or more")
     t0 = time.perf_counter()
     base = base.model_copy(deep=True)
     base.training.validation_days = validation_days
@@ -279,28 +497,49 @@ def run_tables(base: Settings, tables: list[Table], *, seeds: list[int], scale: 
     p = calendar.cpm_plan(monday_d, cal)  # validates the Monday
     first = calendar.tpm_plan(p.embedding_set, cal).data_window.start
     last = monday_d + dt.timedelta(days=days - 1)
+    day_list = actr_days(base, monday_d, days)
     wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
-    runs: dict[int, list[dict]] = {}
+    needs = set().union(*(registry.get(v).needs for v in wanted))
+    schema = base.features.feature_schema()
+    runs: dict[str, dict] = {}
     work = Path(tempfile.mkdtemp(prefix="ecdctr-exp-"))
     try:
-        for seed in seeds:
-            settings = base.model_copy(deep=True)
-            settings.store.root = f"file://{work / f'seed-{seed}'}"
-            settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
-            store = open_store(settings.store)
-            simulate(store, first, last - dt.timedelta(days=1), scale, seed, progress=False,
-                     schema=settings.features.feature_schema())
-            runs[seed], _ = run_days(settings, store, monday_d, days, wanted)
-            shutil.rmtree(work / f"seed-{seed}", ignore_errors=True)
+        for w in progress(worlds, desc="worlds", unit="world"):
+            ws = base.model_copy(deep=True)
+            ws.store.root = f"file://{work / f'world-{w}'}"
+            world_store = open_store(ws.store)
+            simulate(world_store, first, last - dt.timedelta(days=1), scale, w, progress=False, schema=schema)
+            extracted = extract_inputs(ws, world_store, monday_d, days, needs)
+            world = World(get_scale(scale), w, schema)
+            # the day each A-CTR day holds out (the day before it)
+            held = {d.isoformat(): calendar.actr_plan(d, cal).holdout_window.start for d in day_list}
+            truth = {k: Probe(None, world.truth("ad", h), np.asarray(world.day("ad", h)["click"])) for k, h in held.items()}
+            probes = ({k: _probe_store(world_store, world, h, probe_multiple, work / f"probe-{w}-{k}",
+                                       settings=extracted) for k, h in held.items()}
+                      if probe_multiple else None)
+            for seed in train_seeds:
+                folder = work / f"world-{w}-seed-{seed}"
+                copy_inputs(world_store, folder)
+                settings = base.model_copy(deep=True)
+                settings.store.root = f"file://{folder}"
+                settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
+                rows, _ = run_days(settings, open_store(settings.store), monday_d, days, wanted, truth=truth,
+                                   probes=probes, planted=planted)
+                runs[f"w{w}-s{seed}"] = {"world": w, "seed": seed, "days": rows}
+                shutil.rmtree(folder, ignore_errors=True)
+            for d in day_list:
+                shutil.rmtree(work / f"probe-{w}-{d}", ignore_errors=True)
+            shutil.rmtree(work / f"world-{w}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.perf_counter() - t0, 1)
     out = {}
     for t in tables:
-        s = summarize(t, runs)
+        s = summarize(t, runs, margin=margin)
         s["tuning"] = {"validation_days": validation_days, "max_epochs": max_epochs,
                        "patience": base.training.early_stopping_patience, "actr": base.actr.model_dump(),
-                       "cpm": base.cpm.model_dump(), "tpm": base.tpm.model_dump(), "profile": base.profile}
+                       "cpm": base.cpm.model_dump(), "tpm": base.tpm.model_dump(), "profile": base.profile,
+                       "probe_multiple": probe_multiple, "planted": planted}
         s["markdown"] = str(write_table(s, out_dir, scale=scale, seconds=seconds))
         out[t.key] = s
     return {"tables": out, "seconds": seconds}

@@ -61,6 +61,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     seed=args.seed, out_dir=args.out)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise EcdctrError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if not out or len(set(out)) != len(out):
+        raise EcdctrError(f"{flag} {text!r}: distinct integers, at least one")
+    return out
+
+
 def cmd_experiments(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -68,22 +78,27 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.tiers.variants import get
 
     tables = parse_tables(args.table)
-    try:
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise EcdctrError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if not seeds or args.days < 1 or args.max_epochs < 1 or args.validation_days < 0:
-        raise EcdctrError("experiments: --seeds needs a seed, --days and --max-epochs at least 1, "
-                          "--validation-days 0 or more")
-    r = run_tables(_settings(args), tables, seeds=seeds, scale=args.scale, monday=args.monday, days=args.days,
-                   out_dir=Path(args.out), validation_days=args.validation_days, max_epochs=args.max_epochs)
+    worlds, seeds = _int_list(args.worlds, "--worlds"), _int_list(args.train_seeds, "--train-seeds")
+    if args.days < 1 or args.max_epochs < 1 or args.validation_days < 0 or args.probe_multiple < 0 or args.margin < 0:
+        raise EcdctrError("experiments: --days and --max-epochs at least 1; --validation-days, --probe-multiple and "
+                          "--margin 0 or more")
+    r = run_tables(_settings(args), tables, worlds=worlds, train_seeds=seeds, scale=args.scale, monday=args.monday,
+                   days=args.days, out_dir=Path(args.out), validation_days=args.validation_days,
+                   max_epochs=args.max_epochs, probe_multiple=args.probe_multiple, planted=args.planted,
+                   margin=args.margin)
     lines = []
     for s in r["tables"].values():
-        lines.append(f"{s['title']} ({s['markdown']}):")
-        lines += [f"  {get(x['a']).label} {x['op']} {get(x['b']).label}: {x['verdict']} "
-                  f"({x['lift']:+.4f} [{x['ci_low']:+.4f}, {x['ci_high']:+.4f}])" for x in s["orderings"]]
+        mde = "undefined (1 replicate)" if s["mde"] is None else f"{s['mde']:.4f}"
+        lines.append(f"{s['title']} ({s['markdown']}): {len(s['replicates'])} replicates, {s['metric']} GAUC, "
+                     f"MDE {mde}")
+        for x in s["orderings"]:
+            ci = "" if x["ci_low"] is None else f" [{x['ci_low']:+.4f}, {x['ci_high']:+.4f}]"
+            p = "" if x["p_holm"] is None else f", p(Holm) {x['p_holm']:.3g}"
+            lines.append(f"  {get(x['a']).label} {x['op']} {get(x['b']).label}: {x['verdict']} "
+                         f"({x['lift']:+.4f}{ci}{p})")
         if not s["orderings"]:
-            lines += [f"  {get(x['variant']).label}: GAUC {x['gauc_mean']:.4f}" for x in s["rows"]]
+            key = "expected_mean" if s["metric"] == "expected" else "gauc_mean"
+            lines += [f"  {get(x['variant']).label}: {s['metric']} GAUC {x[key]:.4f}" for x in s["rows"]]
     _emit(args, r["tables"], "\n".join(lines) + f"\n({r['seconds']:.0f} s)")
     return 0
 
@@ -149,18 +164,32 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ef.set_defaults(func=cmd_efficiency)
 
     ex = sub.add_parser("experiments", help="the paper's tables on the simulator: variants on the same days, "
-                        "paired bootstrap CIs (Markdown + PNG + JSON)", parents=[common, js])
+                        "replicates = worlds x training seeds, paired t tests with Holm, the MDE (Markdown + PNG + JSON)", parents=[common, js])
     ex.add_argument("--table", default="main",
-                    help="comma-separated: main (E-CDCTR vs Target-only), 2, 3, 4, 5, 6, fig4; variants shared by "
-                         "several tables are trained once")
+                    help="comma-separated: main (E-CDCTR vs Target-only), 2, 3, 4, 5, 6, fig4, aa (the instrument: a "
+                         "planted effect and an A/A pair); variants shared by several tables are trained once "
+                         "(default: %(default)s)")
     ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
-    ex.add_argument("--seeds", default="0,1,2", help="comma-separated")
-    ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
-    ex.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per seed (at most 7)")
-    ex.add_argument("--out", default="reports/paper", help="folder for the reports")
+    ex.add_argument("--worlds", default="0,1,2",
+                    help="simulated worlds (seeds of the data), comma-separated (default: %(default)s)")
+    ex.add_argument("--train-seeds", default="0",
+                    help="training seeds run on every world; a replicate is a world x a training seed "
+                         "(default: %(default)s)")
+    ex.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there (default: %(default)s)")
+    ex.add_argument("--days", type=int, default=3, help="consecutive A-CTR days per replicate, at most 7 "
+                    "(default: %(default)s)")
+    ex.add_argument("--out", default="reports/paper", help="folder for the reports (default: %(default)s)")
     ex.add_argument("--validation-days", type=int, default=2,
-                    help="early stopping on the last N days of each ad training window (0: off)")
-    ex.add_argument("--max-epochs", type=int, default=10, help="epoch budget of every fine-tuned variant")
+                    help="early stopping on the last N days of each ad training window, 0: off (default: %(default)s)")
+    ex.add_argument("--max-epochs", type=int, default=10,
+                    help="epoch budget of every fine-tuned variant (default: %(default)s)")
+    ex.add_argument("--probe-multiple", type=int, default=20,
+                    help="probe holdouts of N times each day's ad volume, scored by expected GAUC; 0: observed "
+                         "GAUC only (default: %(default)s)")
+    ex.add_argument("--planted", type=float, default=0.1,
+                    help="the planted variant's fraction of the true click logit (table aa) (default: %(default)s)")
+    ex.add_argument("--margin", type=float, default=0.002,
+                    help="non-inferiority margin of the '>=' orderings, in GAUC (default: %(default)s)")
     ex.set_defaults(func=cmd_experiments)
 
     rp = sub.add_parser("replicate", help="E-CDCTR vs Target-only on this store over training seeds: intervals "

@@ -78,12 +78,16 @@ def configs(seeds: list[int], vary: list[str]) -> dict[str, list[Config]]:
     return out
 
 
-def _copy_inputs(src: ArtifactStore, dest: Path) -> None:
-    """The user's raw and feature tables into a scratch folder (hard links when both are local)."""
-    for prefix in COPIED:
+def copy_inputs(src: ArtifactStore, dest: Path, prefixes: tuple[str, ...] = COPIED) -> None:
+    """The user's raw and feature tables into a scratch folder: data files as hard links when both
+    are local, Delta logs always copied (a commit in the copy never touches the original)."""
+    for prefix in prefixes:
         for key in src.list(prefix):
             target = dest / key
             target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_local and "_delta_log" in key.split("/"):
+                shutil.copy2(src.local_path(key), target)
+                continue
             if src.is_local:
                 try:
                     os.link(src.local_path(key), target)
@@ -131,7 +135,7 @@ def run(settings: Settings, store: ArtifactStore, *, monday: dt.date, days: int,
             key = (c.tpm, c.cpm)
             if key not in weeks:
                 folder = work / f"tpm{c.tpm}-cpm{c.cpm}"
-                _copy_inputs(store, folder)
+                copy_inputs(store, folder)
                 s = _seeded(settings, f"file://{folder}", c)
                 scratch = open_store(s.store)
                 weeks[key] = (s, scratch, registry.prepare_week(s, scratch, monday, {"cpm"}))

@@ -159,19 +159,23 @@ def expected_gauc(probs, scores, users) -> GaucResult:
                       int(w.size), n_users, int(np.asarray(probs).size))
 
 
-def pooled_gauc(days: list[tuple]) -> GaucResult:
+def pooled_gauc(days: list[tuple], *, expected: bool = False) -> GaucResult:
     """GAUC pooled over several holdouts, one ``(labels, users, scores)`` per day: a (day, user)
-    group is the unit (the impression-weighted mean of the groups' AUCs)."""
+    group is the unit (the impression-weighted mean of the groups' AUCs). ``expected``: the days
+    are ``(probs, users, scores)`` of simulated holdouts and the groups' terms are their expected
+    AUCs (:func:`expected_user_aucs`)."""
     if not days:
         raise MetricError("no days to pool")
+    terms = expected_user_aucs if expected else user_aucs
     aucs, ws, users, rows = [], [], 0, 0
     for labels, u, scores in days:
-        a, w, n = user_aucs(labels, scores, u)
+        a, w, n = terms(labels, scores, u)
         aucs.append(a), ws.append(w)
         users, rows = users + n, rows + np.asarray(labels).size
     a, w = np.concatenate(aucs), np.concatenate(ws)
     if not w.size:
-        raise MetricError(f"GAUC coverage is zero: none of {users} (day, user) groups has both classes")
+        raise MetricError(f"GAUC coverage is zero: none of {users} (day, user) groups has "
+                          f"{'two impressions' if expected else 'both classes'}")
     return GaucResult(float(np.sum(a * w) / w.sum()), float(w.sum() / rows), int(w.size), users, rows)
 
 

@@ -19,12 +19,19 @@ from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.tiers import actr, cpm
 
 
-def _holdout_scores(args, model):
-    """``(labels, scores, users)`` of ``model`` on the run's held-out window (streamed)."""
-    from ecdctr_pipeline.evaluation.holdout import holdout_source
+def _holdout_scores(args, model, info: dict, *, layout=None, wrap=lambda source: source):
+    """``(labels, scores, users, info)`` of ``model`` on the run's held-out window (streamed);
+    inside :func:`~ecdctr_pipeline.evaluation.holdout.probing`, ``info["probe"]`` is the same
+    model's ``(labels, scores, users)`` on the probe holdout. ``wrap``: how the model reads a
+    source (Sample merging's domain tag)."""
+    from ecdctr_pipeline.evaluation.holdout import holdout_source, probe_source
     from ecdctr_pipeline.modeling.streaming import score_stream
 
-    return score_stream(model, holdout_source(args), args.data.layout)
+    layout = layout or args.data.layout
+    probe = probe_source(args)
+    if probe is not None:
+        info = {**info, "probe": score_stream(model, wrap(probe), layout)}
+    return (*score_stream(model, wrap(holdout_source(args)), layout), info)
 
 
 def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None, historical=None,
@@ -53,7 +60,7 @@ def target_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.d
         args = dataclasses.replace(args, tier="minet", who=f"minet {args.logical_date}",
                                    data=dataclasses.replace(args.data, layout=layout))
     result = actr.run_training(args)
-    return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
+    return _holdout_scores(args, result.model, {"rows": result.row_counts["train"], **result.train_metrics})
 
 
 def target_only(settings: Settings, store: ArtifactStore, day: str | dt.date, *, args=None) -> dict:
@@ -194,7 +201,7 @@ def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.d
     quiet_tf()
     args = actr.resolve(settings, store, actr.plan(settings, day))
     model = _published(args, published)[0] if published else load_model(store, args.base_prefix, args.base_model)
-    return (*_holdout_scores(args, model), {})
+    return _holdout_scores(args, model, {})
 
 
 def _published(args, published):
@@ -230,7 +237,7 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
                                    who=f"A-CTR from a given model {p.day}", transfer_policy=policy,
                                    historical=historical)
     result = actr.run_training(args, base=base)
-    return (*_holdout_scores(args, result.model), {"rows": result.row_counts["train"], **result.train_metrics})
+    return _holdout_scores(args, result.model, {"rows": result.row_counts["train"], **result.train_metrics})
 
 
 def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, head: str | None = None):
@@ -241,10 +248,9 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
     ``head`` (:data:`~ecdctr_pipeline.modeling.models.MULTI_DOMAIN_HEADS`): the same training
     of a multi-domain model (Table 2's Share-Bottom, MMoE, STAR, CoNet), whose head routes each
     row by its domain. Returns ``(labels, scores, users, what training recorded)``."""
-    from ecdctr_pipeline.evaluation.holdout import holdout_source
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model, compile_options
     from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
-    from ecdctr_pipeline.modeling.streaming import TaggedSource, score_stream
+    from ecdctr_pipeline.modeling.streaming import TaggedSource
     from ecdctr_pipeline.modeling.training import (
         fit, open_source, placement, quiet_tf, set_seed, train_metrics, training_sources,
     )
@@ -269,6 +275,5 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
                               **compile_options(ad.training))
     m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"{name} {p.day}",
             validation=tagged((ad_val, "ad")) if ad_val is not None else None)
-    labels, scores, users = score_stream(model, tagged((holdout_source(ad), "ad")), layout)
-    return labels, scores, users, {"rows": train.num_rows, "natural_rows": train.parts[0][0].num_rows,
-                                   **train_metrics(m)}
+    return _holdout_scores(ad, model, {"rows": train.num_rows, "natural_rows": train.parts[0][0].num_rows,
+                                       **train_metrics(m)}, layout=layout, wrap=lambda source: tagged((source, "ad")))

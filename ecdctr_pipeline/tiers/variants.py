@@ -46,6 +46,8 @@ class Variant:
     needs: frozenset[str]  # week-level models (see the module docstring)
     score: Callable[..., tuple[Any, Any, Any, dict]] = field(repr=False)  # (settings, store, day, week)
     what: str = ""  # one line: how it is trained
+    # not trained: ``experiments`` derives its scores from this variant's (the instrument's planted effect)
+    derived_from: str | None = None
 
 
 def _fine_tuned(policy: str | None):
@@ -60,6 +62,22 @@ def _target_only(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import target_only_scores
 
     return target_only_scores(settings, store, day)
+
+
+AA_SEED_OFFSET = 1000  # the A/A variant's training seed: the A-CTR seed plus this
+
+
+def _target_only_reseeded(settings, store, day, week):
+    from ecdctr_pipeline.tiers.baselines import target_only_scores
+
+    s = settings.model_copy(deep=True)
+    s.actr.seed += AA_SEED_OFFSET
+    return target_only_scores(s, store, day)
+
+
+def _derived(settings, store, day, week):
+    raise VariantError("planted: its scores are derived by experiments from Target-only's and the simulated "
+                       "world's true click probabilities; it is not trained")
 
 
 def _from_week_model(key: str):
@@ -127,6 +145,13 @@ def _registry() -> dict[str, Variant]:
     v = [
         Variant("target_only", "Target-only", frozenset(), _target_only,
                 "the complete network without TPM inputs, random init, trained on the ad window"),
+        # the instrument's own check (issue 31): the same training under another seed (A/A), and
+        # Target-only given a known fraction of the true click logit (a planted effect)
+        Variant("target_only_reseeded", "Target-only, another training seed", frozenset(), _target_only_reseeded,
+                f"Target-only trained again with the A-CTR seed + {AA_SEED_OFFSET} (an A/A comparison)"),
+        Variant("planted", "Target-only + planted true logit", frozenset(), _derived,
+                "Target-only's scores plus experiments' --planted x the simulator's true click logit (not trained)",
+                derived_from="target_only"),
         Variant("ecdctr", "E-CDCTR", frozenset({"cpm"}), _fine_tuned("all_but_bn"),
                 "A-CTR: TPM inputs, initialised from the CPM except BatchNorm, fine-tuned on the ad window"),
         Variant("target_only_tpm", "Target-only + TPM", frozenset({"cpm"}), _fine_tuned("none"),
