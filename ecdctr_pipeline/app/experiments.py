@@ -325,6 +325,7 @@ def summarize(table: Table, runs: dict[str, dict], *, margin: float = 0.002) -> 
                                                            "seed": runs[k]["seed"]} for k in keys],
            "days": [r["day"] for r in runs[keys[0]]["days"]], "rows": rows, "orderings": orderings,
            "mde": max(mdes) if mdes else None, "coverage": everything.coverage, "groups": everything.users_scored,
+           "holdout_rows": int(np.mean([sum(r["labels"].size for r in runs[k]["days"]) for k in keys])),
            "not_built": list(table.not_built)}
     if probed:  # the ceiling: the true probabilities themselves scored on the probe holdouts
         ceiling = [pooled_gauc([(r["probe"]["probs"], r["probe"]["users"], r["probe"]["probs"])
