@@ -242,6 +242,7 @@ def _same_rows(row: dict, labels, users, what: str) -> None:
 
 
 ALPHA = 0.05
+TARGET_EFFECT = 0.005  # the paper's effects are 0.002-0.009 GAUC: replicates to resolve this one are reported
 
 
 def _replicate_gauc(rep: dict, variant: str, metric: str) -> float:
@@ -254,11 +255,12 @@ def _replicate_gauc(rep: dict, variant: str, metric: str) -> float:
 
 
 def _test(lifts: list[float], op: str, margin: float) -> dict:
-    from ecdctr_pipeline.evaluation.protocol import mde, paired_test, seed_interval
+    from ecdctr_pipeline.evaluation.protocol import mde, paired_test, replicates_needed, seed_interval
 
     ci = seed_interval(lifts)
     out = {"lift": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "sd": ci["sd"],
-           "replicates": len(lifts), "lifts": list(lifts), "mde": mde(ci["sd"], len(lifts)), "p": None}
+           "replicates": len(lifts), "lifts": list(lifts), "mde": mde(ci["sd"], len(lifts)), "p": None,
+           "replicates_for_target": replicates_needed(ci["sd"], TARGET_EFFECT)}
     if len(lifts) >= 2:
         t = paired_test(lifts, margin=margin if op == ">=" else 0.0,
                         alternative="greater" if op == ">=" else "two-sided")
@@ -403,11 +405,14 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
          + ("reference" if r["lift_vs_reference"] is None else
             f"{_signed(r['lift_vs_reference']['lift'])} {_interval(r['lift_vs_reference'])}",)
          for r in summary["rows"]])
-    o = markdown_table(("the ordering", "mean lift", "95% CI over replicates", "p (Holm)", "MDE (80% power)",
-                        "verdict"),
+    o = markdown_table(("the ordering", "mean lift", "95% CI over replicates", "sd over replicates", "p (Holm)",
+                        "MDE (80% power)", f"replicates to resolve {TARGET_EFFECT}", "verdict"),
                        [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}", _signed(x["lift"]), _interval(x),
+                         "—" if x["sd"] is None else f"{x['sd']:.4f}",
                          "—" if x["p_holm"] is None else f"{x['p_holm']:.3g}",
-                         "—" if x["mde"] is None else f"{x['mde']:.4f}", x["verdict"]) for x in summary["orderings"]])
+                         "—" if x["mde"] is None else f"{x['mde']:.4f}",
+                         "—" if x["replicates_for_target"] is None else str(x["replicates_for_target"]),
+                         x["verdict"]) for x in summary["orderings"]])
     missing = "".join(f"- not built: {x}\n" for x in summary["not_built"])
     worlds = sorted({r["world"] for r in reps})
     seeds = sorted({r["seed"] for r in reps})
@@ -454,7 +459,7 @@ def _probe_store(world_store: ArtifactStore, world, day: dt.date, multiple: int,
     holdout day) replaced by a probe of
     ``multiple`` times the day's volume (day-start features: the rows before the day are what the
     probe rows' features are computed from, exactly as for the day's own rows)."""
-    from ecdctr_pipeline.app.replicates import copy_inputs
+    from ecdctr_pipeline.app.scratch import copy_inputs
     from ecdctr_pipeline.data.ingest import validate, write_raw
     from ecdctr_pipeline.data.store import open_store
 
@@ -472,13 +477,13 @@ def _probe_store(world_store: ArtifactStore, world, day: dt.date, multiple: int,
 
 def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_seeds: list[int], scale: str,
                monday: str, days: int, out_dir: Path, validation_days: int = 2, max_epochs: int = 10,
-               probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002) -> dict:
+               probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002, patience: int = 3) -> dict:
     """Simulate each world into a scratch store, extract its features once, train the union of
     the tables' variants for each training seed on the same days (a scratch copy per seed),
     write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
     stopping on the last ``validation_days`` days of its ad window (the same tuning for all).
     Returns ``{"tables": {table key: summary}, "seconds": …}``."""
-    from ecdctr_pipeline.app.replicates import copy_inputs
+    from ecdctr_pipeline.app.scratch import copy_inputs
     from ecdctr_pipeline.core.report import progress
     from ecdctr_pipeline.data.simulate import World, get_scale, simulate
     from ecdctr_pipeline.data.store import open_store
@@ -487,11 +492,13 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
     if not worlds or not train_seeds or len(set(worlds)) != len(worlds) or len(set(train_seeds)) != len(train_seeds):
         raise EcdctrError(f"experiments: --worlds {worlds} and --train-seeds {train_seeds}: distinct integers, "
                           "at least one each")
-    if probe_multiple < 0:
-        raise EcdctrError(f"experiments: --probe-multiple {probe_multiple}: 0 (off) or more")
+    if probe_multiple < 0 or patience < 1:
+        raise EcdctrError(f"experiments: --probe-multiple {probe_multiple} (0: off, or more), --patience {patience} "
+                          "(1 or more)")
     t0 = time.perf_counter()
     base = base.model_copy(deep=True)
     base.training.validation_days = validation_days
+    base.training.early_stopping_patience = patience
     base.actr.epochs = max_epochs
     monday_d = calendar.parse_date(monday, what="--monday")
     cal = base.calendar

@@ -85,7 +85,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     r = run_tables(_settings(args), tables, worlds=worlds, train_seeds=seeds, scale=args.scale, monday=args.monday,
                    days=args.days, out_dir=Path(args.out), validation_days=args.validation_days,
                    max_epochs=args.max_epochs, probe_multiple=args.probe_multiple, planted=args.planted,
-                   margin=args.margin)
+                   margin=args.margin, patience=args.patience)
     lines = []
     for s in r["tables"].values():
         mde = "undefined (1 replicate)" if s["mde"] is None else f"{s['mde']:.4f}"
@@ -186,6 +186,8 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ex.add_argument("--probe-multiple", type=int, default=20,
                     help="probe holdouts of N times each day's ad volume, scored by expected GAUC; 0: observed "
                          "GAUC only (default: %(default)s)")
+    ex.add_argument("--patience", type=int, default=3,
+                    help="early-stopping patience in epochs, the same for every variant (default: %(default)s)")
     ex.add_argument("--planted", type=float, default=0.1,
                     help="the planted variant's fraction of the true click logit (table aa) (default: %(default)s)")
     ex.add_argument("--margin", type=float, default=0.002,

@@ -38,13 +38,13 @@ from ecdctr_pipeline.evaluation.protocol import seed_interval, seeds_needed  # n
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import Settings
+from ecdctr_pipeline.app.scratch import COPIED, copy_inputs  # noqa: F401 (COPIED re-exported)
 from ecdctr_pipeline.data.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 TIERS = ("tpm", "cpm", "actr", "target_only")
 VARY = ("all",) + TIERS
-COPIED = ("raw", "features", "empty_days")  # what a replicate reads of the user's store
 SCORES = "replicates.scores.npz"  # beside the report: every model's scores on every holdout
 
 
@@ -76,26 +76,6 @@ def configs(seeds: list[int], vary: list[str]) -> dict[str, list[Config]]:
         else:
             out[v] = [Config(**{t: (s if t == v else base) for t in TIERS}) for s in seeds]
     return out
-
-
-def copy_inputs(src: ArtifactStore, dest: Path, prefixes: tuple[str, ...] = COPIED) -> None:
-    """The user's raw and feature tables into a scratch folder: data files as hard links when both
-    are local, Delta logs always copied (a commit in the copy never touches the original)."""
-    for prefix in prefixes:
-        for key in src.list(prefix):
-            target = dest / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_local and "_delta_log" in key.split("/"):
-                shutil.copy2(src.local_path(key), target)
-                continue
-            if src.is_local:
-                try:
-                    os.link(src.local_path(key), target)
-                    continue
-                except OSError:  # another file system: copy
-                    shutil.copy2(src.local_path(key), target)
-                    continue
-            src.download_file(key, target)
 
 
 def _seeded(settings: Settings, store_root: str, c: Config, *, tier_seed: int | None = None) -> Settings:

@@ -11,6 +11,7 @@ each pooled over the replicate's holdout days):
   non-inferiority margin);
 * :func:`holm` — Holm's step-down adjustment across a table's orderings;
 * :func:`mde` — the minimum detectable effect at a power (80%) for n replicates and an sd;
+* :func:`replicates_needed` — the fewest replicates whose MDE is at most a target effect;
 * :func:`verdict` — "holds" / "reversed" / "unresolved" for an ordering the paper states, after
   the adjustment (a ">=" ordering holds when non-inferior by ``margin``).
 """
@@ -87,6 +88,26 @@ def mde(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float 
         return None
     dof = n - 1
     return float((stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * sd / np.sqrt(n))
+
+
+def replicates_needed(sd: float | None, effect: float, *, alpha: float = 0.05, power: float = 0.8,
+                      most: int = 10_000) -> int | None:
+    """The fewest replicates whose :func:`mde` is at most ``effect`` for a replicate-to-replicate
+    spread ``sd`` (None when unknown or past ``most``)."""
+    if sd is None or effect <= 0:
+        return None
+    if sd == 0:
+        return 2
+    lo, hi = 2, most
+    if mde(sd, hi, alpha=alpha, power=power) > effect:
+        return None
+    while lo < hi:  # mde falls monotonically with n
+        mid = (lo + hi) // 2
+        if mde(sd, mid, alpha=alpha, power=power) <= effect:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def verdict(test: dict, adjusted_p: float, *, alpha: float = 0.05) -> str:

@@ -75,3 +75,12 @@ def test_the_instrument_detects_a_planted_effect_and_not_an_a_a_difference():
     assert verdict(tests["A/A"], adjusted["A/A"]) == "unresolved"
     # the A/A spread (training-seed noise) sets the MDE: 12 worlds resolve the planted effect
     assert mde(tests["A/A"]["sd"], len(aa)) < effect
+
+
+def test_replicates_needed_is_the_smallest_n_whose_mde_reaches_the_effect():
+    from ecdctr_pipeline.evaluation.protocol import replicates_needed
+
+    n = replicates_needed(0.01, 0.005)
+    assert mde(0.01, n) <= 0.005 < mde(0.01, n - 1)
+    assert replicates_needed(0.0, 0.005) == 2 and replicates_needed(None, 0.005) is None
+    assert replicates_needed(1.0, 1e-4, most=100) is None  # past the cap
