@@ -386,7 +386,17 @@ def _interval(x: dict) -> str:
 
 def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> Path:
     """``table<key>.md``, ``.png`` and ``.json`` under ``out_dir``."""
+    from ecdctr_pipeline.evaluation import paper
     from ecdctr_pipeline.tiers.variants import get
+
+    key = summary["table"]
+    has_paper = key in paper.PAPER
+
+    def paper_gauc(v: str) -> tuple[str, ...]:
+        if not has_paper:
+            return ()
+        f = paper.figure(key, v)
+        return ("—" if f is None else f"{f:.4f}",)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = report_name(summary["table"])
@@ -396,7 +406,8 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
     t = markdown_table(
         ("variant", "how it is trained", "epochs used (mean)", "samples seen (mean)", "GAUC (mean ± sd)")
         + (("expected GAUC, probe (mean ± sd)",) if probed else ())
-        + (f"lift vs {get(summary['reference']).label} [95% CI over replicates]",),
+        + (f"lift vs {get(summary['reference']).label} [95% CI over replicates]",)
+        + ((f"the paper's GAUC ({paper.PAPER[key][0]})",) if has_paper else ()),
         [(get(r["variant"]).label, get(r["variant"]).what,
           "—" if r["epochs_used"] is None else f"{r['epochs_used']:.1f}",
           "—" if r["samples_seen"] is None else f"{r['samples_seen']:,.0f}",
@@ -404,10 +415,13 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
          + ((f"{r['expected_mean']:.4f} ± {r['expected_std']:.4f}",) if probed else ())
          + ("reference" if r["lift_vs_reference"] is None else
             f"{_signed(r['lift_vs_reference']['lift'])} {_interval(r['lift_vs_reference'])}",)
+         + paper_gauc(r["variant"])
          for r in summary["rows"]])
-    o = markdown_table(("the ordering", "mean lift", "95% CI over replicates", "sd over replicates", "p (Holm)",
-                        "MDE (80% power)", f"replicates to resolve {TARGET_EFFECT}", "verdict"),
-                       [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}", _signed(x["lift"]), _interval(x),
+    o = markdown_table(("the ordering", "the paper's lift", "mean lift", "95% CI over replicates",
+                        "sd over replicates", "p (Holm)", "MDE (80% power)", f"replicates to resolve {TARGET_EFFECT}",
+                        "verdict"),
+                       [(f"{get(x['a']).label} {x['op']} {get(x['b']).label}",
+                         _signed(paper.lift(key, x["a"], x["b"])), _signed(x["lift"]), _interval(x),
                          "—" if x["sd"] is None else f"{x['sd']:.4f}",
                          "—" if x["p_holm"] is None else f"{x['p_holm']:.3g}",
                          "—" if x["mde"] is None else f"{x['mde']:.4f}",

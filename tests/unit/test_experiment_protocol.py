@@ -94,3 +94,24 @@ def test_derived_variants_need_a_simulated_world():
         experiments.run_days(Settings(), None, experiments.dt.date(2026, 11, 23), 1, ["target_only", "planted"])
     with pytest.raises(EcdctrError, match="planted is derived from target_only; run both"):
         experiments.run_days(Settings(), None, experiments.dt.date(2026, 11, 23), 1, ["planted"])
+
+
+def test_the_papers_figures_match_the_design_folder_and_name_registered_variants():
+    import json
+    from pathlib import Path
+
+    from ecdctr_pipeline.evaluation import paper
+    from ecdctr_pipeline.tiers import variants
+
+    for key, (name, rows) in paper.PAPER.items():
+        assert key in experiments.TABLES and set(rows) <= set(experiments.TABLES[key].variants), key
+        assert set(rows) <= set(variants.REGISTRY) and set(rows) <= set(paper.JSON_NAMES[name][1])
+    design = Path(__file__).resolve().parents[3] / "shared" / "design" / "paper_results.json"
+    if not design.exists():
+        pytest.skip(f"the design folder is not beside the repository ({design})")
+    figures = json.loads(design.read_text())
+    for key, (name, rows) in paper.PAPER.items():
+        section, names = paper.JSON_NAMES[name]
+        assert {v: figures[section][names[v]] for v in rows} == rows, key
+    assert paper.lift("3", "ecdctr", "target_only") == pytest.approx(0.0088)
+    assert paper.figure("aa", "planted") is None and paper.lift("2", "ecdctr", "nope") is None
