@@ -329,6 +329,9 @@ def summarize(table: Table, runs: dict[str, dict], *, margin: float = 0.002) -> 
            "mde": max(mdes) if mdes else None, "coverage": everything.coverage, "groups": everything.users_scored,
            "holdout_rows": int(np.mean([sum(r["labels"].size for r in runs[k]["days"]) for k in keys])),
            "not_built": list(table.not_built)}
+    r2 = [runs[k]["tpm_taste_r2"]["mean"] for k in keys if (runs[k].get("tpm_taste_r2") or {}).get("mean") is not None]
+    if r2:
+        out["tpm_taste_r2"] = {"mean": float(np.mean(r2)), "per_replicate": r2}
     if probed:  # the ceiling: the true probabilities themselves scored on the probe holdouts
         ceiling = [pooled_gauc([(r["probe"]["probs"], r["probe"]["users"], r["probe"]["probs"])
                                 for r in runs[k]["days"]], expected=True).gauc for k in keys]
@@ -441,7 +444,10 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
           f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} in each; {summary['groups']} (replicate, "
           f"day, user) groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); "
           f"{seconds:.0f} s on this machine.\n\nVerdicts use {metric}; {mde}.\n\n"
-          f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
+          + (f"The TPM set's user vectors explain R² {summary['tpm_taste_r2']['mean']:.3f} of the simulator's "
+             f"true long-term taste (out-of-fold ridge, mean over its months and the replicates).\n\n"
+             if "tpm_taste_r2" in summary else "")
+          + f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
           f"{_tuning(summary)}"
           f"\nProtocol: `ecdctr_pipeline/app/experiments.py` — the unit is the replicate (world × training "
           f"seed); paired t test over replicates, Holm across the table's orderings at α = {summary['alpha']}; "
@@ -487,6 +493,30 @@ def _probe_store(world_store: ArtifactStore, world, day: dt.date, multiple: int,
     now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     write_raw(store, "ad", validate(table, None, now=now, domain="ad", schema=schema), schema=schema)
     return Probe(store, probs, clicks)
+
+
+def tpm_taste_r2(world, tables, *, folds: int = 5, ridge: float = 1.0) -> dict:
+    """How much of the simulator's true long-term taste (``World.user_long``) the TPM's user
+    vectors carry: per month of the set, the out-of-fold R² of a ridge regression of the taste on
+    the month's vectors (users with a vector that month; ``folds``-fold cross-validation)."""
+    per_month = {}
+    for j, month in enumerate(tables.months):
+        x = np.asarray(tables.user_vectors[:, j, :], np.float64)
+        seen = np.any(x != 0, axis=1)
+        ids = np.asarray(tables.user_ids)[seen]
+        x, y = x[seen], np.asarray(world.user_long, np.float64)[ids]
+        if len(ids) < 2 * folds:
+            continue
+        fold = np.random.default_rng(0).permutation(len(ids)) % folds
+        sse = 0.0
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            xt = np.c_[x[tr], np.ones(tr.sum())]
+            w = np.linalg.solve(xt.T @ xt + ridge * np.eye(xt.shape[1]), xt.T @ y[tr])
+            sse += float(((np.c_[x[te], np.ones(te.sum())] @ w - y[te]) ** 2).sum())
+        sst = float(((y - y.mean(axis=0)) ** 2).sum())
+        per_month[str(month)] = 1.0 - sse / sst
+    return {"per_month": per_month, "mean": float(np.mean(list(per_month.values()))) if per_month else None}
 
 
 def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_seeds: list[int], scale: str,
@@ -545,9 +575,12 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
                 settings = base.model_copy(deep=True)
                 settings.store.root = f"file://{folder}"
                 settings.tpm.seed = settings.cpm.seed = settings.actr.seed = seed
-                rows, _ = run_days(settings, open_store(settings.store), monday_d, days, wanted, truth=truth,
-                                   probes=probes, planted=planted)
+                rows, week = run_days(settings, open_store(settings.store), monday_d, days, wanted, truth=truth,
+                                      probes=probes, planted=planted)
                 runs[f"w{w}-s{seed}"] = {"world": w, "seed": seed, "days": rows}
+                if "cpm_loaded" in week:  # the published TPM set: does it carry the world's long-term taste?
+                    runs[f"w{w}-s{seed}"]["tpm_taste_r2"] = tpm_taste_r2(world, week["cpm_loaded"][1])
+                del week
                 shutil.rmtree(folder, ignore_errors=True)
             for d in day_list:
                 shutil.rmtree(work / f"probe-{w}-{d}", ignore_errors=True)

@@ -115,3 +115,21 @@ def test_the_papers_figures_match_the_design_folder_and_name_registered_variants
         assert {v: figures[section][names[v]] for v in rows} == rows, key
     assert paper.lift("3", "ecdctr", "target_only") == pytest.approx(0.0088)
     assert paper.figure("aa", "planted") is None and paper.lift("2", "ecdctr", "nope") is None
+
+
+def test_tpm_taste_r2_is_high_for_vectors_that_carry_the_taste_and_low_for_noise():
+    from ecdctr_pipeline.data.embedding_sets import HistoricalTables
+
+    class W:
+        user_long = np.random.default_rng(0).normal(size=(500, 4))
+
+    ids = np.arange(500)
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(4, 8))
+    good = W.user_long @ mix + 0.1 * rng.normal(size=(500, 8))  # a linear image of the taste
+    noise = rng.normal(size=(500, 8))
+    vec = np.stack([good, noise], axis=1).astype(np.float32)
+    vec[:100, 1] = 0  # 100 users without a vector in the second month: left out of its fit
+    t = HistoricalTables("s", ("2026-08", "2026-09"), ids, vec, np.arange(3), np.zeros((3, 2, 8), np.float32))
+    r2 = experiments.tpm_taste_r2(W, t)["per_month"]
+    assert r2["2026-08"] > 0.9 and r2["2026-09"] < 0.05
