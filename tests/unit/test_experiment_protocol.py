@@ -133,3 +133,9 @@ def test_tpm_taste_r2_is_high_for_vectors_that_carry_the_taste_and_low_for_noise
     t = HistoricalTables("s", ("2026-08", "2026-09"), ids, vec, np.arange(3), np.zeros((3, 2, 8), np.float32))
     r2 = experiments.tpm_taste_r2(W, t)["per_month"]
     assert r2["2026-08"] > 0.9 and r2["2026-09"] < 0.05
+
+
+def test_replicates_never_share_a_training_seed():
+    seeds = {experiments.training_seed(w, s) for w in range(20) for s in range(3)}
+    assert len(seeds) == 60 and all(0 <= x < 2**31 - 1 for x in seeds)
+    assert experiments.training_seed(3, 1) == experiments.training_seed(3, 1)  # reproducible
