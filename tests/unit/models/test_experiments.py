@@ -179,17 +179,17 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
 
 @pytest.mark.slow
 def test_the_instrument_through_real_training_finds_a_planted_effect_and_no_a_a_difference(tmp_path):
-    """Issue 31's check of the instrument, with real training at tiny: 4 simulated worlds, probe
+    """Issue 31's check of the instrument, with real training at tiny: 6 simulated worlds, probe
     holdouts of 20x the day's ad volume through the extraction job, expected GAUC. Target-only
     plus 0.5% of the true click logit (a planted lift of the paper's size) is found; Target-only
     trained again under another seed (A/A) is not told apart from itself."""
     from tests.conftest import tiny_settings
 
     r = experiments.run_tables(tiny_settings(f"file://{tmp_path / 'unused'}"), [experiments.TABLES["aa"]],
-                               worlds=[0, 1, 2, 3], train_seeds=[0], scale="tiny", monday="2026-11-23", days=1,
+                               worlds=[0, 1, 2, 3, 4, 5], train_seeds=[0], scale="tiny", monday="2026-11-23", days=1,
                                out_dir=tmp_path / "out", max_epochs=3, probe_multiple=20, planted=0.005)
     s = r["tables"]["aa"]
-    assert s["metric"] == "expected" and len(s["replicates"]) == 4
+    assert s["metric"] == "expected" and len(s["replicates"]) == 6
     by = {o["a"]: o for o in s["orderings"]}
     planted, aa = by["planted"], by["target_only_reseeded"]
     assert 0.002 < planted["lift"] < 0.02 and planted["verdict"] == "holds", planted
