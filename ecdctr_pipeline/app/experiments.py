@@ -576,7 +576,8 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
             world = World(get_scale(scale), w, schema)
             # the day each A-CTR day holds out (the day before it)
             held = {d.isoformat(): calendar.actr_plan(d, cal).holdout_window.start for d in day_list}
-            truth = {k: Probe(None, world.truth("ad", h), np.asarray(world.day("ad", h)["click"])) for k, h in held.items()}
+            truth = {k: Probe(None, probs, np.asarray(rows["click"]))
+                     for k, (rows, probs) in ((k, world.day_with_truth("ad", h)) for k, h in held.items())}
             probes = ({k: _probe_store(world_store, world, h, probe_multiple, work / f"probe-{w}-{k}",
                                        settings=extracted) for k, h in held.items()}
                       if probe_multiple else None)

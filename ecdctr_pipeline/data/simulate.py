@@ -326,9 +326,9 @@ class World:
         """The impressions of ``domain`` on ``day`` (always the same rows for the world's seed)."""
         return self._draw(domain, day, probe=0)[0]
 
-    def truth(self, domain: str, day: dt.date) -> np.ndarray:
-        """The true click probability of each of :meth:`day`'s rows, in their order."""
-        return self._draw(domain, day, probe=0)[1]
+    def day_with_truth(self, domain: str, day: dt.date) -> tuple[pa.Table, np.ndarray]:
+        """:meth:`day`'s rows and the true click probability of each, in their order."""
+        return self._draw(domain, day, probe=0)
 
     def probe(self, domain: str, day: dt.date, multiple: int = 50, replicate: int = 1) -> tuple[pa.Table, np.ndarray]:
         """An extra sample of ``day``: about ``multiple`` times its volume, drawn from the same
