@@ -212,14 +212,15 @@ def tiny_settings(root: str, **over):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_store(tmp_path_factory):
-    """Raw 2026-04-01..2026-11-24 plus features for TPM 2026-10, CPM 2026-11-23 and A-CTR 2026-11-24."""
+    """Raw 2026-03-01..2026-11-24 (March: KEEP-style's seventh month before 2026-10) plus features
+    for TPM 2026-10, CPM 2026-11-23 and A-CTR 2026-11-24."""
     from ecdctr_pipeline.data import extract
     from ecdctr_pipeline.data.simulate import simulate
     from ecdctr_pipeline.data.store import open_store
 
     root = tmp_path_factory.mktemp("tiny-pipeline")
     s = tiny_settings(f"file://{root}")
-    simulate(open_store(s.store), dt.date(2026, 4, 1), dt.date(2026, 11, 24), "tiny", seed=3, progress=False)
+    simulate(open_store(s.store), dt.date(2026, 3, 1), dt.date(2026, 11, 24), "tiny", seed=3, progress=False)
     store = open_store(s.store)
     extract.extract_tpm(s, store, "2026-10")
     extract.extract_complete(s, store, "natural", "2026-11-23")

@@ -75,21 +75,28 @@ TABLES: dict[str, Table] = {t.key: t for t in (
           (("ecdctr", ">", "target_only"),)),
     Table("2", "Table 2: E-CDCTR against cross-domain and multi-domain models",
           ("target_only", "share_bottom", "mmoe", "star", "conet", "minet", "keep", "ecdctr"), "target_only",
-          tuple(("ecdctr", ">", b) for b in ("target_only", "share_bottom", "mmoe", "star", "conet", "minet", "keep")),
+          tuple(("ecdctr", ">", b) for b in ("target_only", "share_bottom", "mmoe", "star", "conet", "minet", "keep"))
+          # the co-training methods beat Target-only, STAR does not, KEEP is the best baseline
+          + tuple((b, ">", "target_only") for b in ("share_bottom", "mmoe", "conet", "minet"))
+          + (("target_only", ">", "star"),)
+          + tuple(("keep", ">", b) for b in ("target_only", "share_bottom", "mmoe", "star", "conet", "minet")),
           not_built=("DARec (the issue's optional row: a domain-adversarial autoencoder over the rating matrix)",)),
     Table("3", "Table 3: what TPM and CPM each add", ("target_only", "target_only_tpm", "cpm_without_tpm", "ecdctr"),
           "target_only",
           (("ecdctr", ">", "target_only"), ("target_only_tpm", ">", "target_only"),
            ("cpm_without_tpm", ">", "target_only"), ("ecdctr", ">", "target_only_tpm"),
-           ("ecdctr", ">", "cpm_without_tpm"))),
+           ("ecdctr", ">", "cpm_without_tpm"), ("cpm_without_tpm", ">", "target_only_tpm"))),
     Table("4", "Table 4: source-only, sample merging and fine-tuning",
           ("source_only", "sample_merging", "target_only", "ecdctr"), "target_only",
-          (("target_only", ">", "source_only"), ("ecdctr", ">", "target_only"), ("ecdctr", ">", "sample_merging"))),
+          (("target_only", ">", "source_only"), ("ecdctr", ">", "target_only"), ("ecdctr", ">", "sample_merging"),
+           ("target_only", ">", "sample_merging"), ("sample_merging", ">", "source_only"), ("ecdctr", ">", "source_only"))),
     Table("6", "Table 6: what A-CTR takes over from the CPM", ("target_only_tpm", "transfer_embeddings",
           "transfer_mlp_without_bn", "transfer_all", "ecdctr"), "target_only_tpm",
           (("ecdctr", ">=", "transfer_all"), ("ecdctr", ">", "target_only_tpm"),
            ("transfer_embeddings", ">", "target_only_tpm"), ("transfer_mlp_without_bn", ">", "target_only_tpm"),
-           ("ecdctr", ">", "transfer_embeddings"))),
+           ("ecdctr", ">", "transfer_embeddings"), ("transfer_all", ">", "target_only_tpm"),
+           ("transfer_mlp_without_bn", ">", "transfer_embeddings"), ("ecdctr", ">", "transfer_mlp_without_bn"),
+           ("transfer_all", ">", "transfer_embeddings"), ("transfer_all", ">", "transfer_mlp_without_bn"))),
     Table("5", "Table 5: how many TPM months CPM and A-CTR consume (0, 1, 2, 3)",
           ("cpm_without_tpm", "tpm_months_1", "tpm_months_2", "ecdctr", "month_positions"), "cpm_without_tpm",
           (("tpm_months_1", ">", "cpm_without_tpm"), ("tpm_months_2", ">", "tpm_months_1"),
@@ -282,6 +289,33 @@ def _ordering_verdict(op: str, x: dict) -> str:
     return verdict(x["test"], x["p_holm"], alpha=ALPHA)
 
 
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    """The mean of curves of different lengths, epoch by epoch, over the fits that ran it."""
+    n = max(map(len, curves))
+    padded = np.full((len(curves), n), np.nan)
+    for i, c in enumerate(curves):
+        padded[i, :len(c)] = c
+    return [round(float(x), 6) for x in np.nanmean(padded, axis=0)]
+
+
+def convergence(infos: list[dict]) -> dict:
+    """How a variant's fits ended, over its fits (replicates x days): the share stopped by early
+    stopping (the validation loss stopped improving before the epoch budget), the mean training
+    and validation loss curves, the median BatchNorm gap before the statistics were settled."""
+    fits = [i for i in infos if i.get("loss_curve")]
+    if not fits:
+        return {"fits": 0}
+    stopped = [i["epochs_run"] < i["max_epochs"] for i in fits if "epochs_run" in i and "max_epochs" in i]
+    gaps = [i["bn_gap"] for i in fits if i.get("bn_gap") is not None]
+    vals = [i["val_loss_curve"] for i in fits if i.get("val_loss_curve")]
+    clicks = [i["val_clicks"] for i in fits if "val_clicks" in i]
+    return {"fits": len(fits), "stopped_early": float(np.mean(stopped)) if stopped else None,
+            "val_clicks_mean": float(np.mean(clicks)) if clicks else None,
+            "loss_curve": _mean_curve([i["loss_curve"] for i in fits]),
+            "val_loss_curve": _mean_curve(vals) if vals else None,
+            "bn_gap_median": float(np.median(gaps)) if gaps else None}
+
+
 def summarize(table: Table, runs: dict[str, dict], *, margin: float = 0.002) -> dict:
     """Per-variant GAUC over replicates and each ordering's test. ``runs``: replicate key →
     ``{"world", "seed", "days": run_days' rows}``."""
@@ -305,7 +339,7 @@ def summarize(table: Table, runs: dict[str, dict], *, margin: float = 0.002) -> 
         epochs = [i["epochs_run"] for i in infos if "epochs_run" in i]
         samples = [i["rows"] * i["epochs_run"] for i in infos if "epochs_run" in i and "rows" in i]
         row = {"variant": v, "epochs_used": float(np.mean(epochs)) if epochs else None,
-               "samples_seen": float(np.mean(samples)) if samples else None,
+               "samples_seen": float(np.mean(samples)) if samples else None, **convergence(infos),
                "gauc_mean": float(g[v, "observed"].mean()), "gauc_std": spread(g[v, "observed"]),
                "gauc_per_replicate": g[v, "observed"].tolist(),
                "lift_vs_reference": None if v == table.reference else
@@ -381,6 +415,42 @@ def _plot(summary: dict, path: Path) -> Path:
     return path
 
 
+def _plot_curves(summary: dict, path: Path) -> Path | None:
+    """Each trained variant's mean loss curves (validation solid, training dashed) by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ecdctr_pipeline.tiers.variants import get
+
+    rows = [r for r in summary["rows"] if r.get("loss_curve")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, r in enumerate(rows):
+        colour = f"C{i % 10}"
+        label = get(r["variant"]).label
+        if r.get("val_loss_curve"):
+            ax.plot(range(1, len(r["val_loss_curve"]) + 1), r["val_loss_curve"], color=colour, marker="o", ms=3,
+                    label=f"{label} (validation)")
+        ax.plot(range(1, len(r["loss_curve"]) + 1), r["loss_curve"], color=colour, ls="--", alpha=0.7,
+                label=f"{label} (training)")
+    ax.set_xlabel("epoch (mean over the fits that ran it)")
+    ax.set_ylabel("log loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{summary['title']}: loss curves of the fine-tuned variants", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
 def _signed(x: float | None) -> str:
     return "—" if x is None else f"{x:+.4f}"
 
@@ -406,6 +476,7 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = report_name(summary["table"])
     png = _plot(summary, out_dir / f"{name}.png")
+    curves = _plot_curves(summary, out_dir / f"{name}_loss.png")
     probed = summary["metric"] == "expected"
     reps = summary["replicates"]
     t = markdown_table(
@@ -432,6 +503,19 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
                          "—" if x["mde"] is None else f"{x['mde']:.4f}",
                          "—" if x["replicates_for_target"] is None else str(x["replicates_for_target"]),
                          x["verdict"]) for x in summary["orderings"]])
+    fitted = [r for r in summary["rows"] if r.get("fits")]
+    conv = ("" if not fitted else "## Convergence\n\n" + markdown_table(
+        ("variant", "fits", "validation clicks (mean)", "stopped by early stopping", "validation loss: first → best epoch",
+         "BatchNorm gap before settling (median, sd units)"),
+        [(get(r["variant"]).label, str(r["fits"]),
+          "—" if r.get("val_clicks_mean") is None else f"{r['val_clicks_mean']:.0f}", _share(r["stopped_early"]),
+          "—" if not r.get("val_loss_curve") else
+          f"{r['val_loss_curve'][0]:.4f} → {min(r['val_loss_curve']):.4f}",
+          "—" if r.get("bn_gap_median") is None else f"{r['bn_gap_median']:.2f}") for r in fitted])
+        + "\n\nA fit that early stopping ended had stopped improving on its validation slice before its epoch "
+          "budget; the rest used every epoch. BatchNorm statistics are settled on the training rows after "
+          "every fit (`training.bn_settle_rows`); the gap is how far the moving averages were from them.\n\n"
+        + (f"![loss curves]({curves.name})\n\n" if curves else ""))
     missing = "".join(f"- not built: {x}\n" for x in summary["not_built"])
     worlds = sorted({r["world"] for r in reps})
     seeds = sorted({r["seed"] for r in reps})
@@ -449,7 +533,7 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
           + (f"The TPM set's user vectors explain R² {summary['tpm_taste_r2']['mean']:.3f} of the simulator's "
              f"true long-term taste (out-of-fold ridge, mean over its months and the replicates).\n\n"
              if "tpm_taste_r2" in summary else "")
-          + f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{missing}"
+          + f"{t}\n\n![{summary['title']}]({png.name})\n\n## Orderings\n\n{o}\n\n{conv}{missing}"
           f"{_tuning(summary)}"
           f"\nProtocol: `ecdctr_pipeline/app/experiments.py` — the unit is the replicate (world × training "
           f"seed); paired t test over replicates, Holm across the table's orderings at α = {summary['alpha']}; "
@@ -471,7 +555,10 @@ def _tuning(summary: dict) -> str:
         return ""
     a = t["actr"]
     return (f"\nTuning (the same for every fine-tuned variant): up to {t['max_epochs']} epochs, early stopping "
-            f"on the last {t['validation_days']} day(s) of the ad training window (patience {t['patience']}, best "
+            f"on the last {t['validation_days']} day(s) of the ad training window"
+            + (f", grown until it holds {t['validation_min_clicks']} clicks (at most half the window)"
+               if t.get("validation_min_clicks") else "")
+            + f" (patience {t['patience']}, best "
             f"epoch kept), learning rate {a['learning_rate']}, batch {a['batch_size']} (profile `{t['profile']}`).\n")
 
 
@@ -532,7 +619,8 @@ def tpm_taste_r2(world, tables, *, folds: int = 5, ridge: float = 1.0) -> dict:
 
 def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_seeds: list[int], scale: str,
                monday: str, days: int, out_dir: Path, validation_days: int = 2, max_epochs: int = 10,
-               probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002, patience: int = 3) -> dict:
+               probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002, patience: int = 3,
+               validation_min_clicks: int = 100) -> dict:
     """Simulate each world into a scratch store, extract its features once, train the union of
     the tables' variants for each training seed on the same days (a scratch copy per seed),
     write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
@@ -553,16 +641,18 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
     t0 = time.perf_counter()
     base = base.model_copy(deep=True)
     base.training.validation_days = validation_days
+    base.training.validation_min_clicks = validation_min_clicks
     base.training.early_stopping_patience = patience
     base.actr.epochs = max_epochs
     monday_d = calendar.parse_date(monday, what="--monday")
     cal = base.calendar
     p = calendar.cpm_plan(monday_d, cal)  # validates the Monday
-    first = calendar.tpm_plan(p.embedding_set, cal).data_window.start
     last = monday_d + dt.timedelta(days=days - 1)
     day_list = actr_days(base, monday_d, days)
     wanted = list(dict.fromkeys(v for t in tables for v in t.variants))
     needs = set().union(*(registry.get(v).needs for v in wanted))
+    months = max(cal.tpm_train_months, registry.KEEP_MONTHS if "keep_tpm" in needs else 0)
+    first = calendar.tpm_plan(p.embedding_set, cal.model_copy(update={"tpm_train_months": months})).data_window.start
     schema = base.features.feature_schema()
     runs: dict[str, dict] = {}
     work = Path(tempfile.mkdtemp(prefix="ecdctr-exp-"))
@@ -604,7 +694,8 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
     out = {}
     for t in tables:
         s = summarize(t, runs, margin=margin)
-        s["tuning"] = {"validation_days": validation_days, "max_epochs": max_epochs,
+        s["tuning"] = {"validation_days": validation_days, "validation_min_clicks": validation_min_clicks,
+                       "max_epochs": max_epochs,
                        "patience": base.training.early_stopping_patience, "actr": base.actr.model_dump(),
                        "cpm": base.cpm.model_dump(), "tpm": base.tpm.model_dump(), "profile": base.profile,
                        "probe_multiple": probe_multiple, "planted": planted}

@@ -79,13 +79,14 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
     tables = parse_tables(args.table)
     worlds, seeds = _int_list(args.worlds, "--worlds"), _int_list(args.train_seeds, "--train-seeds")
-    if args.days < 1 or args.max_epochs < 1 or args.validation_days < 0 or args.probe_multiple < 0 or args.margin < 0:
-        raise EcdctrError("experiments: --days and --max-epochs at least 1; --validation-days, --probe-multiple and "
-                          "--margin 0 or more")
+    if args.days < 1 or args.max_epochs < 1 or args.validation_days < 0 or args.probe_multiple < 0 or args.margin < 0 \
+            or args.validation_min_clicks < 0:
+        raise EcdctrError("experiments: --days and --max-epochs at least 1; --validation-days, "
+                          "--validation-min-clicks, --probe-multiple and --margin 0 or more")
     r = run_tables(_settings(args), tables, worlds=worlds, train_seeds=seeds, scale=args.scale, monday=args.monday,
                    days=args.days, out_dir=Path(args.out), validation_days=args.validation_days,
                    max_epochs=args.max_epochs, probe_multiple=args.probe_multiple, planted=args.planted,
-                   margin=args.margin, patience=args.patience)
+                   margin=args.margin, patience=args.patience, validation_min_clicks=args.validation_min_clicks)
     lines = []
     for s in r["tables"].values():
         mde = "undefined (1 replicate)" if s["mde"] is None else f"{s['mde']:.4f}"
@@ -181,6 +182,9 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     ex.add_argument("--out", default="reports/paper", help="folder for the reports (default: %(default)s)")
     ex.add_argument("--validation-days", type=int, default=2,
                     help="early stopping on the last N days of each ad training window, 0: off (default: %(default)s)")
+    ex.add_argument("--validation-min-clicks", type=int, default=100,
+                    help="the validation slice grows past --validation-days until it holds this many clicks "
+                         "(at most half the window; 0: exactly --validation-days) (default: %(default)s)")
     ex.add_argument("--max-epochs", type=int, default=10,
                     help="epoch budget of every fine-tuned variant (default: %(default)s)")
     ex.add_argument("--probe-multiple", type=int, default=20,

@@ -293,9 +293,12 @@ class FeatureSettings(_Section):
 class TPMSettings(_Section):
     embedding_dim: int = Field(16, gt=0)
     hidden_units: list[PositiveInt] = Field(default_factory=lambda: [64, 32], min_length=1)
-    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    learning_rate: float = Field(1e-2, gt=0, allow_inf_nan=False)
     batch_size: int = Field(2048, gt=0)
     epochs_per_month: int = Field(1, gt=0)
+    # the user and item vectors' dot product added to the MLP's logit (a factorisation-machine
+    # term): without it the vectors carry almost none of the users' taste (README "TPM")
+    user_item_dot: bool = True
     seed: int = 0
 
 
@@ -311,6 +314,10 @@ class CPMSettings(_Section):
     # are masked out of the self-attention and the pooling; month positions are an ablation
     hist_mask_unseen: bool = True
     hist_month_positions: bool = False
+    # where the historical blocks enter the network: with the other features before the cross
+    # network (E-CDCTR), or beside the MLP's last hidden layer, before the output (KEEP's
+    # "knowledge plugging", Table 2's KEEP-style baseline)
+    hist_plug: Literal["input", "last_mlp"] = "input"
     learning_rate: float = Field(5e-4, gt=0, allow_inf_nan=False)
     batch_size: int = Field(1024, gt=0)
     epochs: int = Field(3, gt=0)
@@ -370,6 +377,13 @@ class TrainingSettings(_Section):
     # epoch's weights are kept (`epochs` is then the maximum). 0: train all epochs, no slice.
     validation_days: int = Field(0, ge=0)
     early_stopping_patience: int = Field(1, ge=0)
+    # the validation slice grows back from the window's end past `validation_days` until it holds
+    # this many clicks (never past half the window); 0: exactly `validation_days`
+    validation_min_clicks: int = Field(0, ge=0)
+    # after training, every BatchNorm layer's moving mean/variance is replaced by the population
+    # statistics of the trained weights on up to this many training rows (modeling/batchnorm.py:
+    # a short fine-tuning leaves the moving averages near their start); 0 keeps the averages
+    bn_settle_rows: int = Field(100_000, ge=0)
     # the compiled train step (make bench-train measures both; README "Benchmarks"): XLA for the
     # whole step, and steps run per call of the traced function (fewer Python round trips)
     jit_compile: bool = False

@@ -68,7 +68,13 @@ def build_tpm_model(cfg: TPMSettings, features: FeatureSettings, user_vocab: np.
     x = keras.layers.Concatenate(name="tpm_concat")(parts)
     for i, u in enumerate(cfg.hidden_units):
         x = keras.layers.Dense(u, activation="relu", name=f"tpm_dense_{i}")(x)
-    out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
+    if cfg.user_item_dot:  # the taste match as a term of its own: an MLP of concatenated vectors
+        logit = keras.layers.Add(name="tpm_logit")(  # learns it poorly (README "TPM")
+            [keras.layers.Dense(1, name="tpm_mlp_logit")(x),
+             keras.layers.Dot(axes=1, name="tpm_user_item_dot")(parts[:2])])
+        out = keras.layers.Activation("sigmoid", name=OUTPUT)(logit)
+    else:
+        out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
     model = keras.Model(inputs, out, name="tpm")
     user_rows.set_vocabulary(np.asarray(user_vocab, np.int64))
     item_rows.set_vocabulary(np.asarray(item_vocab, np.int64))
@@ -104,6 +110,9 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
                          domain_indicator: bool = False, head: str | None = None,
                          source_sequence: bool = False) -> keras.Model:
     """The complete CTR network; ``hist=None`` builds the Target-only variant (no TPM inputs).
+
+    ``cfg.hist_plug`` ``last_mlp`` feeds the historical blocks beside the MLP's last hidden layer
+    instead of the input (KEEP's knowledge plugging).
 
     With ``merged`` the two historical blocks are replaced by single lookups into the merged
     tables (the serving form); every other layer keeps its name and shape. ``domain_indicator``
@@ -148,20 +157,30 @@ def build_complete_model(cfg: CPMSettings, features: FeatureSettings, hist: Hist
         parts = [u, it, c, interest]
     parts += _embed_categorical(inputs, layout, d, features)
     parts.append(keras.layers.Concatenate(name="counters")([inputs[n] for n in layout.dense]))
+    historical = []
     if merged is not None:
         d_h = merged.user_merged.shape[1]
         hu = MergedHistoricalEmbedding(len(merged.user_ids), d_h, name="hist_user")
         hi = MergedHistoricalEmbedding(len(merged.item_ids), d_h, name="hist_item")
-        parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
+        historical = [hu(inputs["user_id"]), hi(inputs["item_id"])]
     elif hist is not None:
         opts = {"mask_unseen": cfg.hist_mask_unseen, "month_positions": cfg.hist_month_positions}
         hu = HistoricalEmbedding(len(hist.user_ids), hist.dim, len(hist.months), name="hist_user", **opts)
         hi = HistoricalEmbedding(len(hist.item_ids), hist.dim, len(hist.months), name="hist_item", **opts)
-        parts += [hu(inputs["user_id"]), hi(inputs["item_id"])]
+        historical = [hu(inputs["user_id"]), hi(inputs["item_id"])]
+    late = bool(historical) and cfg.hist_plug == "last_mlp"
+    if late and head is not None:
+        raise ValueError("cpm.hist_plug last_mlp plugs the historical blocks beside the MLP's last layer: not with "
+                         f"a multi-domain head ({head})")
+    if not late:
+        parts += historical
     x = keras.layers.Concatenate(name="features_concat")(parts)
-    x = CrossNetwork(cfg.cross_layers, name="cross")(x)
+    if head != "share_bottom":  # Share-Bottom shares only the embeddings (and DIN): a cross network per domain
+        x = CrossNetwork(cfg.cross_layers, name="cross")(x)
     if head is None:
         x = MLPBlock(cfg.hidden_units, dropout=cfg.dropout, name="mlp")(x)
+        if late:  # KEEP's knowledge plugging: the pre-trained vectors beside the last hidden layer
+            x = keras.layers.Concatenate(name="plugged_concat")([x, *historical])
         out = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
     else:
         out = _multi_domain_head(head, cfg, x, inputs[DOMAIN])
@@ -186,7 +205,9 @@ def _multi_domain_head(kind: str, cfg: CPMSettings, x, domain):
     routed bottom (all layers but the last) and a tower per domain (the last layer), each row
     scored by its own domain's tower.
 
-    * ``share_bottom`` — one bottom MLP (with BatchNorm) for both domains;
+    * ``share_bottom`` — the shared bottom is the embeddings only (and DIN's attention over
+      them): ``x`` is then the features before the cross network, and each domain has its own
+      cross network and whole MLP (with BatchNorm), as the paper's Share-Bottom baseline;
     * ``mmoe`` — :data:`MMOE_EXPERTS` bottom MLPs mixed by a softmax gate per domain;
     * ``star`` — partitioned normalisation of ``x``, then star-topology layers (shared weights
       times per-domain weights, :class:`StarDense`) for the whole MLP, plus STAR's auxiliary
@@ -207,7 +228,8 @@ def _multi_domain_head(kind: str, cfg: CPMSettings, x, domain):
         return [MLPBlock(top, batch_norm=False, dropout=cfg.dropout, name=f"tower_{d}")(h) for d in range(domains)]
 
     if kind == "share_bottom":
-        logit = routed(towers(MLPBlock(bottom, dropout=cfg.dropout, name="shared_bottom")(x)))
+        logit = routed([MLPBlock(units, dropout=cfg.dropout, name=f"tower_{d}")(
+            CrossNetwork(cfg.cross_layers, name=f"cross_{d}")(x)) for d in range(domains)])
     elif kind == "mmoe":
         experts = [keras.layers.Reshape((1, bottom[-1]), name=f"expert_{k}_row")(
             MLPBlock(bottom, dropout=cfg.dropout, name=f"expert_{k}")(x)) for k in range(MMOE_EXPERTS)]

@@ -248,6 +248,8 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
     if validation is not None:
         import keras
 
+        val_size = {"val_rows": validation.num_rows, "val_clicks": int(validation.column(LABEL).sum())}
+
         def make_val(index: int, count: int, batch: int):
             return streaming.make_dataset(validation.shard(index, count), layout, batch, shuffle=False,
                                           read_rows=training.read_batch_rows, repeat=endless,
@@ -267,10 +269,32 @@ def fit(model, source, layout: FeatureLayout, *, hparams: HParams, training, lab
                      validation_data=val, validation_steps=val_steps, callbacks=callbacks,
                      verbose=2 if chatty and n_batches > 20 else 0)
     out = {k: float(v[-1]) for k, v in hist.history.items()}
+    # the curves of this call's epochs (a resumed run's start at `first_epoch`)
+    out.update({f"{k}_curve": [round(float(x), 6) for x in v] for k, v in hist.history.items()
+                if k in ("loss", "val_loss")}, first_epoch=first_epoch, max_epochs=hp.epochs)
     if stopper is not None:
+        out.update(val_size)
         out.update(epochs_run=first_epoch + len(hist.epoch), best_epoch=int(stopper.best_epoch) + 1,
                    best_val_loss=float(stopper.best))
+    settled = settle_batchnorm(model, source, layout, hp, training)
+    if settled and val is not None:  # the kept weights' validation loss with the settled statistics
+        settled["settled_val_loss"] = float(model.evaluate(val, steps=val_steps, verbose=0, return_dict=True)["loss"])
+    out.update(settled)
     return out
+
+
+def settle_batchnorm(model, source, layout: FeatureLayout, hp: HParams, training: TrainingSettings) -> dict:
+    """The trained model's BatchNorm statistics set to the training window's population
+    statistics (:mod:`ecdctr_pipeline.modeling.batchnorm`; ``training.bn_settle_rows`` bounds the
+    rows, 0 keeps the moving averages). Every worker computes the same statistics from the
+    whole window, unshuffled."""
+    from ecdctr_pipeline.modeling import batchnorm, streaming
+
+    if training.bn_settle_rows <= 0 or not batchnorm._blocks(model):
+        return {}
+    ds = streaming.make_dataset(source, layout, hp.batch_size, shuffle=False, read_rows=training.read_batch_rows)
+    return batchnorm.settle(model, ds, num_rows=source.num_rows, batch_size=hp.batch_size,
+                            rows=training.bn_settle_rows)
 
 
 def _epoch_bar(label: str, epochs: int):
@@ -295,10 +319,15 @@ def _epoch_bar(label: str, epochs: int):
 
 
 def train_metrics(fit_metrics: dict) -> dict:
-    """What a run records of its training: the last epoch's loss and, with early stopping, the
-    epochs run, the best epoch and its validation loss."""
+    """What a run records of its training: the last epoch's loss, the loss curves (training and,
+    with early stopping, validation, one value an epoch), with early stopping the epochs run, the
+    best epoch and its validation loss, and how far the BatchNorm moving averages were from the
+    settled statistics (``bn_gap``, :mod:`~ecdctr_pipeline.modeling.batchnorm`)."""
     out = {"train_loss": fit_metrics.get("loss")}
-    out.update({k: fit_metrics[k] for k in ("epochs_run", "best_epoch", "best_val_loss") if k in fit_metrics})
+    out.update({k: fit_metrics[k] for k in ("epochs_run", "best_epoch", "best_val_loss", "max_epochs", "first_epoch",
+                                            "loss_curve", "val_loss_curve", "bn_gap", "bn_var_ratio", "bn_rows",
+                                            "settled_val_loss", "val_rows", "val_clicks")
+                if k in fit_metrics})
     return out
 
 
@@ -311,8 +340,31 @@ def training_sources(args: "TrainArgs"):
         return open_source(args, w), None
     if n >= w.days:
         raise TrainingError(f"{args.who}: training.validation_days={n} leaves no training day in {w}")
+    n = validation_length(args, n)
     cut = w.end - dt.timedelta(days=n)
     return open_source(args, calendar.Window(w.start, cut)), open_source(args, calendar.Window(cut, w.end))
+
+
+def validation_length(args: "TrainArgs", n: int) -> int:
+    """The days of the validation slice: ``n``, grown day by day (back from the window's end)
+    until it holds ``training.validation_min_clicks`` clicks, never past half the window (a
+    warning says when even that holds fewer)."""
+    want = args.training.validation_min_clicks
+    w = args.data.train_window
+    if want <= 0:
+        return n
+    most = max(n, w.days // 2)
+    clicks = 0
+    for k in range(n, most + 1):
+        clicks = int(open_source(args, calendar.Window(w.end - dt.timedelta(days=k), w.end)).column(LABEL).sum())
+        if clicks >= want:
+            if k > n:
+                log.info("%s: validation slice of %d days (%d clicks >= training.validation_min_clicks %d)",
+                         args.who, k, clicks, want)
+            return k
+    log.warning("%s: the validation slice's %d days (half the window) hold %d clicks, fewer than "
+                "training.validation_min_clicks %d", args.who, most, clicks, want)
+    return most
 
 
 def predict(model, arrays: dict[str, np.ndarray], layout: FeatureLayout, batch_size: int = 8192) -> np.ndarray:
@@ -337,7 +389,8 @@ def run_fingerprint(args: TrainArgs) -> str:
              "embedding_set": args.embedding_set.attempt if args.embedding_set else None,
              "base_model": args.base_model.attempt if args.base_model else None,
              "policy": args.transfer_policy, "code": artifacts.code_version(),
-             "early_stopping": [args.training.validation_days, args.training.early_stopping_patience]}
+             "early_stopping": [args.training.validation_days, args.training.early_stopping_patience,
+                                args.training.validation_min_clicks, args.training.bn_settle_rows]}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -389,10 +442,11 @@ def fit_resumable(args: TrainArgs, model, source, validation=None) -> tuple[Any,
                     store.delete(f"{prefix}/epoch-{epoch - 1}.keras")
                 path.unlink(missing_ok=True)
 
-        metrics: dict = {}
         if start < hp.epochs:
             metrics = fit(model, source, args.data.layout, hparams=hp, training=args.training, label=args.who,
                           first_epoch=start, callbacks=(_Checkpoint(),), validation=validation)
+        else:  # every epoch was checkpointed before the kill: only the statistics are left to settle
+            metrics = settle_batchnorm(model, source, args.data.layout, hp, args.training)
         return model, metrics, start - 1 if start else -1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -4,17 +4,23 @@ Variables are matched by path (the complete model's layer names are fixed) and g
 
 * ``batchnorm``  — gamma, beta, moving mean and moving variance of every BatchNormalization;
 * ``embedding``  — the id, profile and context embedding tables (``emb_*``);
-* ``mlp``        — the Dense layers of the MLP block and the output head;
 * ``frozen``     — the TPM tables and id vocabularies of the historical blocks: inputs of the
   embedding set, identical in CPM and A-CTR, always taken over;
-* ``other``      — DIN attention, cross network, historical self-attention.
+* ``mlp``        — every other trained weight: the network above the embeddings (DIN attention,
+  historical self-attention, cross network, the MLP's Dense layers, the output head, and any
+  variant's extra layers).
+
+The paper's Table 6 splits the network in two, "Embeddings" and "MLP", so that Embeddings ∪
+MLP (w/o BN) is E-CDCTR itself; the grouping follows it (until 2026-12-07 DIN, the cross network
+and the historical attention were a group of their own that only ``all_but_bn``/``all`` restored).
 
 Policies (``actr.transfer_policy``, paper Table 6), named by what they restore: ``none``
 (nothing but the embedding set's frozen inputs: A-CTR trained from random weights with TPM
-inputs), ``embeddings``, ``mlp_without_bn`` (the MLP's Dense layers and head only; embeddings stay
-random, BatchNorm fresh), ``embeddings_and_mlp``, ``all_but_bn`` (default, the paper's choice:
-everything except BatchNorm) and ``all``. What is not restored keeps the fresh initialisation of
-the newly built A-CTR model (BatchNorm: gamma 1, beta 0, mean 0, variance 1).
+inputs), ``embeddings``, ``mlp_without_bn`` (everything above the embeddings but BatchNorm;
+embeddings stay random), ``all_but_bn`` (default, the paper's choice: everything except
+BatchNorm), ``embeddings_and_mlp`` (the same set as ``all_but_bn``, kept as a name existing
+settings use) and ``all``. What is not restored keeps the fresh initialisation of the newly
+built A-CTR model (BatchNorm: gamma 1, beta 0, mean 0, variance 1).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ POLICIES: dict[str, frozenset[str]] = {
     "embeddings": frozenset({"embedding", "frozen"}),
     "mlp_without_bn": frozenset({"mlp", "frozen"}),
     "embeddings_and_mlp": frozenset({"embedding", "mlp", "frozen"}),
-    "all_but_bn": frozenset({"embedding", "mlp", "other", "frozen"}),
-    "all": frozenset({"embedding", "mlp", "other", "frozen", "batchnorm"}),
+    "all_but_bn": frozenset({"embedding", "mlp", "frozen"}),
+    "all": frozenset({"embedding", "mlp", "frozen", "batchnorm"}),
 }
 assert tuple(POLICIES) == TRANSFER_POLICIES  # the settings' and the CLI's choices
 
@@ -57,12 +63,10 @@ def variable_groups(model: keras.Model) -> dict[str, str]:
         top = p.split("/", 1)[0]
         if top.startswith("emb_"):
             groups[p] = "embedding"
-        elif top in ("mlp", "ctr"):
-            groups[p] = "mlp"
         elif top.startswith("hist_") and (p.endswith("/table") or "/lookup/" in p):
             groups[p] = "frozen"
         else:
-            groups[p] = "other"
+            groups[p] = "mlp"
     return groups
 
 

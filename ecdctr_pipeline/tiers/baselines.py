@@ -170,19 +170,24 @@ def cpm_variant(settings: Settings, store: ArtifactStore, monday: str | dt.date,
     return result.model, {**metrics, **result.train_metrics, "train_seconds": seconds}, args, result.row_counts["train"]
 
 
-def tpm_variant(settings: Settings, store: ArtifactStore, set_month: str, *, dim: int):
+def tpm_variant(settings: Settings, store: ArtifactStore, set_month: str, *, dim: int, months: int | None = None):
     """The TPM run of embedding set ``set_month`` with embedding dimension ``dim``, never published:
     its tables in memory (:class:`~ecdctr_pipeline.data.embedding_sets.HistoricalTables`) and the
-    seconds it trained."""
-    from ecdctr_pipeline.data import embedding_sets
+    seconds it trained. ``months``: trained on that many months before ``set_month`` (their TPM
+    features extracted here), only the last month's tables kept (KEEP-style's pre-training)."""
+    from ecdctr_pipeline.data import embedding_sets, extract
     from ecdctr_pipeline.modeling.training import quiet_tf
     from ecdctr_pipeline.tiers import tpm
 
     quiet_tf()
     s = settings.model_copy(deep=True)
     s.tpm.embedding_dim = dim
+    if months is not None:
+        s.calendar.tpm_train_months, s.calendar.tpm_snapshot_months = months, 1
+        extract.extract_tpm(s, store, set_month)
     args = tpm.resolve(s, store, tpm.plan(s, set_month))
-    args = dataclasses.replace(args, tier="tpm_baseline", artifact="", who=f"tpm dim {dim} {set_month}")
+    args = dataclasses.replace(args, tier="tpm_baseline", artifact="",
+                               who=f"tpm dim {dim}{f' over {months} months' if months else ''} {set_month}")
     t0 = time.perf_counter()
     result = tpm.run_training(args)
     try:
@@ -192,15 +197,15 @@ def tpm_variant(settings: Settings, store: ArtifactStore, set_month: str, *, dim
     return hist, round(time.perf_counter() - t0, 2)
 
 
-def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, published=None):
-    """Source-only (paper Table 4): the CPM that A-CTR ``day`` resolves, trained on natural data
-    only, scored on the day's ad holdout without fine-tuning: ``(labels, scores, users, {})``.
-    ``published``: that CPM already loaded (see :func:`fine_tuned`)."""
-    from ecdctr_pipeline.modeling.training import load_model, quiet_tf
+def source_only_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, model):
+    """Source-only (paper Table 4, §5.3.1: "there is no TPM here"): ``model``, the complete
+    network trained without TPM inputs on the natural window of the CPM that A-CTR ``day``
+    resolves (:func:`cpm_variant` with ``tpm=False``), scored on the day's ad holdout without
+    fine-tuning: ``(labels, scores, users, {})``."""
+    from ecdctr_pipeline.modeling.training import quiet_tf
 
     quiet_tf()
-    args = actr.resolve(settings, store, actr.plan(settings, day))
-    model = _published(args, published)[0] if published else load_model(store, args.base_prefix, args.base_model)
+    args = actr.resolve(settings, store, actr.plan(settings, day), target_only=True)
     return _holdout_scores(args, model, {})
 
 
@@ -243,11 +248,13 @@ def fine_tuned(settings: Settings, store: ArtifactStore, day: str | dt.date, *, 
 def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | dt.date, *, head: str | None = None):
     """A model trained on both domains' rows. ``head`` None: Sample merging (paper Table 4), one
     complete network without TPM inputs trained on the natural rows of the CPM window that A-CTR
-    ``day`` uses and the day's ad training rows together, with a ``domain`` input (natural 0, ad 1); A-CTR's hyper-parameters and epoch
-    budget, early stopping on the ad validation slice; scored on the ad holdout as domain 1.
+    ``day`` uses and the day's ad training rows together (no domain input: the paper just mixes
+    the data); A-CTR's hyper-parameters and epoch budget, early stopping on the ad validation
+    slice; scored on the ad holdout.
     ``head`` (:data:`~ecdctr_pipeline.modeling.models.MULTI_DOMAIN_HEADS`): the same training
     of a multi-domain model (Table 2's Share-Bottom, MMoE, STAR, CoNet), whose head routes each
-    row by its domain. Returns ``(labels, scores, users, what training recorded)``."""
+    row by its domain (a ``domain`` input, natural 0, ad 1; the holdout is scored as domain 1).
+    Returns ``(labels, scores, users, what training recorded)``."""
     from ecdctr_pipeline.modeling.models import build_complete_model, compile_model, compile_options
     from ecdctr_pipeline.modeling.preprocessing import DOMAIN, DOMAIN_CODES, FeatureLayout
     from ecdctr_pipeline.modeling.streaming import TaggedSource
@@ -259,7 +266,10 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
     p = actr.plan(settings, day)
     ad = actr.resolve(settings, store, p, target_only=True)
     nat = cpm.resolve(settings, store, cpm.plan(settings, p.cpm_monday), tpm=False)
-    layout = FeatureLayout.complete(settings.features, domain_indicator=True)
+    # Sample merging just mixes the two domains' rows (the paper gives it no domain input); a
+    # multi-domain head routes by the domain
+    indicator = head is not None
+    layout = FeatureLayout.complete(settings.features, domain_indicator=indicator)
 
     def tagged(*parts):
         return TaggedSource(tuple((src, ((DOMAIN, DOMAIN_CODES[d]),)) for src, d in parts))
@@ -271,7 +281,7 @@ def joint_training_scores(settings: Settings, store: ArtifactStore, day: str | d
     name = head or "sample_merging"
     with placement(ad).strategy.scope():
         model = compile_model(build_complete_model(settings.cpm, settings.features, None, name=name,
-                                                   domain_indicator=True, head=head), hp.learning_rate,
+                                                   domain_indicator=indicator, head=head), hp.learning_rate,
                               **compile_options(ad.training))
     m = fit(model, train, layout, hparams=hp, training=ad.training, label=f"{name} {p.day}",
             validation=tagged((ad_val, "ad")) if ad_val is not None else None)

@@ -39,7 +39,7 @@ def resolve(settings: Settings, store: ArtifactStore, p: calendar.TPMPlan) -> Tr
         features=settings.features, data_window=p.data_window, training=settings.training,
         months=tuple(str(m) for m in p.snapshot_months),
         params={"dim": t.embedding_dim, "train_months": [str(m) for m in p.train_months],
-                "hidden_units": t.hidden_units, "learning_rate": t.learning_rate},
+                "hidden_units": t.hidden_units, "learning_rate": t.learning_rate, "user_item_dot": t.user_item_dot},
     )
 
 

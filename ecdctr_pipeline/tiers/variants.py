@@ -108,7 +108,7 @@ def with_cpm(settings: Settings, overrides: dict | None) -> Settings:
 def _source_only(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import source_only_scores
 
-    return source_only_scores(settings, store, day, published=week.get("cpm_loaded"))
+    return source_only_scores(settings, store, day, model=week["cpm_without_tpm"])
 
 
 def _joint(head: str | None):
@@ -128,13 +128,15 @@ def _minet(settings, store, day, week):
 def _keep(settings, store, day, week):
     from ecdctr_pipeline.tiers.baselines import target_only_scores
 
-    return target_only_scores(settings, store, day, historical=week["cpm_loaded"][1].last(1))
+    return target_only_scores(with_cpm(settings, KEEP_PLUG), store, day, historical=week["keep_tpm"])
 
 
 _POLICY_TEXT = {  # the transfer policies that are not a variant of their own
     "embeddings": "embeddings from the CPM; MLP, attention, cross network and BatchNorm fresh",
-    "mlp_without_bn": "the MLP's Dense layers and head from the CPM; embeddings random, BatchNorm fresh",
-    "embeddings_and_mlp": "embeddings and MLP from the CPM; attention, cross network and BatchNorm fresh",
+    "mlp_without_bn": "everything above the embeddings from the CPM (attention, cross network, MLP, head) but "
+                      "BatchNorm; embeddings random, BatchNorm fresh",
+    "embeddings_and_mlp": "embeddings and everything above them from the CPM, BatchNorm fresh (the same set "
+                          "as E-CDCTR's all_but_bn)",
     "all": "everything from the CPM, BatchNorm statistics included",
 }
 
@@ -163,11 +165,12 @@ def _registry() -> dict[str, Variant]:
                 _from_week_model("repretrained"),
                 "the complete network without TPM inputs re-pretrained on months of natural data, then "
                 "fine-tuned like A-CTR"),
-        Variant("source_only", "Source-only", frozenset({"cpm"}), _source_only,
-                "the CPM (natural data only) scored on the ad holdout, no fine-tuning"),
+        Variant("source_only", "Source-only", frozenset({"cpm_without_tpm"}), _source_only,
+                "the complete network without TPM inputs trained on the CPM's natural window only, scored on "
+                "the ad holdout, no fine-tuning"),
         Variant("sample_merging", "Sample merging", frozenset({"natural"}), _joint(None),
                 "the complete network without TPM inputs on the CPM window's natural rows and the ad window's "
-                "rows together, with a domain indicator input"),
+                "rows mixed (no domain input)"),
     ]
     # Table 2's multi-domain models: trained like Sample merging, with a head that routes by domain
     v += [Variant(head, label, frozenset({"natural"}), _joint(head), what) for head, label, what in MULTI_DOMAIN]
@@ -175,9 +178,10 @@ def _registry() -> dict[str, Variant]:
                      "the complete network without TPM inputs plus the ad rows' natural clicks as a second sequence "
                      "(its own attention, the candidate mapped by a transfer matrix) and MiNet's interest-level "
                      "attention over user, source and target interests; random init, trained on the ad window"))
-    v.append(Variant("keep", "KEEP-style", frozenset({"cpm"}), _keep,
-                     "the TPM's latest month of user and item embeddings plugged into the complete network (frozen "
-                     "tables), trained from random init on the ad window; no CPM"))
+    v.append(Variant("keep", "KEEP-style", frozenset({"keep_tpm"}), _keep,
+                     f"a TPM pre-trained on the {KEEP_MONTHS} months of natural data before the set's month (§4.4), "
+                     "its last month's user and item embeddings plugged beside the complete network's last MLP "
+                     "layer (frozen tables), every other weight random, trained on the ad window; no CPM"))
     # the other transfer policies of Table 6 (``none`` is target_only_tpm, ``all_but_bn`` is ecdctr)
     v += [Variant(f"transfer_{p}", f"transfer: {p}", frozenset({"cpm"}), _fine_tuned(p), _POLICY_TEXT[p])
           for p in TRANSFER_POLICIES if p not in ("none", "all_but_bn")]
@@ -199,13 +203,16 @@ def _registry() -> dict[str, Variant]:
 
 
 MULTI_DOMAIN = (  # (head, label, how); the heads are modeling.models.MULTI_DOMAIN_HEADS
-    ("share_bottom", "Share-Bottom", "shared embeddings and bottom MLP, one tower per domain, on natural + ad rows"),
+    ("share_bottom", "Share-Bottom", "shared embeddings (and DIN attention), a cross network and whole MLP per domain, "
+                                     "on natural + ad rows"),
     ("mmoe", "MMoE", "shared embeddings, 4 expert MLPs mixed by a gate per domain, one tower per domain"),
     ("star", "STAR", "partitioned normalisation, star-topology MLP (shared x per-domain weights), auxiliary "
                      "network on the domain indicator"),
     ("conet", "CoNet", "one MLP per domain with cross connections between them, shared embeddings"),
 )
 MONTH_POSITIONS = {"hist_month_positions": True}
+KEEP_MONTHS = 7  # §4.4: KEEP pre-trains on seven months of the source domain
+KEEP_PLUG = {"hist_plug": "last_mlp"}  # ... and plugs the knowledge in at the last MLP layer
 # not a model: the ad features must carry the natural clicks as a sequence of their own
 # (``features.ad_history: split``; see :func:`with_needed_features`)
 SOURCE_SEQUENCE = "ad_source_sequence"
@@ -258,8 +265,12 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
         set_manifest = embedding_sets.resolve(store, cpm_manifest.inputs.embedding_set, consumer=f"variants {monday}")
         week["cpm_loaded"] = (load_model(store, paths.cpm_checkpoint(monday), cpm_manifest),
                               embedding_sets.load(store, set_manifest), monday)
+    if "keep_tpm" in needs:  # KEEP-style's knowledge: a TPM over KEEP_MONTHS months, its last month's tables
+        week["keep_tpm"], secs = tpm_variant(settings, store, p.embedding_set, dim=settings.tpm.embedding_dim,
+                                             months=KEEP_MONTHS)
+        week["keep_tpm_info"] = {"tpm_train_seconds": secs, "months": KEEP_MONTHS}
     # "natural": the Monday's natural features only; SOURCE_SEQUENCE: the ad features' columns
-    for name in sorted(needs - {"cpm", "natural", SOURCE_SEQUENCE}):
+    for name in sorted(needs - {"cpm", "natural", "keep_tpm", SOURCE_SEQUENCE}):
         kw: dict[str, Any] = {}
         info: dict[str, Any] = {}
         if name == "cpm_without_tpm":
@@ -283,4 +294,4 @@ def prepare_week(settings: Settings, store: ArtifactStore, monday: dt.date, need
     return week
 
 
-_WEEK_MODEL = re.compile(rf"{SOURCE_SEQUENCE}|natural|cpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")
+_WEEK_MODEL = re.compile(rf"{SOURCE_SEQUENCE}|natural|cpm|keep_tpm|cpm_without_tpm|repretrained|month_positions|tpm_months_[1-9][0-9]*|tpm_dim_[1-9][0-9]*")

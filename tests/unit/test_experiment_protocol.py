@@ -115,6 +115,17 @@ def test_the_papers_figures_match_the_design_folder_and_name_registered_variants
         assert {v: figures[section][names[v]] for v in rows} == rows, key
     assert paper.lift("3", "ecdctr", "target_only") == pytest.approx(0.0088)
     assert paper.figure("aa", "planted") is None and paper.lift("2", "ecdctr", "nope") is None
+    # every ordering a table tests is one the paper's own figures show, and every pair of the
+    # paper's Table 3, 4 and 6 rows that the tables hold is tested one way or the other
+    for key, t in experiments.TABLES.items():
+        for a, op, b in t.orderings:
+            lift = paper.lift(key, a, b)
+            assert lift is None or lift > 0, (key, a, op, b, lift)
+        if key in ("3", "4", "6"):
+            rows = paper.PAPER[key][1]
+            pairs = {frozenset((a, b)) for a, _, b in t.orderings}
+            untested = [(a, b) for a in rows for b in rows if a < b and frozenset((a, b)) not in pairs]
+            assert not untested, (key, untested)
 
 
 def test_tpm_taste_r2_is_high_for_vectors_that_carry_the_taste_and_low_for_noise():

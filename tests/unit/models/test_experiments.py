@@ -172,6 +172,13 @@ def test_efficiency_and_every_table_smoke_on_one_tiny_day(cpm_trained_store, tmp
         assert (tmp_path / "paper" / f"{name}.png").stat().st_size > 0
         assert json.loads((tmp_path / "paper" / f"{name}.json").read_text())["orderings"] == summary["orderings"]
         assert bool(summary["orderings"]) == (t.key != "fig4")  # the figure is a curve, no verdicts
+        # every fine-tuned variant's loss curves and how its fit ended (early stopping off here:
+        # every epoch ran, none stopped early); Source-only is not trained
+        fitted = [x for x in summary["rows"] if x.get("fits")]
+        assert fitted and "## Convergence" in text and (tmp_path / "paper" / f"{name}_loss.png").stat().st_size > 0
+        for x in fitted:
+            assert len(x["loss_curve"]) == s.actr.epochs and x["stopped_early"] == 0, x["variant"]
+        assert all(not x.get("fits") for x in summary["rows"] if x["variant"] == "source_only")
     merging = day["training"]["sample_merging"]
     assert merging["rows"] > merging["natural_rows"] > 0 and merging["epochs_run"] == s.actr.epochs
     assert not np.allclose(day["scores"]["sample_merging"], day["scores"]["target_only"])

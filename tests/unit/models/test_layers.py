@@ -246,7 +246,8 @@ def test_partitioned_norm_keeps_each_domains_statistics(tmp_path):
     roundtrip(PartitionedNorm(2, name="pn2"), [x, domain], tmp_path)
 
 
-@pytest.mark.parametrize("head,ad_only", [("share_bottom", "tower_1_logit"), ("mmoe", "tower_1_logit"),
+@pytest.mark.parametrize("head,ad_only", [("share_bottom", "tower_1_logit"), ("share_bottom", "cross_1"),
+                                          ("share_bottom", "tower_1"), ("mmoe", "tower_1_logit"),
                                           ("conet", "tower_1_logit"), ("star", "star_logit")])
 def test_multi_domain_heads_score_each_row_with_its_domains_parameters(head, ad_only):
     """Table 2's models: a row's score comes from its own domain's parameters (changing the ad
@@ -282,6 +283,10 @@ def test_multi_domain_heads_score_each_row_with_its_domains_parameters(head, ad_
     after = model.predict(x, verbose=0).ravel()
     np.testing.assert_array_equal(after[~ad], before[~ad])
     assert np.all(np.abs(after[ad] - before[ad]) > 1e-6)
+    names = {layer.name for layer in model.layers}
+    if head == "share_bottom":  # the paper's Share-Bottom shares only the embeddings: a cross network and MLP per domain
+        assert {"cross_0", "cross_1", "tower_0", "tower_1"} <= names and "cross" not in names
+        assert all(model.get_layer(f"tower_{d}").bn for d in (0, 1))
     from ecdctr_pipeline.modeling.models import MULTI_DOMAIN_HEADS
     from ecdctr_pipeline.tiers.variants import MULTI_DOMAIN
 
@@ -340,3 +345,29 @@ def test_minet_reads_the_source_sequence_through_its_own_attention():
     empty = dict(x, **{SRC_SEQ_LEN: np.zeros((n, 1), "int64")})
     np.testing.assert_allclose(model.predict(dict(empty, **{SRC_SEQ_ITEMS: other[SRC_SEQ_ITEMS]}), verbose=0),
                                model.predict(empty, verbose=0), rtol=1e-6)
+
+
+def test_keep_style_plugging_feeds_the_historical_vectors_beside_the_last_mlp_layer():
+    """``cpm.hist_plug: last_mlp`` (KEEP's knowledge plugging): the historical blocks skip the
+    input and the cross network and meet the MLP's last hidden layer before the output."""
+    from ecdctr_pipeline.core.settings import Settings
+    from ecdctr_pipeline.data.embedding_sets import HistoricalTables
+    from ecdctr_pipeline.modeling.models import build_complete_model
+
+    s = Settings.model_validate({"features": {"max_seq_len": 4, "hash_buckets": {"user_id": 50, "item_id": 40,
+                                                                                  "category_id": 8, "item_brand": 10}},
+                                 "cpm": {"hidden_units": [16, 8], "attention_units": [4], "embedding_dim": 4}})
+    rng = np.random.default_rng(0)
+    hist = HistoricalTables("2026-10", ("2026-09",), np.arange(1, 6), rng.normal(size=(5, 1, 6)).astype("float32"),
+                            np.arange(1, 4), rng.normal(size=(3, 1, 6)).astype("float32"))
+    early = build_complete_model(s.cpm, s.features, hist, name="early")
+    s.cpm.hist_plug = "last_mlp"
+    late = build_complete_model(s.cpm, s.features, hist, name="late")
+    width = lambda m, name: m.get_layer(name).output.shape[-1]  # noqa: E731
+    assert width(early, "features_concat") == width(late, "features_concat") + 2 * 6
+    assert [tuple(t.shape) for t in late.get_layer("plugged_concat").input] == [(None, 8), (None, 6), (None, 6)]
+    assert "plugged_concat" not in {layer.name for layer in early.layers}
+    # the output layer reads the last hidden layer and both historical vectors
+    assert late.get_layer("ctr").kernel.shape == (8 + 12, 1)
+    with pytest.raises(ValueError, match="not with a multi-domain head"):
+        build_complete_model(s.cpm, s.features, hist, domain_indicator=True, head="mmoe")
