@@ -126,8 +126,10 @@ class Job:
 
 def tpm_job(settings: Settings, month) -> Job:
     plan = calendar.tpm_plan(month, settings.calendar)
-    return Job(paths.tpm_features(), plan.data_window,
-               f"ecdctr:extract:tpm:{plan.month}:{settings_fingerprint(settings, None)}", "natural", 0, None)
+    w = plan.data_window  # in the id: a longer window of the same month (KEEP-style's 7 months) is another job
+    return Job(paths.tpm_features(), w,
+               f"ecdctr:extract:tpm:{plan.month}:{w.start}:{w.end}:{settings_fingerprint(settings, None)}", "natural",
+               0, None)
 
 
 def complete_job(settings: Settings, domain: str, as_of) -> Job:
