@@ -419,9 +419,14 @@ class QualitySettings(_Section):
 
 
 class AlertSettings(_Section):
-    notifiers: list[Literal["log", "webhook", "email"]] = Field(default_factory=lambda: ["log"])
+    notifiers: list[Literal["log", "webhook", "email", "slack", "teams", "pagerduty"]] = Field(
+        default_factory=lambda: ["log"])
     webhook_url: SecretStr | None = None
-    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)  # every HTTP notifier's timeout
+    slack_webhook_url: SecretStr | None = None  # a Slack incoming webhook (its path is the token)
+    teams_webhook_url: SecretStr | None = None  # a Teams Workflows / incoming webhook
+    pagerduty_routing_key: SecretStr | None = None  # the Events API v2 integration key
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(25, gt=0, lt=65536)
     smtp_user: str | None = None
@@ -433,14 +438,14 @@ class AlertSettings(_Section):
     # served version's A-CTR day is more than this many days before the run's day
     max_served_age_days: int = Field(3, ge=1)
 
-    @field_validator("webhook_url")
+    @field_validator("webhook_url", "slack_webhook_url", "teams_webhook_url", "pagerduty_events_url")
     @classmethod
-    def _http_only(cls, url: SecretStr | None) -> SecretStr | None:
-        """The notifier POSTs JSON: an http(s) URL with a host (the value is a secret: never echoed)."""
+    def _http_only(cls, url):
+        """The notifiers POST JSON: an http(s) URL with a host (a secret's value is never echoed)."""
         from urllib.parse import urlparse
 
         if url is not None:
-            parsed = urlparse(url.get_secret_value().strip())
+            parsed = urlparse((url.get_secret_value() if isinstance(url, SecretStr) else url).strip())
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 what = f"a {parsed.scheme}:// URL" if parsed.scheme else "a URL without a scheme"
                 raise ValueError(f"must be an http:// or https:// URL with a host, not {what}")

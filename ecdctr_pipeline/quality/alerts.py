@@ -1,4 +1,7 @@
-"""Alert notifiers: webhook (JSON POST), e-mail (SMTP) and log, chosen by ``alerts.notifiers``.
+"""Alert notifiers, chosen by ``alerts.notifiers``: log, webhook (the alert as JSON), e-mail
+(SMTP), Slack (an incoming webhook: text and Block Kit blocks), Microsoft Teams (a Workflows or
+incoming webhook: an Adaptive Card) and PagerDuty (Events API v2: a ``trigger`` event whose
+dedup key is the alert's kind, subject and date, so a retried task does not page twice).
 
 An :class:`Alert` names what failed (a quality gate, a DAG task, a sensor), the table or DAG,
 the date and the failing checks with their observed values. :func:`send` delivers one alert
@@ -54,6 +57,26 @@ class LogNotifier:
         log.error("%s %s", alert.title, json.dumps(alert.details, default=str)[:2000])
 
 
+def _post_json(url: str, body: dict, timeout: float, what: str) -> None:
+    req = urllib.request.Request(url, data=json.dumps(body, default=str).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        if resp.status >= 300:
+            raise RuntimeError(f"{what} answered HTTP {resp.status}")
+
+
+def _facts(alert: Alert, limit: int = 10) -> list[tuple[str, str]]:
+    """(name, value) lines of an alert's details for chat cards (the first ``limit``)."""
+    out = []
+    for d in alert.details[:limit]:
+        name = str(d.get("check") or d.get("name") or d.get("reason") or next(iter(d), "detail"))
+        rest = {k: v for k, v in d.items() if str(v) != name}
+        out.append((name[:200], json.dumps(rest, default=str)[:500]))
+    if len(alert.details) > limit:
+        out.append(("…", f"{len(alert.details) - limit} more"))
+    return out
+
+
 class WebhookNotifier:
     name = "webhook"
 
@@ -64,12 +87,89 @@ class WebhookNotifier:
         self.timeout = settings.webhook_timeout_s
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps({"text": alert.title, **alert.to_dict()}, default=str).encode()
-        req = urllib.request.Request(self._url, data=body, headers={"Content-Type": "application/json"},
-                                     method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            if resp.status >= 300:
-                raise RuntimeError(f"webhook answered HTTP {resp.status}")
+        _post_json(self._url, {"text": alert.title, **alert.to_dict()}, self.timeout, "webhook")
+
+
+class SlackNotifier:
+    """A Slack incoming webhook: ``text`` (the notification line) and Block Kit blocks."""
+
+    name = "slack"
+
+    def __init__(self, settings: AlertSettings):
+        if settings.slack_webhook_url is None:
+            raise ValueError("alerts.slack_webhook_url is not set")
+        self._url = settings.slack_webhook_url.get_secret_value()
+        self.timeout = settings.webhook_timeout_s
+
+    def send(self, alert: Alert) -> None:
+        blocks = [{"type": "header", "text": {"type": "plain_text", "text": f"ecdctr {alert.kind}"[:150]}},
+                  {"type": "section", "text": {"type": "mrkdwn",
+                                               "text": f"*{alert.subject}* {alert.logical_date}\n{alert.summary}"[:3000]}}]
+        facts = _facts(alert)
+        if facts:
+            blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]}
+                                                         for k, v in facts]})
+        if alert.context:
+            blocks.append({"type": "context", "elements": [
+                {"type": "mrkdwn", "text": json.dumps(alert.context, default=str)[:3000]}]})
+        _post_json(self._url, {"text": alert.title, "blocks": blocks}, self.timeout, "slack")
+
+
+class TeamsNotifier:
+    """A Microsoft Teams Workflows (or incoming) webhook: one message with an Adaptive Card."""
+
+    name = "teams"
+
+    def __init__(self, settings: AlertSettings):
+        if settings.teams_webhook_url is None:
+            raise ValueError("alerts.teams_webhook_url is not set")
+        self._url = settings.teams_webhook_url.get_secret_value()
+        self.timeout = settings.webhook_timeout_s
+
+    def send(self, alert: Alert) -> None:
+        body = [{"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": True, "text": alert.title},
+                {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in
+                                              [("subject", alert.subject), ("date", alert.logical_date),
+                                               *_facts(alert)]]}]
+        if alert.context:
+            body.append({"type": "TextBlock", "wrap": True, "isSubtle": True,
+                         "text": json.dumps(alert.context, default=str)[:3000]})
+        card = {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "version": "1.4", "body": body}
+        _post_json(self._url, {"type": "message", "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]}, self.timeout, "teams")
+
+
+# PagerDuty severities by alert kind (others: "error")
+PAGERDUTY_SEVERITY = {"task_failure": "critical", "deadline_missed": "critical", "quality_gate": "error",
+                      "served_model_stale": "warning", "cpm_fallback": "warning", "model_rejected": "warning",
+                      "not_evaluable": "warning", "transfer_harmful": "warning", "sensor_timeout": "error"}
+
+
+class PagerDutyNotifier:
+    """PagerDuty Events API v2: a ``trigger`` event on the integration's routing key."""
+
+    name = "pagerduty"
+
+    def __init__(self, settings: AlertSettings):
+        if settings.pagerduty_routing_key is None:
+            raise ValueError("alerts.pagerduty_routing_key is not set")
+        self._key = settings.pagerduty_routing_key.get_secret_value()
+        self.url = settings.pagerduty_events_url
+        self.timeout = settings.webhook_timeout_s
+
+    @staticmethod
+    def dedup_key(alert: Alert) -> str:
+        return f"ecdctr:{alert.kind}:{alert.subject}:{alert.logical_date}"
+
+    def send(self, alert: Alert) -> None:
+        _post_json(self.url, {
+            "routing_key": self._key, "event_action": "trigger", "dedup_key": self.dedup_key(alert),
+            "payload": {"summary": alert.title[:1024], "source": alert.subject, "component": "ecdctr",
+                        "group": alert.kind, "class": alert.kind,
+                        "severity": PAGERDUTY_SEVERITY.get(alert.kind, "error"),
+                        "custom_details": {"logical_date": alert.logical_date, "details": alert.details,
+                                           "context": alert.context}}}, self.timeout, "pagerduty")
 
 
 class EmailNotifier:
@@ -101,16 +201,20 @@ def notifiers(settings: AlertSettings) -> list[Notifier]:
     for name in settings.notifiers:
         try:
             out.append({"log": lambda: LogNotifier(), "webhook": lambda: WebhookNotifier(settings),
-                        "email": lambda: EmailNotifier(settings)}[name]())
+                        "email": lambda: EmailNotifier(settings), "slack": lambda: SlackNotifier(settings),
+                        "teams": lambda: TeamsNotifier(settings),
+                        "pagerduty": lambda: PagerDutyNotifier(settings)}[name]())
         except ValueError as exc:
             log.error("alert notifier %s is not usable: %s", name, exc)
     return out
 
 
 def redact(text: str, settings: AlertSettings) -> str:
-    """``text`` without the alert settings' secrets (the webhook URL, whose path is often a token,
-    the SMTP password) and without the user:password part of any URL."""
-    for secret in (settings.webhook_url, settings.smtp_password):
+    """``text`` without the alert settings' secrets (the webhook URLs, whose paths are often
+    tokens, the PagerDuty routing key, the SMTP password) and without the user:password part of
+    any URL."""
+    for secret in (settings.webhook_url, settings.slack_webhook_url, settings.teams_webhook_url,
+                   settings.pagerduty_routing_key, settings.smtp_password):
         value = secret.get_secret_value() if secret is not None else ""
         if value:
             text = text.replace(value, "<secret>")
@@ -126,7 +230,10 @@ def send(settings: AlertSettings, alert: Alert) -> dict[str, str]:
             n.send(alert)
             status[n.name] = "sent"
         except Exception as exc:  # noqa: BLE001 - a broken notifier must not hide the failure
-            reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(exc, urllib.error.HTTPError):  # the service answered: its status says why
+                reason = f"HTTP {exc.code} {exc.reason}"
+            else:
+                reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else exc
             err = redact(f"{type(exc).__name__}: {str(reason)[:200]}", settings)
             log.error("alert notifier %s failed (%s); the alert was: %s", n.name, err, alert.title)
             status[n.name] = f"failed: {err}"

@@ -28,9 +28,13 @@ EXISTING = "ecdctr-credentials"
 # a value per secret setting, unlike anything else a rendering holds
 VALUES = {k: f"s3cr3t-{k.replace('.', '-').replace('_', '-')}-7731" for k in sorted(SECRET_KEYS)}
 VALUES["alerts.webhook_url"] = "https://hooks.example/T0/tok-webhook-7731"
+VALUES["alerts.slack_webhook_url"] = "https://hooks.example/services/T0/tok-slack-7731"
+VALUES["alerts.teams_webhook_url"] = "https://hooks.example/workflows/tok-teams-7731"
 # the chart's value under `secrets` of each secret setting
 CHART_KEYS = {"store.access_key_id": "storeAccessKeyId", "store.secret_access_key": "storeSecretAccessKey",
-              "alerts.webhook_url": "alertsWebhookUrl", "alerts.smtp_password": "alertsSmtpPassword"}
+              "alerts.webhook_url": "alertsWebhookUrl", "alerts.smtp_password": "alertsSmtpPassword",
+              "alerts.slack_webhook_url": "alertsSlackWebhookUrl", "alerts.teams_webhook_url": "alertsTeamsWebhookUrl",
+              "alerts.pagerduty_routing_key": "alertsPagerdutyRoutingKey"}
 
 
 def env_name(key: str) -> str:

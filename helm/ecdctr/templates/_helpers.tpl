@@ -20,6 +20,9 @@ storeAccessKeyId: ECDCTR_STORE__ACCESS_KEY_ID
 storeSecretAccessKey: ECDCTR_STORE__SECRET_ACCESS_KEY
 alertsWebhookUrl: ECDCTR_ALERTS__WEBHOOK_URL
 alertsSmtpPassword: ECDCTR_ALERTS__SMTP_PASSWORD
+alertsSlackWebhookUrl: ECDCTR_ALERTS__SLACK_WEBHOOK_URL
+alertsTeamsWebhookUrl: ECDCTR_ALERTS__TEAMS_WEBHOOK_URL
+alertsPagerdutyRoutingKey: ECDCTR_ALERTS__PAGERDUTY_ROUTING_KEY
 {{- end -}}
 
 {{/* "true" when any secret value is given to the chart (it then creates the Secret) */}}
