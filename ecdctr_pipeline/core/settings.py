@@ -546,8 +546,26 @@ class OrchestrationSettings(_Section):
     # triggerer): a missed one alerts `deadline_missed`; backfill runs are not alerted (a backfill
     # queues many days at once). None: no deadline
     actr_deadline_h: float | None = Field(20.0, gt=0)
+    # an OpenLineage run event per published artifact (data/lineage.py): an http(s) base URL (the
+    # HTTP transport's: events go to <url>/api/v1/lineage) or a file:// path (one JSON event a
+    # line); None: off. Best effort: an unreachable backend never fails a run
+    openlineage_url: str | None = None
+    openlineage_namespace: str = "ecdctr"
+    openlineage_timeout_s: float = Field(5.0, gt=0)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
+
+    @field_validator("openlineage_url")
+    @classmethod
+    def _lineage_url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlparse
+
+        if url is not None:
+            p = urlparse(url.strip())
+            if p.scheme not in ("http", "https", "file") or (p.scheme != "file" and not p.hostname) \
+                    or (p.scheme == "file" and not p.path):
+                raise ValueError("must be an http(s):// URL with a host or a file:// path")
+        return url
 
     @model_validator(mode="after")
     def _check_docker(self) -> "OrchestrationSettings":

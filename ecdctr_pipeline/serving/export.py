@@ -31,7 +31,7 @@ import numpy as np
 from ecdctr_pipeline.core import calendar, paths
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import Settings
-from ecdctr_pipeline.data import artifacts
+from ecdctr_pipeline.data import artifacts, lineage
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.preprocessing import FeatureLayout, raw_columns, transform
 from ecdctr_pipeline.serving.pointer import prune_versions, read_served, set_served
@@ -201,8 +201,9 @@ def export_version(settings: Settings, store: ArtifactStore, day: str | dt.date,
                    "merged_rows": {"user": int(served_model.get_layer("hist_user").vocab_size) + 1,
                                    "item": int(served_model.get_layer("hist_item").vocab_size) + 1}},
         )
-        artifacts.publish(store, paths.serving_version(version), files, manifest, flat=True,
-                          last=("saved_model.pb",))
+        manifest = artifacts.publish(store, paths.serving_version(version), files, manifest, flat=True,
+                                     last=("saved_model.pb",))
+        lineage.emit(settings.orchestration, store, paths.serving_version(version), manifest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     state = set_served(store, settings.serving.model_name, version, reason=f"export of A-CTR {day}")

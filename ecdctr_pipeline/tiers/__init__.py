@@ -29,7 +29,7 @@ from types import ModuleType
 from ecdctr_pipeline.core import paths
 from ecdctr_pipeline.core.errors import CorruptArtifactError
 from ecdctr_pipeline.core.settings import Settings
-from ecdctr_pipeline.data import artifacts, freshness
+from ecdctr_pipeline.data import artifacts, freshness, lineage
 from ecdctr_pipeline.data.store import ArtifactStore
 from ecdctr_pipeline.modeling.training import TierRun
 
@@ -98,6 +98,7 @@ def train(tier: str, settings: Settings, store: ArtifactStore, when, *, force: b
         manifest = publish(args, result, metrics=metrics, blessing=blessing, files=files)
     finally:
         result.cleanup()
+    lineage.emit(settings.orchestration, store, prefix, manifest)
     if blessing is not None and not blessing.blessed:
         _alert_unblessed(settings, store, tier, args.logical_date, blessing, metrics)
     clear_resume(args)  # published: the in-progress checkpoint is not needed any more
