@@ -9,7 +9,7 @@ import sys
 
 from ecdctr_pipeline.cli import verbs
 from ecdctr_pipeline.core.errors import EcdctrError
-from ecdctr_pipeline.cli.verbs import _emit, _settings, _store
+from ecdctr_pipeline.cli.verbs import SCALE_HELP, _emit, _settings, _store, scale_name
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentParser) -> None:
     ef = sub.add_parser("efficiency", help="weekly compute and GAUC of E-CDCTR vs re-pretraining (Markdown + PNG)",
                         parents=[common, js])
-    ef.add_argument("--scale", default="medium", choices=["tiny", "small", "medium", "large"])
+    ef.add_argument("--scale", default="medium", metavar="SCALE", type=scale_name, help=SCALE_HELP)
     ef.add_argument("--seed", type=int, default=0)
     ef.add_argument("--monday", default="2026-11-23", help="the CPM Monday; A-CTR days start there")
     ef.add_argument("--days", type=int, default=2, help="A-CTR days both models are compared on (at most 7)")
@@ -170,7 +170,7 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
                     help="comma-separated: main (E-CDCTR vs Target-only), 2, 3, 4, 5, 6, fig4, aa (the instrument: a "
                          "planted effect and an A/A pair); variants shared by several tables are trained once "
                          "(default: %(default)s)")
-    ex.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    ex.add_argument("--scale", default="small", metavar="SCALE", type=scale_name, help=SCALE_HELP)
     ex.add_argument("--worlds", default="0,1,2",
                     help="simulated worlds (seeds of the data), comma-separated (default: %(default)s)")
     ex.add_argument("--train-seeds", default="0",
@@ -228,7 +228,7 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default", parents=[common, js])
     demo.add_argument("--as-of", default="2026-11-25", metavar="DATE", help="last A-CTR day of the demo calendar")
     demo.add_argument("--days", type=int, default=3, help="A-CTR days to run up to --as-of")
-    demo.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    demo.add_argument("--scale", default="small", metavar="SCALE", type=scale_name, help=SCALE_HELP)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="reports/demo", help="folder for the Markdown report and PNG")
     demo.set_defaults(func=cmd_demo)

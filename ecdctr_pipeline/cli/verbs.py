@@ -23,6 +23,21 @@ from ecdctr_pipeline.cli.ops import add_ops_verbs
 from ecdctr_pipeline.core.errors import EcdctrError
 from ecdctr_pipeline.core.settings import TRANSFER_POLICIES
 
+# --scale of every simulating verb (data/simulate.py get_scale says what is accepted)
+SCALE_HELP = ("tiny, small, medium or large; <scale>:table1 at the paper's Table 1 volume ratios "
+              "(default: %(default)s)")
+
+
+def scale_name(text: str) -> str:
+    """argparse type of --scale: a name :func:`~ecdctr_pipeline.data.simulate.get_scale` accepts."""
+    from ecdctr_pipeline.data.simulate import get_scale
+
+    try:
+        get_scale(text)
+    except EcdctrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Handler] = {}
 
@@ -556,7 +571,7 @@ def build_parser(extend: Callable[[Any, argparse.ArgumentParser, argparse.Argume
     sim = sub.add_parser("simulate", help="generate both domains into raw/ (seeded)", parents=[common, js])
     sim.add_argument("--start", required=True, metavar="DATE")
     sim.add_argument("--end", required=True, metavar="DATE", help="inclusive")
-    sim.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    sim.add_argument("--scale", default="small", metavar="SCALE", type=scale_name, help=SCALE_HELP)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--domain", action="append", choices=["natural", "ad"],
                      help="only this domain (repeatable; default both)")
