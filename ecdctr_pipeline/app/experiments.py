@@ -526,8 +526,10 @@ def write_table(summary: dict, out_dir: Path, *, scale: str, seconds: float) -> 
            + (f"**{summary['mde']:.4f}** GAUC (the largest over the orderings)" if summary["mde"] is not None
               else "undefined (one replicate)"))
     md = (f"# {summary['title']} — scale {scale}, {len(reps)} replicates\n\n"
-          f"Replicates: worlds {', '.join(map(str, worlds))} × training seeds {', '.join(map(str, seeds))}; "
-          f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} in each; {summary['groups']} (replicate, "
+          + (f"Replicates: worlds {', '.join(map(str, worlds))} × training seeds {', '.join(map(str, seeds))}; "
+             if None not in worlds else
+             f"Replicates: training seeds {', '.join(map(str, seeds))} on the store's own log (one world); ")
+          + f"A-CTR days {summary['days'][0]} .. {summary['days'][-1]} in each; {summary['groups']} (replicate, "
           f"day, user) groups scored (GAUC coverage {summary['coverage']:.2f} of the holdout rows); "
           f"{seconds:.0f} s on this machine.\n\nVerdicts use {metric}; {mde}.\n\n"
           + (f"The TPM set's user vectors explain R² {summary['tpm_taste_r2']['mean']:.3f} of the simulator's "
@@ -620,18 +622,29 @@ def tpm_taste_r2(world, tables, *, folds: int = 5, ridge: float = 1.0) -> dict:
 def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_seeds: list[int], scale: str,
                monday: str, days: int, out_dir: Path, validation_days: int = 2, max_epochs: int = 10,
                probe_multiple: int = 20, planted: float = 0.1, margin: float = 0.002, patience: int = 3,
-               validation_min_clicks: int = 100) -> dict:
+               validation_min_clicks: int = 100, on_store: ArtifactStore | None = None) -> dict:
     """Simulate each world into a scratch store, extract its features once, train the union of
     the tables' variants for each training seed on the same days (a scratch copy per seed),
     write each table. Every fine-tuned variant trains up to ``max_epochs`` epochs with early
     stopping on the last ``validation_days`` days of its ad window (the same tuning for all).
-    Returns ``{"tables": {table key: summary}, "seconds": …}``."""
+    Returns ``{"tables": {table key: summary}, "seconds": …}``.
+
+    ``on_store``: the same protocol on that store's own log instead of simulated worlds (a real
+    log): its features are extracted there once (as the DAGs would), each training seed trains in
+    a scratch copy of its tables, replicates are the training seeds, the metric is the observed
+    GAUC (no true probabilities: no probes, no planted variant, no TPM taste)."""
     from ecdctr_pipeline.app.scratch import copy_inputs
     from ecdctr_pipeline.core.report import progress
     from ecdctr_pipeline.data.simulate import World, get_scale, simulate
     from ecdctr_pipeline.data.store import open_store
     from ecdctr_pipeline.tiers import variants as registry
 
+    if on_store is not None:
+        derived = [v for t in tables for v in t.variants if registry.get(v).derived_from]
+        if derived or worlds:
+            raise EcdctrError("experiments on a store's own log: no --worlds (the log is the one world) and no "
+                              f"variant that needs a simulator's true probabilities ({', '.join(derived) or 'none'})")
+        worlds, probe_multiple = [None], 0
     if not worlds or not train_seeds or len(set(worlds)) != len(worlds) or len(set(train_seeds)) != len(train_seeds):
         raise EcdctrError(f"experiments: --worlds {worlds} and --train-seeds {train_seeds}: distinct integers, "
                           "at least one each")
@@ -658,36 +671,43 @@ def run_tables(base: Settings, tables: list[Table], *, worlds: list[int], train_
     work = Path(tempfile.mkdtemp(prefix="ecdctr-exp-"))
     try:
         for w in progress(worlds, desc="worlds", unit="world"):
-            ws = base.model_copy(deep=True)
-            ws.store.root = f"file://{work / f'world-{w}'}"
-            world_store = open_store(ws.store)
-            simulate(world_store, first, last - dt.timedelta(days=1), scale, w, progress=False, schema=schema)
-            extracted = extract_inputs(ws, world_store, monday_d, days, needs)
-            world = World(get_scale(scale), w, schema)
-            # the day each A-CTR day holds out (the day before it)
-            held = {d.isoformat(): calendar.actr_plan(d, cal).holdout_window.start for d in day_list}
-            truth = {k: Probe(None, probs, np.asarray(rows["click"]))
-                     for k, (rows, probs) in ((k, world.day_with_truth("ad", h)) for k, h in held.items())}
-            probes = ({k: _probe_store(world_store, world, h, probe_multiple, work / f"probe-{w}-{k}",
-                                       settings=extracted) for k, h in held.items()}
-                      if probe_multiple else None)
+            world = truth = probes = None
+            if w is None:  # the store's own log
+                world_store = on_store
+                extract_inputs(base, world_store, monday_d, days, needs)
+            else:
+                ws = base.model_copy(deep=True)
+                ws.store.root = f"file://{work / f'world-{w}'}"
+                world_store = open_store(ws.store)
+                simulate(world_store, first, last - dt.timedelta(days=1), scale, w, progress=False, schema=schema)
+                extracted = extract_inputs(ws, world_store, monday_d, days, needs)
+                world = World(get_scale(scale), w, schema)
+                # the day each A-CTR day holds out (the day before it)
+                held = {d.isoformat(): calendar.actr_plan(d, cal).holdout_window.start for d in day_list}
+                truth = {k: Probe(None, probs, np.asarray(rows["click"]))
+                         for k, (rows, probs) in ((k, world.day_with_truth("ad", h)) for k, h in held.items())}
+                probes = ({k: _probe_store(world_store, world, h, probe_multiple, work / f"probe-{w}-{k}",
+                                           settings=extracted) for k, h in held.items()}
+                          if probe_multiple else None)
             for seed in train_seeds:
                 folder = work / f"world-{w}-seed-{seed}"
                 copy_inputs(world_store, folder)
                 settings = base.model_copy(deep=True)
                 settings.store.root = f"file://{folder}"
-                settings.tpm.seed = settings.cpm.seed = settings.actr.seed = training_seed(w, seed)
+                ts = training_seed(0 if w is None else w, seed)
+                settings.tpm.seed = settings.cpm.seed = settings.actr.seed = ts
                 rows, week = run_days(settings, open_store(settings.store), monday_d, days, wanted, truth=truth,
                                       probes=probes, planted=planted)
-                runs[f"w{w}-s{seed}"] = {"world": w, "seed": seed, "training_seed": training_seed(w, seed),
-                                         "days": rows}
-                if "cpm_loaded" in week:  # the published TPM set: does it carry the world's long-term taste?
-                    runs[f"w{w}-s{seed}"]["tpm_taste_r2"] = tpm_taste_r2(world, week["cpm_loaded"][1])
+                key = f"s{seed}" if w is None else f"w{w}-s{seed}"
+                runs[key] = {"world": w, "seed": seed, "training_seed": ts, "days": rows}
+                if world is not None and "cpm_loaded" in week:  # the TPM set: does it carry the world's taste?
+                    runs[key]["tpm_taste_r2"] = tpm_taste_r2(world, week["cpm_loaded"][1])
                 del week
                 shutil.rmtree(folder, ignore_errors=True)
-            for d in day_list:
-                shutil.rmtree(work / f"probe-{w}-{d}", ignore_errors=True)
-            shutil.rmtree(work / f"world-{w}", ignore_errors=True)
+            if w is not None:
+                for d in day_list:
+                    shutil.rmtree(work / f"probe-{w}-{d}", ignore_errors=True)
+                shutil.rmtree(work / f"world-{w}", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.perf_counter() - t0, 1)

@@ -78,15 +78,20 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from ecdctr_pipeline.tiers.variants import get
 
     tables = parse_tables(args.table)
-    worlds, seeds = _int_list(args.worlds, "--worlds"), _int_list(args.train_seeds, "--train-seeds")
+    if args.on_store and args.worlds is not None:
+        raise EcdctrError("experiments: --on-store runs on the store's own log; it takes no --worlds")
+    worlds = [] if args.on_store else _int_list(args.worlds or "0,1,2", "--worlds")
+    seeds = _int_list(args.train_seeds, "--train-seeds")
     if args.days < 1 or args.max_epochs < 1 or args.validation_days < 0 or args.probe_multiple < 0 or args.margin < 0 \
             or args.validation_min_clicks < 0:
         raise EcdctrError("experiments: --days and --max-epochs at least 1; --validation-days, "
                           "--validation-min-clicks, --probe-multiple and --margin 0 or more")
-    r = run_tables(_settings(args), tables, worlds=worlds, train_seeds=seeds, scale=args.scale, monday=args.monday,
+    r = run_tables(_settings(args), tables, worlds=worlds, train_seeds=seeds,
+                   scale="the store's own log" if args.on_store else args.scale, monday=args.monday,
                    days=args.days, out_dir=Path(args.out), validation_days=args.validation_days,
                    max_epochs=args.max_epochs, probe_multiple=args.probe_multiple, planted=args.planted,
-                   margin=args.margin, patience=args.patience, validation_min_clicks=args.validation_min_clicks)
+                   margin=args.margin, patience=args.patience, validation_min_clicks=args.validation_min_clicks,
+                   on_store=_store(args) if args.on_store else None)
     lines = []
     for s in r["tables"].values():
         mde = "undefined (1 replicate)" if s["mde"] is None else f"{s['mde']:.4f}"
@@ -171,8 +176,12 @@ def add_app_verbs(sub, common: argparse.ArgumentParser, js: argparse.ArgumentPar
                          "planted effect and an A/A pair); variants shared by several tables are trained once "
                          "(default: %(default)s)")
     ex.add_argument("--scale", default="small", metavar="SCALE", type=scale_name, help=SCALE_HELP)
-    ex.add_argument("--worlds", default="0,1,2",
-                    help="simulated worlds (seeds of the data), comma-separated (default: %(default)s)")
+    ex.add_argument("--worlds", default=None,
+                    help="simulated worlds (seeds of the data), comma-separated (default: 0,1,2)")
+    ex.add_argument("--on-store", action="store_true",
+                    help="the same protocol on the configured store's own log (a real log) instead of simulated "
+                         "worlds: replicates are the --train-seeds, the metric the observed GAUC; its features are "
+                         "extracted in the store, nothing is published there")
     ex.add_argument("--train-seeds", default="0",
                     help="training seeds run on every world; a replicate is a world x a training seed "
                          "(default: %(default)s)")

@@ -209,3 +209,31 @@ def test_the_instrument_through_real_training_finds_a_planted_effect_and_no_a_a_
     text = (tmp_path / "out" / "tableaa.md").read_text()
     assert "expected GAUC on probe holdouts" in text and "no difference detected" in text
     assert (tmp_path / "out" / "tableaa.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_experiments_on_a_stores_own_log_replicate_over_training_seeds_and_publish_nothing(cpm_trained_store,
+                                                                                           tmp_path):
+    """``--on-store`` (a real log brought in through ingest): the same protocol with the store's
+    log as the one world, replicates the training seeds, the observed GAUC; features extracted
+    in the store, every model trained in a scratch copy (nothing published into the store)."""
+    from tests.conftest import tiny_settings
+
+    shutil.copytree(cpm_trained_store, tmp_path / "store")
+    s = tiny_settings(f"file://{tmp_path / 'store'}")
+    store = open_store(s.store)
+    before = sorted(k for k in store.list("") if not k.startswith("features/"))
+    with pytest.raises(EcdctrError, match="no variant that needs a simulator's true probabilities \\(planted\\)"):
+        experiments.run_tables(s, [experiments.TABLES["aa"]], worlds=[], train_seeds=[0], scale="own log",
+                               monday="2026-11-23", days=1, out_dir=tmp_path / "out", on_store=store)
+    r = experiments.run_tables(s, [experiments.TABLES["main"]], worlds=[], train_seeds=[0, 1], scale="own log",
+                               monday="2026-11-23", days=1, out_dir=tmp_path / "out", max_epochs=2,
+                               validation_days=0, on_store=store)
+    m = r["tables"]["main"]
+    assert m["metric"] == "observed" and [x["key"] for x in m["replicates"]] == ["s0", "s1"]
+    assert all(x["world"] is None for x in m["replicates"]) and "tpm_taste_r2" not in m
+    (o,) = m["orderings"]
+    assert o["replicates"] == 2 and o["p"] is not None and len(o["lifts"]) == 2 and o["lifts"][0] != o["lifts"][1]
+    text = (tmp_path / "out" / "main.md").read_text()
+    assert "training seeds 0, 1 on the store's own log" in text and "the observed GAUC" in text
+    assert sorted(k for k in store.list("") if not k.startswith("features/")) == before  # nothing published
