@@ -436,6 +436,9 @@ def _plot_curves(summary: dict, path: Path) -> Path | None:
                     label=f"{label} (validation)")
         ax.plot(range(1, len(r["loss_curve"]) + 1), r["loss_curve"], color=colour, ls="--", alpha=0.7,
                 label=f"{label} (training)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (mean over the fits that ran it)")
     ax.set_ylabel("log loss")
     ax.grid(alpha=0.3)
