@@ -206,7 +206,7 @@ def test_help_names_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["efficiency", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--scale {tiny,small,medium,large} (default: medium)" in text and "(default: 2)" in text
+    assert "<scale>:table1 at the paper's Table 1 volume ratios (default: medium)" in text and "(default: 2)" in text
     with pytest.raises(SystemExit):
         main(["backfill", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -98,7 +98,7 @@ def test_hyper_parameter_profiles(tmp_path):
     from ecdctr_pipeline.core.errors import ConfigError
 
     laptop = load_settings(environ={})
-    assert laptop.profile == "laptop" and laptop.tpm.learning_rate == 1e-3 and laptop.cpm.batch_size == 1024
+    assert laptop.profile == "laptop" and laptop.tpm.learning_rate == 1e-2 and laptop.cpm.batch_size == 1024
     paper = load_settings(environ={"ECDCTR_PROFILE": "paper"})
     assert (paper.tpm.learning_rate, paper.tpm.batch_size, paper.tpm.embedding_dim) == (0.025, 500_000, 16)
     assert (paper.cpm.learning_rate, paper.cpm.batch_size) == (5e-4, 10_000)
