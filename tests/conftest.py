@@ -253,6 +253,34 @@ def pipeline_settings(tiny_pipeline_store, tmp_path):
     return tiny_settings(f"file://{dest}")
 
 
+def serve_json_posts(answer=lambda path, body: (200, b"")):
+    """A loopback HTTP receiver of JSON POSTs that answers ``answer(path, body) -> (status, bytes)``
+    (as the service a notifier or emitter talks to would): yields (base URL, list of (path, body))."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            got.append((self.path, body))
+            code, data = answer(self.path, body)
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}", got
+    httpd.shutdown()
+
+
 def serve_webhooks():
     """A loopback HTTP receiver for alert webhooks: yields (base URL, list of received JSON bodies)."""
     import json

@@ -5,8 +5,6 @@ alert, secrets kept out of a failure's status."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,33 +12,19 @@ from ecdctr_pipeline.core.settings import AlertSettings
 from ecdctr_pipeline.quality import alerts
 
 
+def _answer(path: str, body: dict) -> tuple[int, bytes]:
+    if path.startswith("/broken"):
+        return 500, b""
+    if path.startswith(("/v2/enqueue", "/teams")):
+        return 202, json.dumps({"status": "success", "dedup_key": body.get("dedup_key")}).encode()
+    return 200, b"ok"
+
+
 @pytest.fixture
 def services():
-    got: list[tuple[str, dict]] = []
+    from tests.conftest import serve_json_posts
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            got.append((self.path, body))
-            if self.path.startswith("/broken"):
-                self.send_response(500)
-                self.end_headers()
-                return
-            code, answer = ((202, json.dumps({"status": "success", "dedup_key": body.get("dedup_key")}))
-                            if self.path.startswith(("/v2/enqueue", "/teams")) else (200, "ok"))
-            data = answer.encode()
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", got
-    httpd.shutdown()
+    yield from serve_json_posts(_answer)
 
 
 ALERT = alerts.Alert("quality_gate", "features/complete/ad", "2026-11-24", "2 of 14 expectations failed",

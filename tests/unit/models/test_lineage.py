@@ -6,9 +6,7 @@ line; an unreachable backend is logged and the run still publishes."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,21 +18,9 @@ from ecdctr_pipeline.data.store import open_store
 
 @pytest.fixture
 def lineage_backend():
-    got: list[tuple[str, dict]] = []
+    from tests.conftest import serve_json_posts
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            got.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-            self.send_response(201)
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", got
-    httpd.shutdown()
+    yield from serve_json_posts(lambda path, body: (201, b""))
 
 
 def test_a_published_tpm_set_emits_its_openlineage_run_event(pipeline_settings, lineage_backend, tmp_path):
