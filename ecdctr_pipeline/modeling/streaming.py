@@ -103,8 +103,12 @@ class WindowSource:
 
     def column(self, name: str) -> np.ndarray:
         """One column of every row (e.g. the ids a vocabulary is built from), file by file."""
-        parts = [np.asarray(b.column(0)) for b in self.record_batches([name])]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        return _column(self, name)
+
+
+def _column(source, name: str) -> np.ndarray:
+    parts = [np.asarray(b.column(0)) for b in source.record_batches([name])]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,10 @@ class TaggedSource:
 
     def describe(self) -> str:
         return " + ".join(f"{s.describe()} {dict(tags)}" for s, tags in self.parts)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column of every part's rows (a tag column: the part's constant), part by part."""
+        return _column(self, name)
 
     def shard(self, index: int, count: int) -> "TaggedSource":
         if count != 1:

@@ -143,6 +143,9 @@ def test_tagged_source_reads_every_part_once_with_its_tag(ad):
     assert 0 < got[DOMAIN][: len(got[DOMAIN]) // 2].mean() < 1  # the file order mixes the parts
     with pytest.raises(streaming.StreamError, match="one input pipeline, not 2"):
         tagged.shard(0, 2)
+    # one column of every part (the trainers count a validation slice's clicks with it)
+    assert tagged.column("click").tolist() == a.column("click").tolist() + b.column("click").tolist()
+    assert np.bincount(tagged.column(DOMAIN)).tolist() == [a.num_rows, b.num_rows]
 
 
 def test_a_cached_window_is_decoded_once_and_each_epoch_permutes_every_row(ad, monkeypatch):
