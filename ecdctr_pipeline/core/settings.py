@@ -387,6 +387,10 @@ class TrainingSettings(_Section):
     # the compiled train step (make bench-train measures both; README "Benchmarks"): XLA for the
     # whole step, and steps run per call of the traced function (fewer Python round trips)
     jit_compile: bool = False
+    # adam: Keras's Adam (every embedding row updated each step); lazy_adam: a row-sparse update of
+    # the embedding tables (modeling/optimizers.py: rows a batch does not look up keep their
+    # moments) -- no measurable gain at small's 50k x 16 tables, for vocabularies of the paper's size
+    optimizer: Literal["adam", "lazy_adam"] = "adam"
     steps_per_execution: int = Field(1, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=64)  # Kubernetes mode: pods of a trainer step (an Indexed Job)
     worker_port: int = Field(2222, gt=0, lt=65536)  # the workers' collective port (headless Service)
