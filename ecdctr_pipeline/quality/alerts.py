@@ -77,13 +77,19 @@ def _facts(alert: Alert, limit: int = 10) -> list[tuple[str, str]]:
     return out
 
 
+def _required_secret(settings: AlertSettings, field: str) -> str:
+    """The value of the secret setting ``alerts.<field>``; a notifier without it is not usable."""
+    secret = getattr(settings, field)
+    if secret is None:
+        raise ValueError(f"alerts.{field} is not set")
+    return secret.get_secret_value()
+
+
 class WebhookNotifier:
     name = "webhook"
 
     def __init__(self, settings: AlertSettings):
-        if settings.webhook_url is None:
-            raise ValueError("alerts.webhook_url is not set")
-        self._url = settings.webhook_url.get_secret_value()
+        self._url = _required_secret(settings, "webhook_url")
         self.timeout = settings.webhook_timeout_s
 
     def send(self, alert: Alert) -> None:
@@ -96,9 +102,7 @@ class SlackNotifier:
     name = "slack"
 
     def __init__(self, settings: AlertSettings):
-        if settings.slack_webhook_url is None:
-            raise ValueError("alerts.slack_webhook_url is not set")
-        self._url = settings.slack_webhook_url.get_secret_value()
+        self._url = _required_secret(settings, "slack_webhook_url")
         self.timeout = settings.webhook_timeout_s
 
     def send(self, alert: Alert) -> None:
@@ -121,9 +125,7 @@ class TeamsNotifier:
     name = "teams"
 
     def __init__(self, settings: AlertSettings):
-        if settings.teams_webhook_url is None:
-            raise ValueError("alerts.teams_webhook_url is not set")
-        self._url = settings.teams_webhook_url.get_secret_value()
+        self._url = _required_secret(settings, "teams_webhook_url")
         self.timeout = settings.webhook_timeout_s
 
     def send(self, alert: Alert) -> None:
@@ -152,9 +154,7 @@ class PagerDutyNotifier:
     name = "pagerduty"
 
     def __init__(self, settings: AlertSettings):
-        if settings.pagerduty_routing_key is None:
-            raise ValueError("alerts.pagerduty_routing_key is not set")
-        self._key = settings.pagerduty_routing_key.get_secret_value()
+        self._key = _required_secret(settings, "pagerduty_routing_key")
         self.url = settings.pagerduty_events_url
         self.timeout = settings.webhook_timeout_s
 
