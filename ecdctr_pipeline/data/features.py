@@ -45,55 +45,25 @@ def tpm_features(raw, names: Sequence[str]):
     return with_dt(raw).select(*names, PARTITION)
 
 
-def day_start(ts_col):
-    """The start (µs since the epoch, UTC) of the day of ``ts_col`` (µs since the epoch)."""
-    from pyspark.sql import functions as F
+def trailing_counters(df, key: str, side: str, windows_days: Sequence[int]):
+    """Impressions and clicks of the same ``key`` on the ``d`` days before each (key, day): one
+    row per (``key``, ``_day``) of ``df`` with ``<side>_imp_<d>d`` and ``<side>_clk_<d>d``.
 
-    return (F.floor(ts_col / F.lit(DAY_US)) * F.lit(DAY_US)).cast("long")
-
-
-def trailing_counters(df, key: str, side: str, windows_days: Sequence[int], targets=None):
-    """Impressions and clicks of the same ``key`` in ``[t - d days, t)`` for each row, where ``t``
-    is the start of the row's day (``_ts`` rounded down to 00:00 UTC).
-
-    Computed from running totals instead of sliding frames: the rows and, for each window, a
-    query point at ``t - d`` (and one at ``t``) are sorted together per key, queries before
-    events at equal times, so the running total at a query counts the events strictly before
-    it; ``count(t - d <= ts < t) = total(t) - total(t - d)``. One sort per key, linear in the
-    rows, however popular the key (a sliding range frame re-aggregates its whole frame per row).
-    Returns the impression key columns of ``targets`` (default: every row of ``df``) plus
-    ``<side>_imp_<d>d`` and ``<side>_clk_<d>d``.
-    """
+    Day-start snapshots make every row of a (key, day) share its counts, so the rows are first
+    counted per (key, day) and each window is a range frame over those daily totals (days
+    ``[day - d, day - 1]``): the sort and the frames see one row per key and day, not one per
+    impression (the per-impression form, a running total over the rows and a query row per
+    window, sorted and grouped again, cost most of the job)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    keys = ["user_id", "item_id", "_ts"]
-    events = df.select(F.col(key).alias("_k"), F.col("_ts").alias("_t"), F.lit(1).alias("_e"),
-                       F.col("click").cast("long").alias("_c"),
-                       *[F.lit(None).cast("long").alias(f"_q_{k}") for k in keys], F.lit(-1).alias("_w"))
-    parts = [events]
-    targets = df if targets is None else targets
-    for d in [0, *windows_days]:
-        parts.append(targets.select(F.col(key).alias("_k"), (day_start(F.col("_ts")) - d * DAY_US).alias("_t"),
-                                    F.lit(0).alias("_e"),
-                               F.lit(0).cast("long").alias("_c"), *[F.col(k).alias(f"_q_{k}") for k in keys],
-                               F.lit(d).alias("_w")))
-    union = parts[0]
-    for p in parts[1:]:
-        union = union.unionByName(p)
-    running = Window.partitionBy("_k").orderBy("_t", "_e").rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    union = union.withColumn("_n", F.sum("_e").over(running)).withColumn("_nc", F.sum("_c").over(running))
-    q = union.where(F.col("_e") == 0)
-    aggs = []
-    for d in [0, *windows_days]:
-        aggs += [F.max(F.when(F.col("_w") == d, F.col("_n"))).alias(f"_n{d}"),
-                 F.max(F.when(F.col("_w") == d, F.col("_nc"))).alias(f"_c{d}")]
-    wide = q.groupBy(*[f"_q_{k}" for k in keys]).agg(*aggs)
-    out = [F.col(f"_q_{k}").alias(k) for k in keys]
+    daily = df.groupBy(key, "_day").agg(F.count(F.lit(1)).alias("_n"), F.sum(F.col("click").cast("long")).alias("_c"))
+    out = [F.col(key), F.col("_day")]
     for d in windows_days:
-        out += [(F.col("_n0") - F.col(f"_n{d}")).cast("int").alias(f"{side}_imp_{d}d"),
-                (F.col("_c0") - F.col(f"_c{d}")).cast("int").alias(f"{side}_clk_{d}d")]
-    return wide.select(*out)
+        frame = Window.partitionBy(key).orderBy("_day").rangeBetween(-d, -1)
+        out += [F.coalesce(F.sum("_n").over(frame), F.lit(0)).cast("int").alias(f"{side}_imp_{d}d"),
+                F.coalesce(F.sum("_c").over(frame), F.lit(0)).cast("int").alias(f"{side}_clk_{d}d")]
+    return daily.select(*out)
 
 
 def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_days: int,
@@ -125,24 +95,32 @@ def complete_features(raw, start: str, end: str, *, max_seq_len: int, history_da
         seq_source = seq_source.unionByName(other, allowMissingColumns=True)
     if other_sequence and other_clicks is None:
         raise ValueError("other_sequence needs other_clicks")
-    frame = Window.partitionBy("user_id").orderBy("_day").rangeBetween(-history_days, -1)  # the days before
+    # the behaviour sequences, per (user, day): each day's clicks collected once, then the
+    # frame of the `history_days` days before concatenated and sorted (every row of a user's day
+    # shares them); the clicks of `seq_source` rows that are not the rows' own domain join only
+    # the sequences
     click = F.col("click") == 1
 
-    def last_clicks(which):  # the last max_seq_len clicks in the frame among the rows ``which``
-        hist = F.array_sort(F.collect_list(F.when(which, F.struct(F.col("_ts"), F.col("item_id"),
-                                                                   F.col("category_id")))).over(frame))
+    def clicks(which):
+        return F.collect_list(F.when(click & which, F.struct(F.col("_ts"), F.col("item_id"), F.col("category_id"))))
+
+    lists = [("_hist", F.col("_own") if other_sequence else F.lit(True))] + (
+        [("_src", ~F.col("_own"))] if other_sequence else [])
+    daily = seq_source.groupBy("user_id", "_day").agg(*[clicks(which).alias(name) for name, which in lists])
+    frame = Window.partitionBy("user_id").orderBy("_day").rangeBetween(-history_days, -1)  # the days before
+
+    def last_clicks(name):  # the last max_seq_len clicks of the frame's days
+        hist = F.array_sort(F.flatten(F.collect_list(name).over(frame)))
         return F.slice(hist, F.greatest(F.size(hist) - max_seq_len + 1, F.lit(1)), max_seq_len)
 
+    user_hist = daily.select("user_id", "_day", *[last_clicks(name).alias(name) for name, _ in lists])
     in_window = (F.col(PARTITION) >= start) & (F.col(PARTITION) < end)
-    base = seq_source.withColumn("_hist", last_clicks(click & F.col("_own") if other_sequence else click))
-    if other_sequence:
-        base = base.withColumn("_src", last_clicks(click & ~F.col("_own")))
-    base = base.where(in_window & F.col("_own"))
-    keys = ["user_id", "item_id", "_ts"]
     targets = df.where(in_window)
-    user_c = trailing_counters(df, "user_id", "user", counter_windows_days, targets)
-    item_c = trailing_counters(df, "item_id", "item", counter_windows_days, targets)
-    out = base.join(user_c, keys, "left").join(item_c, keys, "left")
+    # the left joins keep every impression of the window: each (user, day) and (item, day) of a
+    # target is a day of `df` (the target itself), so every one has its sequences and counters
+    out = (targets.join(user_hist, ["user_id", "_day"], "left")
+           .join(trailing_counters(df, "user_id", "user", counter_windows_days), ["user_id", "_day"], "left")
+           .join(trailing_counters(df, "item_id", "item", counter_windows_days), ["item_id", "_day"], "left"))
     sequences = [("_hist", SEQ_ITEMS, SEQ_CATS, SEQ_LEN)] + (
         [("_src", SRC_SEQ_ITEMS, SRC_SEQ_CATS, SRC_SEQ_LEN)] if other_sequence else [])
     return out.select(
