@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # make test's pytest-xdist workers (each test process has its own AIRFLOW_HOME, buckets and ports)
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed
 
 TOOLS := .tools-venv
