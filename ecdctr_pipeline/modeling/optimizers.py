@@ -1,4 +1,4 @@
-"""The trainers' optimizer: Adam whose embedding rows move only when a batch looks them up.
+"""A row-sparse Adam for the embedding tables (`training.optimizer: lazy_adam`; the default is Keras's Adam).
 
 Keras 3's :class:`keras.optimizers.Adam` subtracts the momentum from a gradient, so an embedding
 table's sparse gradient (a :class:`tf.IndexedSlices` of the rows a batch looked up) is made dense
